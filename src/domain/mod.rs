@@ -1,0 +1,18 @@
+//! Input parsed into types at the edge: once a value is an [`Email`] or a [`Password`], the rules
+//! behind it hold everywhere.
+
+mod email;
+mod password;
+mod scope;
+mod username;
+
+pub use email::Email;
+pub use password::Password;
+pub use scope::{Scope, Scopes};
+pub use username::Username;
+
+/// Roles a user can hold; carried in access tokens as `roles`.
+pub const ROLE_USER: &str = "user";
+pub const ROLE_MODERATOR: &str = "moderator";
+pub const ROLE_ADMIN: &str = "admin";
+pub const ROLES: &[&str] = &[ROLE_USER, ROLE_MODERATOR, ROLE_ADMIN];

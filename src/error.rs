@@ -1,0 +1,43 @@
+//! The one error type of authd's rules. `grpc::status` maps it to a `tonic::Status` in one place.
+
+/// What went wrong, in the terms a caller may be told. Internal details stay in the log.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Bad input; `field` names the request field.
+    #[error("{field}: {reason}")]
+    InvalidArgument { field: &'static str, reason: String },
+    /// No valid credential, or login failed. One message for every cause.
+    #[error("invalid credentials")]
+    Unauthenticated,
+    #[error("permission denied: {0}")]
+    PermissionDenied(&'static str),
+    #[error("{0} not found")]
+    NotFound(&'static str),
+    #[error("{0} already exists")]
+    AlreadyExists(&'static str),
+    #[error("{0}")]
+    FailedPrecondition(&'static str),
+    #[error("{0} is not implemented yet")]
+    Unimplemented(&'static str),
+    /// The database (or another store) cannot be reached.
+    #[error("service temporarily unavailable")]
+    Unavailable,
+    /// A bug or an unexpected state; the detail is logged, never returned.
+    #[error("internal error")]
+    Internal(String),
+}
+
+impl Error {
+    pub fn invalid(field: &'static str, reason: impl Into<String>) -> Self {
+        Self::InvalidArgument {
+            field,
+            reason: reason.into(),
+        }
+    }
+
+    pub fn internal(detail: impl std::fmt::Display) -> Self {
+        Self::Internal(detail.to_string())
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;

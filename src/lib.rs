@@ -1,0 +1,14 @@
+pub mod proto {
+    #![allow(clippy::all, missing_docs)]
+    tonic::include_proto!("auth.v1");
+    pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("authd_descriptor");
+}
+
+pub mod clock;
+pub mod config;
+pub mod crypto;
+pub mod domain;
+pub mod error;
+pub mod secret;
+pub mod store;
+pub mod tokens;

@@ -1,0 +1,141 @@
+//! Postgres access: the pool, the embedded migrations, and one module of plain query functions per
+//! table. Nothing outside this module writes SQL.
+
+pub mod api_keys;
+pub mod revocations;
+#[rustfmt::skip]
+pub mod schema;
+pub mod sessions;
+pub mod signing_keys;
+pub mod users;
+
+use diesel::result::{DatabaseErrorKind, Error as DieselError};
+use diesel_async::AsyncPgConnection;
+use diesel_async::async_connection_wrapper::AsyncConnectionWrapper;
+use diesel_async::pooled_connection::{AsyncDieselConnectionManager, ManagerConfig, PoolError};
+use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
+use std::time::Duration;
+
+pub const MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations");
+
+pub type Pool = bb8::Pool<AsyncDieselConnectionManager<AsyncPgConnection>>;
+pub type Conn<'a> = bb8::PooledConnection<'a, AsyncDieselConnectionManager<AsyncPgConnection>>;
+
+/// A failed store operation, classified for the rules above it.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database cannot be reached (pool timeout, connection refused or broken).
+    #[error("database unavailable: {0}")]
+    Unavailable(String),
+    /// A unique constraint refused the write; carries the constraint's name.
+    #[error("unique violation on {0}")]
+    Conflict(String),
+    #[error("row not found")]
+    NotFound,
+    #[error("database error: {0}")]
+    Other(String),
+}
+
+impl From<DieselError> for StoreError {
+    fn from(err: DieselError) -> Self {
+        match err {
+            DieselError::NotFound => Self::NotFound,
+            DieselError::DatabaseError(DatabaseErrorKind::UniqueViolation, info) => {
+                Self::Conflict(info.constraint_name().unwrap_or_default().to_string())
+            }
+            DieselError::DatabaseError(DatabaseErrorKind::ClosedConnection, info) => {
+                Self::Unavailable(info.message().to_string())
+            }
+            DieselError::BrokenTransactionManager => Self::Unavailable(err.to_string()),
+            other => Self::Other(other.to_string()),
+        }
+    }
+}
+
+impl From<bb8::RunError<PoolError>> for StoreError {
+    fn from(err: bb8::RunError<PoolError>) -> Self {
+        Self::Unavailable(err.to_string())
+    }
+}
+
+impl From<StoreError> for crate::error::Error {
+    fn from(err: StoreError) -> Self {
+        match err {
+            StoreError::Unavailable(detail) => {
+                tracing::warn!(%detail, "database unavailable");
+                Self::Unavailable
+            }
+            StoreError::NotFound => Self::NotFound("record"),
+            other => Self::internal(other),
+        }
+    }
+}
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// Builds the pool. Each connection gets a statement timeout so that no query can hang a call.
+pub async fn connect(database_url: &str, max_size: u32) -> StoreResult<Pool> {
+    let mut config = ManagerConfig::<AsyncPgConnection>::default();
+    config.custom_setup = Box::new(|url| {
+        Box::pin(async move {
+            use diesel_async::{AsyncConnection, SimpleAsyncConnection};
+            let mut conn = AsyncPgConnection::establish(url).await?;
+            conn.batch_execute("SET statement_timeout = '10s'; SET lock_timeout = '5s'")
+                .await
+                .map_err(diesel::ConnectionError::CouldntSetupConfiguration)?;
+            Ok(conn)
+        })
+    });
+    let manager = AsyncDieselConnectionManager::new_with_config(database_url, config);
+    bb8::Pool::builder()
+        .max_size(max_size)
+        .min_idle(Some(1))
+        .connection_timeout(Duration::from_secs(3))
+        .retry_connection(false)
+        .build(manager)
+        .await
+        .map_err(|e| StoreError::Unavailable(e.to_string()))
+}
+
+/// Checks out a connection; the error is `Unavailable` when the database is unreachable.
+pub async fn conn(pool: &Pool) -> StoreResult<Conn<'_>> {
+    Ok(pool.get().await?)
+}
+
+/// Applies pending migrations; returns the versions applied. Idempotent.
+pub async fn migrate(database_url: &str) -> anyhow::Result<Vec<String>> {
+    let url = database_url.to_string();
+    tokio::task::spawn_blocking(move || -> anyhow::Result<Vec<String>> {
+        use diesel::Connection;
+        let mut conn = AsyncConnectionWrapper::<AsyncPgConnection>::establish(&url)
+            .map_err(|e| anyhow::anyhow!("cannot connect to the database: {e}"))?;
+        let applied = conn
+            .run_pending_migrations(MIGRATIONS)
+            .map_err(|e| anyhow::anyhow!("migration failed: {e}"))?;
+        Ok(applied.iter().map(ToString::to_string).collect())
+    })
+    .await?
+}
+
+/// Whether the schema lacks migrations this binary knows.
+pub async fn pending_migrations(database_url: &str) -> anyhow::Result<usize> {
+    let url = database_url.to_string();
+    tokio::task::spawn_blocking(move || -> anyhow::Result<usize> {
+        use diesel::Connection;
+        let mut conn = AsyncConnectionWrapper::<AsyncPgConnection>::establish(&url)
+            .map_err(|e| anyhow::anyhow!("cannot connect to the database: {e}"))?;
+        let pending = conn
+            .pending_migrations(MIGRATIONS)
+            .map_err(|e| anyhow::anyhow!("cannot read the schema version: {e}"))?;
+        Ok(pending.len())
+    })
+    .await?
+}
+
+/// A trivial query, for health checks.
+pub async fn ping(pool: &Pool) -> StoreResult<()> {
+    use diesel_async::SimpleAsyncConnection;
+    let mut conn = conn(pool).await?;
+    conn.batch_execute("SELECT 1").await?;
+    Ok(())
+}

@@ -1,0 +1,97 @@
+// @generated-style: mirrors `migrations/`, in the layout `diesel print-schema` writes.
+// Keep it in step with every migration (the test suite migrates a real database and uses it).
+
+diesel::table! {
+    api_keys (id) {
+        id -> Uuid,
+        user_id -> Uuid,
+        label -> Text,
+        prefix -> Text,
+        secret_hash -> Bytea,
+        previous_secret_hash -> Nullable<Bytea>,
+        previous_expires_at -> Nullable<Timestamptz>,
+        scopes -> Array<Text>,
+        created_at -> Timestamptz,
+        expires_at -> Nullable<Timestamptz>,
+        last_used_at -> Nullable<Timestamptz>,
+        revoked_at -> Nullable<Timestamptz>,
+    }
+}
+
+diesel::table! {
+    refresh_tokens (token_hash) {
+        token_hash -> Bytea,
+        session_id -> Uuid,
+        created_at -> Timestamptz,
+        expires_at -> Timestamptz,
+        used_at -> Nullable<Timestamptz>,
+    }
+}
+
+diesel::table! {
+    revocations (id) {
+        id -> Int8,
+        kind -> Text,
+        subject_id -> Text,
+        user_id -> Nullable<Uuid>,
+        created_at -> Timestamptz,
+        expires_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    sessions (id) {
+        id -> Uuid,
+        user_id -> Uuid,
+        created_at -> Timestamptz,
+        last_used_at -> Timestamptz,
+        expires_at -> Timestamptz,
+        revoked_at -> Nullable<Timestamptz>,
+        ip_address -> Nullable<Text>,
+        user_agent -> Nullable<Text>,
+        device_name -> Nullable<Text>,
+    }
+}
+
+diesel::table! {
+    signing_keys (kid) {
+        kid -> Text,
+        alg -> Text,
+        public_jwk -> Text,
+        private_key_encrypted -> Bytea,
+        created_at -> Timestamptz,
+        retired_at -> Nullable<Timestamptz>,
+    }
+}
+
+diesel::table! {
+    users (id) {
+        id -> Uuid,
+        email -> Text,
+        email_normalized -> Text,
+        username -> Text,
+        username_normalized -> Text,
+        password_hash -> Nullable<Text>,
+        email_verified -> Bool,
+        roles -> Array<Text>,
+        active -> Bool,
+        locked_until -> Nullable<Timestamptz>,
+        failed_logins -> Int4,
+        created_at -> Timestamptz,
+        updated_at -> Timestamptz,
+        last_login_at -> Nullable<Timestamptz>,
+    }
+}
+
+diesel::joinable!(api_keys -> users (user_id));
+diesel::joinable!(refresh_tokens -> sessions (session_id));
+diesel::joinable!(sessions -> users (user_id));
+
+diesel::allow_tables_to_appear_in_same_query!(
+    api_keys,
+    refresh_tokens,
+    revocations,
+    sessions,
+    signing_keys,
+    users,
+);

@@ -1,0 +1,119 @@
+use super::schema::{refresh_tokens, sessions};
+use super::{Conn, StoreResult};
+use chrono::{DateTime, Utc};
+use diesel::prelude::*;
+use diesel_async::RunQueryDsl;
+use uuid::Uuid;
+
+#[derive(Clone, Debug, Queryable, Selectable, Insertable)]
+#[diesel(table_name = sessions, check_for_backend(diesel::pg::Pg))]
+pub struct SessionRow {
+    pub id: Uuid,
+    pub user_id: Uuid,
+    pub created_at: DateTime<Utc>,
+    pub last_used_at: DateTime<Utc>,
+    pub expires_at: DateTime<Utc>,
+    pub revoked_at: Option<DateTime<Utc>>,
+    pub ip_address: Option<String>,
+    pub user_agent: Option<String>,
+    pub device_name: Option<String>,
+}
+
+#[derive(Insertable)]
+#[diesel(table_name = refresh_tokens)]
+pub struct NewRefreshToken<'a> {
+    pub token_hash: &'a [u8],
+    pub session_id: Uuid,
+    pub created_at: DateTime<Utc>,
+    pub expires_at: DateTime<Utc>,
+}
+
+pub async fn insert(conn: &mut Conn<'_>, session: &SessionRow) -> StoreResult<()> {
+    diesel::insert_into(sessions::table).values(session).execute(conn).await?;
+    Ok(())
+}
+
+pub async fn insert_refresh_token(conn: &mut Conn<'_>, token: &NewRefreshToken<'_>) -> StoreResult<()> {
+    diesel::insert_into(refresh_tokens::table).values(token).execute(conn).await?;
+    Ok(())
+}
+
+/// Marks an unused, unexpired refresh token as used, in one statement: of many concurrent calls
+/// with the same token exactly one gets its session id back.
+pub async fn consume_refresh_token(conn: &mut Conn<'_>, hash: &[u8], now: DateTime<Utc>) -> StoreResult<Option<Uuid>> {
+    Ok(diesel::update(
+        refresh_tokens::table
+            .filter(refresh_tokens::token_hash.eq(hash))
+            .filter(refresh_tokens::used_at.is_null())
+            .filter(refresh_tokens::expires_at.gt(now)),
+    )
+    .set(refresh_tokens::used_at.eq(now))
+    .returning(refresh_tokens::session_id)
+    .get_result(conn)
+    .await
+    .optional()?)
+}
+
+/// The session of a refresh token, used or not.
+pub async fn session_of_refresh_token(conn: &mut Conn<'_>, hash: &[u8]) -> StoreResult<Option<Uuid>> {
+    Ok(refresh_tokens::table
+        .filter(refresh_tokens::token_hash.eq(hash))
+        .select(refresh_tokens::session_id)
+        .first(conn)
+        .await
+        .optional()?)
+}
+
+pub async fn find(conn: &mut Conn<'_>, id: Uuid) -> StoreResult<Option<SessionRow>> {
+    Ok(sessions::table
+        .find(id)
+        .select(SessionRow::as_select())
+        .first(conn)
+        .await
+        .optional()?)
+}
+
+pub async fn touch(conn: &mut Conn<'_>, id: Uuid, at: DateTime<Utc>) -> StoreResult<()> {
+    diesel::update(sessions::table.find(id))
+        .set(sessions::last_used_at.eq(at))
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// The user's sessions that are neither revoked nor expired, oldest first.
+pub async fn live_for_user(conn: &mut Conn<'_>, user_id: Uuid, now: DateTime<Utc>) -> StoreResult<Vec<SessionRow>> {
+    Ok(sessions::table
+        .filter(sessions::user_id.eq(user_id))
+        .filter(sessions::revoked_at.is_null())
+        .filter(sessions::expires_at.gt(now))
+        .order(sessions::created_at.asc())
+        .select(SessionRow::as_select())
+        .load(conn)
+        .await?)
+}
+
+/// Revokes one live session; returns whether it was live.
+pub async fn revoke(conn: &mut Conn<'_>, id: Uuid, now: DateTime<Utc>) -> StoreResult<bool> {
+    let n = diesel::update(sessions::table.find(id).filter(sessions::revoked_at.is_null()))
+        .set(sessions::revoked_at.eq(now))
+        .execute(conn)
+        .await?;
+    Ok(n == 1)
+}
+
+/// Revokes every live session of a user but `keep`; returns the ids revoked.
+pub async fn revoke_all_for_user(conn: &mut Conn<'_>, user_id: Uuid, keep: Option<Uuid>, now: DateTime<Utc>) -> StoreResult<Vec<Uuid>> {
+    let keep = keep.unwrap_or(Uuid::nil());
+    Ok(diesel::update(
+        sessions::table
+            .filter(sessions::user_id.eq(user_id))
+            .filter(sessions::revoked_at.is_null())
+            .filter(sessions::expires_at.gt(now))
+            .filter(sessions::id.ne(keep)),
+    )
+    .set(sessions::revoked_at.eq(now))
+    .returning(sessions::id)
+    .get_results(conn)
+    .await?)
+}

@@ -1,0 +1,111 @@
+use super::schema::users;
+use super::{Conn, StoreResult};
+use chrono::{DateTime, Utc};
+use diesel::prelude::*;
+use diesel_async::RunQueryDsl;
+use uuid::Uuid;
+
+#[derive(Clone, Debug, Queryable, Selectable, Identifiable)]
+#[diesel(table_name = users, check_for_backend(diesel::pg::Pg))]
+pub struct UserRow {
+    pub id: Uuid,
+    pub email: String,
+    pub email_normalized: String,
+    pub username: String,
+    pub username_normalized: String,
+    pub password_hash: Option<String>,
+    pub email_verified: bool,
+    pub roles: Vec<String>,
+    pub active: bool,
+    pub locked_until: Option<DateTime<Utc>>,
+    pub failed_logins: i32,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    pub last_login_at: Option<DateTime<Utc>>,
+}
+
+#[derive(Insertable)]
+#[diesel(table_name = users)]
+pub struct NewUser<'a> {
+    pub id: Uuid,
+    pub email: &'a str,
+    pub email_normalized: &'a str,
+    pub username: &'a str,
+    pub username_normalized: &'a str,
+    pub password_hash: Option<&'a str>,
+    pub roles: Vec<String>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+pub async fn insert(conn: &mut Conn<'_>, user: &NewUser<'_>) -> StoreResult<UserRow> {
+    Ok(diesel::insert_into(users::table)
+        .values(user)
+        .returning(UserRow::as_returning())
+        .get_result(conn)
+        .await?)
+}
+
+pub async fn find(conn: &mut Conn<'_>, id: Uuid) -> StoreResult<Option<UserRow>> {
+    Ok(users::table
+        .find(id)
+        .select(UserRow::as_select())
+        .first(conn)
+        .await
+        .optional()?)
+}
+
+pub async fn find_by_email(conn: &mut Conn<'_>, email_normalized: &str) -> StoreResult<Option<UserRow>> {
+    Ok(users::table
+        .filter(users::email_normalized.eq(email_normalized))
+        .select(UserRow::as_select())
+        .first(conn)
+        .await
+        .optional()?)
+}
+
+/// Finds a user by normalized email or normalized username.
+pub async fn find_by_identifier(conn: &mut Conn<'_>, normalized: &str) -> StoreResult<Option<UserRow>> {
+    Ok(users::table
+        .filter(users::email_normalized.eq(normalized).or(users::username_normalized.eq(normalized)))
+        .select(UserRow::as_select())
+        .first(conn)
+        .await
+        .optional()?)
+}
+
+pub async fn record_login(conn: &mut Conn<'_>, id: Uuid, at: DateTime<Utc>) -> StoreResult<()> {
+    diesel::update(users::table.find(id))
+        .set((users::last_login_at.eq(at), users::failed_logins.eq(0)))
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+pub async fn set_password_hash(conn: &mut Conn<'_>, id: Uuid, hash: &str, at: DateTime<Utc>) -> StoreResult<()> {
+    diesel::update(users::table.find(id))
+        .set((users::password_hash.eq(hash), users::updated_at.eq(at)))
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+pub async fn set_username(conn: &mut Conn<'_>, id: Uuid, username: &str, normalized: &str, at: DateTime<Utc>) -> StoreResult<UserRow> {
+    Ok(diesel::update(users::table.find(id))
+        .set((
+            users::username.eq(username),
+            users::username_normalized.eq(normalized),
+            users::updated_at.eq(at),
+        ))
+        .returning(UserRow::as_returning())
+        .get_result(conn)
+        .await?)
+}
+
+pub async fn set_roles(conn: &mut Conn<'_>, id: Uuid, roles: &[String], at: DateTime<Utc>) -> StoreResult<()> {
+    diesel::update(users::table.find(id))
+        .set((users::roles.eq(roles), users::updated_at.eq(at)))
+        .execute(conn)
+        .await?;
+    Ok(())
+}

@@ -1,0 +1,283 @@
+//! Signing keys: generated here, stored with the private part sealed under the key-encryption key,
+//! published (public parts only) as a JWKS, rotated by `authd keys rotate`.
+
+use crate::clock::Clock;
+use crate::config::SigningAlg;
+use crate::crypto::b64url;
+use crate::secret::Secret;
+use crate::store::signing_keys::{self, SigningKeyRow};
+use crate::store::{self, Pool, StoreError};
+use chacha20poly1305::aead::{Aead, AeadCore, KeyInit, Payload};
+use chacha20poly1305::{XChaCha20Poly1305, XNonce};
+use chrono::{DateTime, Utc};
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey};
+use rand::rngs::OsRng;
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+#[derive(Debug, thiserror::Error)]
+pub enum KeyError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("signing key {kid} cannot be decrypted: wrong AUTHD_KEY_ENCRYPTION_KEY or corrupt row")]
+    Decrypt { kid: String },
+    #[error("signing key {kid} is malformed: {reason}")]
+    Malformed { kid: String, reason: String },
+    #[error("no active signing key")]
+    NoActiveKey,
+}
+
+/// The private half of the active key, ready to sign.
+pub struct ActiveKey {
+    pub kid: String,
+    pub alg: Algorithm,
+    pub encoding_key: EncodingKey,
+}
+
+/// A key that verifies tokens: the active one and retired ones still published.
+pub struct VerifyingKey {
+    pub alg: Algorithm,
+    pub decoding_key: DecodingKey,
+}
+
+/// The keys as loaded at one moment.
+pub struct KeyRing {
+    pub active: ActiveKey,
+    pub verifiers: HashMap<String, VerifyingKey>,
+    /// Public JWKs, newest first.
+    pub jwks: Vec<Value>,
+    pub jwks_json: String,
+}
+
+/// The current [`KeyRing`], swapped whole on reload.
+#[derive(Clone)]
+pub struct SigningKeys {
+    ring: Arc<RwLock<Arc<KeyRing>>>,
+}
+
+impl SigningKeys {
+    pub fn current(&self) -> Arc<KeyRing> {
+        self.ring.read().expect("key ring lock").clone()
+    }
+
+    /// Loads the published keys, creating the first one when the store has none.
+    pub async fn load_or_create(
+        pool: &Pool,
+        kek: &Secret<[u8; 32]>,
+        alg: SigningAlg,
+        clock: &Clock,
+        publish_for: Duration,
+    ) -> Result<Self, KeyError> {
+        let ring = match load_ring(pool, kek, clock.now(), publish_for).await {
+            Err(KeyError::NoActiveKey) => {
+                let row = generate(kek, alg, clock.now())?;
+                let mut conn = store::conn(pool).await?;
+                if signing_keys::insert_if_none_active(&mut conn, &row).await? {
+                    tracing::info!(kid = %row.kid, alg = %row.alg, "created the first signing key");
+                }
+                drop(conn);
+                load_ring(pool, kek, clock.now(), publish_for).await?
+            }
+            other => other?,
+        };
+        Ok(Self {
+            ring: Arc::new(RwLock::new(Arc::new(ring))),
+        })
+    }
+
+    /// Re-reads the keys (picks up a rotation made by another process); returns whether the
+    /// published set changed.
+    pub async fn reload(
+        &self,
+        pool: &Pool,
+        kek: &Secret<[u8; 32]>,
+        now: DateTime<Utc>,
+        publish_for: Duration,
+    ) -> Result<bool, KeyError> {
+        let ring = load_ring(pool, kek, now, publish_for).await?;
+        let mut current = self.ring.write().expect("key ring lock");
+        let changed = current.jwks_json != ring.jwks_json || current.active.kid != ring.active.kid;
+        if changed {
+            *current = Arc::new(ring);
+        }
+        Ok(changed)
+    }
+}
+
+/// Creates a key and retires the current one; it stays published for `publish_for` more.
+pub async fn rotate(pool: &Pool, kek: &Secret<[u8; 32]>, alg: SigningAlg, now: DateTime<Utc>) -> Result<String, KeyError> {
+    let row = generate(kek, alg, now)?;
+    let mut conn = store::conn(pool).await?;
+    signing_keys::insert_and_retire_others(&mut conn, &row).await?;
+    Ok(row.kid)
+}
+
+async fn load_ring(pool: &Pool, kek: &Secret<[u8; 32]>, now: DateTime<Utc>, publish_for: Duration) -> Result<KeyRing, KeyError> {
+    let retired_after = now - chrono::Duration::from_std(publish_for).unwrap_or(chrono::Duration::days(1));
+    let rows = {
+        let mut conn = store::conn(pool).await?;
+        signing_keys::load_published(&mut conn, retired_after).await?
+    };
+    let active_row = rows.iter().find(|r| r.retired_at.is_none()).ok_or(KeyError::NoActiveKey)?;
+    let private_der = open(kek, &active_row.kid, &active_row.private_key_encrypted)?;
+    let active_alg = parse_alg(active_row)?;
+    let encoding_key = match active_alg {
+        Algorithm::EdDSA => EncodingKey::from_ed_der(private_der.expose()),
+        Algorithm::ES256 => EncodingKey::from_ec_der(private_der.expose()),
+        _ => EncodingKey::from_rsa_der(private_der.expose()),
+    };
+    let mut verifiers = HashMap::new();
+    let mut jwks = Vec::new();
+    for row in &rows {
+        let alg = parse_alg(row)?;
+        let jwk: Value = serde_json::from_str(&row.public_jwk).map_err(|e| malformed(row, e))?;
+        let member = |name: &str| jwk.get(name).and_then(Value::as_str).unwrap_or_default().to_string();
+        let decoding_key = match alg {
+            Algorithm::EdDSA => DecodingKey::from_ed_components(&member("x")),
+            Algorithm::ES256 => DecodingKey::from_ec_components(&member("x"), &member("y")),
+            _ => DecodingKey::from_rsa_components(&member("n"), &member("e")),
+        }
+        .map_err(|e| malformed(row, e))?;
+        verifiers.insert(row.kid.clone(), VerifyingKey { alg, decoding_key });
+        jwks.push(jwk);
+    }
+    let jwks_json = json!({ "keys": jwks }).to_string();
+    Ok(KeyRing {
+        active: ActiveKey {
+            kid: active_row.kid.clone(),
+            alg: active_alg,
+            encoding_key,
+        },
+        verifiers,
+        jwks,
+        jwks_json,
+    })
+}
+
+fn malformed(row: &SigningKeyRow, err: impl std::fmt::Display) -> KeyError {
+    KeyError::Malformed {
+        kid: row.kid.clone(),
+        reason: err.to_string(),
+    }
+}
+
+fn parse_alg(row: &SigningKeyRow) -> Result<Algorithm, KeyError> {
+    match row.alg.as_str() {
+        "EdDSA" => Ok(Algorithm::EdDSA),
+        "ES256" => Ok(Algorithm::ES256),
+        "RS256" => Ok(Algorithm::RS256),
+        other => Err(malformed(row, format!("unsupported alg {other}"))),
+    }
+}
+
+/// Generates a key pair: the private part as the DER jsonwebtoken signs with (PKCS#8 for EdDSA and
+/// ES256, PKCS#1 for RS256), sealed; the public part as a JWK whose `kid` is its RFC 7638 thumbprint.
+pub fn generate(kek: &Secret<[u8; 32]>, alg: SigningAlg, now: DateTime<Utc>) -> Result<SigningKeyRow, KeyError> {
+    let fail = |e: &dyn std::fmt::Display| KeyError::Malformed {
+        kid: "(new)".into(),
+        reason: e.to_string(),
+    };
+    let (private_der, mut jwk, thumbprint_input): (Secret<Vec<u8>>, Value, String) = match alg {
+        SigningAlg::EdDsa => {
+            use ed25519_dalek::pkcs8::EncodePrivateKey;
+            let key = ed25519_dalek::SigningKey::generate(&mut OsRng);
+            let der = key.to_pkcs8_der().map_err(|e| fail(&e))?;
+            let x = b64url(key.verifying_key().as_bytes());
+            let canonical = format!(r#"{{"crv":"Ed25519","kty":"OKP","x":"{x}"}}"#);
+            (
+                Secret::new(der.as_bytes().to_vec()),
+                json!({"kty": "OKP", "crv": "Ed25519", "x": x}),
+                canonical,
+            )
+        }
+        SigningAlg::Es256 => {
+            use p256::elliptic_curve::sec1::ToEncodedPoint;
+            use p256::pkcs8::EncodePrivateKey;
+            let key = p256::SecretKey::random(&mut OsRng);
+            let der = key.to_pkcs8_der().map_err(|e| fail(&e))?;
+            let point = key.public_key().to_encoded_point(false);
+            let x = b64url(point.x().map(|x| x.as_slice()).unwrap_or_default());
+            let y = b64url(point.y().map(|y| y.as_slice()).unwrap_or_default());
+            let canonical = format!(r#"{{"crv":"P-256","kty":"EC","x":"{x}","y":"{y}"}}"#);
+            (
+                Secret::new(der.as_bytes().to_vec()),
+                json!({"kty": "EC", "crv": "P-256", "x": x, "y": y}),
+                canonical,
+            )
+        }
+        SigningAlg::Rs256 => {
+            use rsa::pkcs1::EncodeRsaPrivateKey;
+            use rsa::traits::PublicKeyParts;
+            let key = rsa::RsaPrivateKey::new(&mut OsRng, 2048).map_err(|e| fail(&e))?;
+            let der = key.to_pkcs1_der().map_err(|e| fail(&e))?;
+            let n = b64url(&key.n().to_bytes_be());
+            let e = b64url(&key.e().to_bytes_be());
+            let canonical = format!(r#"{{"e":"{e}","kty":"RSA","n":"{n}"}}"#);
+            (
+                Secret::new(der.as_bytes().to_vec()),
+                json!({"kty": "RSA", "n": n, "e": e}),
+                canonical,
+            )
+        }
+    };
+    let kid = b64url(&Sha256::digest(thumbprint_input.as_bytes()));
+    let object = jwk.as_object_mut().expect("jwk is an object");
+    object.insert("kid".into(), json!(kid));
+    object.insert("use".into(), json!("sig"));
+    object.insert("alg".into(), json!(alg.as_str()));
+    Ok(SigningKeyRow {
+        private_key_encrypted: seal(kek, &kid, private_der.expose()),
+        kid,
+        alg: alg.as_str().to_string(),
+        public_jwk: jwk.to_string(),
+        created_at: now,
+        retired_at: None,
+    })
+}
+
+/// XChaCha20-Poly1305 with the kid as associated data: `nonce (24 bytes) || ciphertext`.
+fn seal(kek: &Secret<[u8; 32]>, kid: &str, plaintext: &[u8]) -> Vec<u8> {
+    let cipher = XChaCha20Poly1305::new(kek.expose().into());
+    let nonce = XChaCha20Poly1305::generate_nonce(&mut OsRng);
+    let ciphertext = cipher
+        .encrypt(&nonce, Payload { msg: plaintext, aad: kid.as_bytes() })
+        .expect("encryption cannot fail for in-memory buffers");
+    let mut sealed = nonce.to_vec();
+    sealed.extend_from_slice(&ciphertext);
+    sealed
+}
+
+fn open(kek: &Secret<[u8; 32]>, kid: &str, sealed: &[u8]) -> Result<Secret<Vec<u8>>, KeyError> {
+    let err = || KeyError::Decrypt { kid: kid.to_string() };
+    if sealed.len() < 24 {
+        return Err(err());
+    }
+    let (nonce, ciphertext) = sealed.split_at(24);
+    let cipher = XChaCha20Poly1305::new(kek.expose().into());
+    cipher
+        .decrypt(XNonce::from_slice(nonce), Payload { msg: ciphertext, aad: kid.as_bytes() })
+        .map(Secret::new)
+        .map_err(|_| err())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sealed_private_keys_open_only_with_the_right_key_and_kid() {
+        let kek = Secret::new([7u8; 32]);
+        let row = generate(&kek, SigningAlg::EdDsa, Utc::now()).unwrap();
+        assert!(open(&kek, &row.kid, &row.private_key_encrypted).is_ok());
+        assert!(open(&Secret::new([8u8; 32]), &row.kid, &row.private_key_encrypted).is_err());
+        assert!(open(&kek, "other-kid", &row.private_key_encrypted).is_err());
+        let jwk: Value = serde_json::from_str(&row.public_jwk).unwrap();
+        for private in ["d", "p", "q", "dp", "dq", "qi"] {
+            assert!(jwk.get(private).is_none());
+        }
+        assert_eq!(jwk["kid"], row.kid);
+    }
+}

@@ -1,0 +1,7 @@
+//! Signing keys, access tokens (JWT) and their verification.
+
+pub mod jwt;
+pub mod keys;
+
+pub use jwt::{AccessClaims, TokenIssuer};
+pub use keys::{KeyRing, SigningKeys};
