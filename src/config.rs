@@ -109,6 +109,10 @@ pub struct Settings {
     pub password_hash_concurrency: usize,
     /// How often API-key `last_used_at` stamps gathered in memory are written out.
     pub usage_flush_interval: Duration,
+    /// How often each replica re-reads the signing keys (to pick up `authd keys rotate`).
+    pub key_refresh_interval: Duration,
+    /// How often each replica checks that the database answers (health follows it).
+    pub health_probe_interval: Duration,
     pub otel_endpoint: Option<String>,
 }
 
@@ -147,6 +151,8 @@ const KEYS: &[&str] = &[
     "argon2_parallelism",
     "password_hash_concurrency",
     "usage_flush_interval",
+    "key_refresh_interval",
+    "health_probe_interval",
 ];
 
 fn env_name(key: &str) -> String {
@@ -160,10 +166,7 @@ fn env_name(key: &str) -> String {
 struct Raw(BTreeMap<String, String>);
 
 impl Raw {
-    fn gather(
-        env: &dyn Fn(&str) -> Option<String>,
-        file: Option<&Path>,
-    ) -> Result<Self, ConfigError> {
+    fn gather(env: &dyn Fn(&str) -> Option<String>, file: Option<&Path>) -> Result<Self, ConfigError> {
         let mut values = BTreeMap::new();
         if let Some(path) = file {
             let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
@@ -194,7 +197,11 @@ impl Raw {
                         .join(","),
                     other => other.to_string(),
                 };
-                let text = if from_file { read_secret_file(&base, &text)? } else { text };
+                let text = if from_file {
+                    read_secret_file(&base, &text)?
+                } else {
+                    text
+                };
                 values.insert(base, text);
             }
         }
@@ -214,22 +221,23 @@ impl Raw {
     }
 
     fn required(&self, key: &str) -> Result<&str, ConfigError> {
-        self.get(key).ok_or_else(|| ConfigError::new(key, "is required but not set"))
+        self.get(key)
+            .ok_or_else(|| ConfigError::new(key, "is required but not set"))
     }
 
     fn parse<T>(&self, key: &str, default: T, parse: impl Fn(&str) -> Option<T>) -> Result<T, ConfigError> {
         match self.get(key) {
             None => Ok(default),
-            Some(text) => parse(text.trim())
-                .ok_or_else(|| ConfigError::new(key, format!("cannot parse `{}`", text.trim()))),
+            Some(text) => {
+                parse(text.trim()).ok_or_else(|| ConfigError::new(key, format!("cannot parse `{}`", text.trim())))
+            }
         }
     }
 
     fn duration(&self, key: &str, default: &str) -> Result<Duration, ConfigError> {
         let text = self.get(key).unwrap_or(default).trim();
-        parse_duration(text).ok_or_else(|| {
-            ConfigError::new(key, format!("`{text}` is not a duration like 30s, 15m, 12h or 30d"))
-        })
+        parse_duration(text)
+            .ok_or_else(|| ConfigError::new(key, format!("`{text}` is not a duration like 30s, 15m, 12h or 30d")))
     }
 
     fn boolean(&self, key: &str, default: bool) -> Result<bool, ConfigError> {
@@ -268,16 +276,19 @@ pub fn parse_duration(text: &str) -> Option<Duration> {
     Some(Duration::from_secs(seconds))
 }
 
+/// Only `AUTHD_DATABASE_URL`, for commands that need nothing else (`authd migrate`).
+pub fn database_url(config_file: Option<&Path>) -> Result<Secret<String>, ConfigError> {
+    let raw = Raw::gather(&|name| std::env::var(name).ok(), config_file)?;
+    Ok(Secret::new(raw.required("database_url")?.to_string()))
+}
+
 impl Settings {
     /// Reads the process environment and, when given, the TOML file.
     pub fn load(config_file: Option<&Path>) -> Result<Self, ConfigError> {
         Self::from_sources(&|name| std::env::var(name).ok(), config_file)
     }
 
-    pub fn from_sources(
-        env: &dyn Fn(&str) -> Option<String>,
-        config_file: Option<&Path>,
-    ) -> Result<Self, ConfigError> {
+    pub fn from_sources(env: &dyn Fn(&str) -> Option<String>, config_file: Option<&Path>) -> Result<Self, ConfigError> {
         let raw = Raw::gather(env, config_file)?;
         let database_url = raw.required("database_url")?.to_string();
         if !(database_url.starts_with("postgres://") || database_url.starts_with("postgresql://")) {
@@ -302,7 +313,10 @@ impl Settings {
             return Err(ConfigError::new("access_token_ttl", "must be at least 10s"));
         }
         if refresh_token_ttl < access_token_ttl {
-            return Err(ConfigError::new("refresh_token_ttl", "must not be shorter than AUTHD_ACCESS_TOKEN_TTL"));
+            return Err(ConfigError::new(
+                "refresh_token_ttl",
+                "must not be shorter than AUTHD_ACCESS_TOKEN_TTL",
+            ));
         }
         let bootstrap_admin_email = raw.get("bootstrap_admin_email").map(|v| v.trim().to_string());
         let bootstrap_admin_password = raw.get("bootstrap_admin_password").map(|v| Secret::new(v.to_string()));
@@ -349,7 +363,12 @@ impl Settings {
             lockout_duration: raw.duration("lockout_duration", "30m")?,
             trusted_proxies: raw
                 .get("trusted_proxies")
-                .map(|v| v.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect())
+                .map(|v| {
+                    v.split(',')
+                        .map(|s| s.trim().to_string())
+                        .filter(|s| !s.is_empty())
+                        .collect()
+                })
                 .unwrap_or_default(),
             account_deletion_grace: raw.duration("account_deletion_grace", "30d")?,
             max_sessions_per_user: raw.parse("max_sessions_per_user", 5, |v| v.parse().ok())?,
@@ -360,6 +379,8 @@ impl Settings {
             argon2,
             password_hash_concurrency: raw.parse("password_hash_concurrency", 0, |v| v.parse().ok())?,
             usage_flush_interval: raw.duration("usage_flush_interval", "30s")?,
+            key_refresh_interval: raw.duration("key_refresh_interval", "30s")?,
+            health_probe_interval: raw.duration("health_probe_interval", "2s")?,
             otel_endpoint: raw.get("otel_exporter_otlp_endpoint").map(str::to_string),
         })
     }
@@ -377,7 +398,10 @@ mod tests {
 
     #[test]
     fn defaults_follow_the_contract() {
-        let env = env_of(&[("AUTHD_DATABASE_URL", "postgres://x@h/db"), ("AUTHD_KEY_ENCRYPTION_KEY", KEK)]);
+        let env = env_of(&[
+            ("AUTHD_DATABASE_URL", "postgres://x@h/db"),
+            ("AUTHD_KEY_ENCRYPTION_KEY", KEK),
+        ]);
         let s = Settings::from_sources(&env, None).unwrap();
         assert_eq!(s.grpc_addr.to_string(), "127.0.0.1:50051");
         assert_eq!(s.access_token_ttl, Duration::from_secs(900));
@@ -397,7 +421,10 @@ mod tests {
 
     #[test]
     fn a_short_key_encryption_key_is_refused_without_echoing_it() {
-        let env = env_of(&[("AUTHD_DATABASE_URL", "postgres://x@h/db"), ("AUTHD_KEY_ENCRYPTION_KEY", "c2VjcmV0")]);
+        let env = env_of(&[
+            ("AUTHD_DATABASE_URL", "postgres://x@h/db"),
+            ("AUTHD_KEY_ENCRYPTION_KEY", "c2VjcmV0"),
+        ]);
         let err = Settings::from_sources(&env, None).unwrap_err();
         assert_eq!(err.name, "AUTHD_KEY_ENCRYPTION_KEY");
         assert!(!err.to_string().contains("c2VjcmV0"));
@@ -423,7 +450,10 @@ mod tests {
         let toml_path = dir.join("authd.toml");
         std::fs::write(
             &toml_path,
-            format!("database_url = \"postgres://a@b/c\"\nkey_encryption_key_file = \"{}\"\nsigning_alg = \"ES256\"\n", kek_path.display()),
+            format!(
+                "database_url = \"postgres://a@b/c\"\nkey_encryption_key_file = \"{}\"\nsigning_alg = \"ES256\"\n",
+                kek_path.display()
+            ),
         )
         .unwrap();
         let env = env_of(&[("AUTHD_SIGNING_ALG", "RS256")]);

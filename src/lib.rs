@@ -4,11 +4,21 @@ pub mod proto {
     pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("authd_descriptor");
 }
 
+pub mod accounts;
+pub mod api_keys;
+pub mod app;
+pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod crypto;
 pub mod domain;
 pub mod error;
+pub mod grpc;
+pub mod identity;
+pub mod revocation;
 pub mod secret;
+pub mod sessions;
+pub mod startup;
 pub mod store;
+pub mod telemetry;
 pub mod tokens;

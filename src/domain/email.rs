@@ -28,9 +28,11 @@ impl Email {
             && !local.starts_with('.')
             && !local.ends_with('.')
             && !local.contains("..")
-            && local
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || "!#$%&'*+-/=?^_`{|}~.".contains(c) || (!c.is_ascii() && !c.is_control() && !c.is_whitespace()));
+            && local.chars().all(|c| {
+                c.is_ascii_alphanumeric()
+                    || "!#$%&'*+-/=?^_`{|}~.".contains(c)
+                    || (!c.is_ascii() && !c.is_control() && !c.is_whitespace())
+            });
         let labels: Vec<&str> = domain.split('.').collect();
         let domain_ok = labels.len() >= 2
             && labels.iter().all(|label| {
@@ -38,7 +40,9 @@ impl Email {
                     && label.len() <= 63
                     && !label.starts_with('-')
                     && !label.ends_with('-')
-                    && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || (!c.is_ascii() && c.is_alphanumeric()))
+                    && label
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || c == '-' || (!c.is_ascii() && c.is_alphanumeric()))
             });
         if !local_ok || !domain_ok {
             return Err(invalid("is not an email address"));
@@ -58,11 +62,11 @@ impl Email {
     }
 }
 
-/// Lower-cases with the full Unicode mapping, no locale. Distinct characters that other case-folding
-/// schemes merge (the dotless `ı`, the Kelvin sign) stay distinct from their ASCII look-alikes
-/// because the stored form is compared exactly.
+/// Trims and lower-cases ASCII letters only. Unicode case mapping would merge look-alikes into
+/// other accounts (the Kelvin sign `K` lower-cases to `k`, `İ` to `i̇`), so every non-ASCII
+/// character is compared exactly as given (security rule 9).
 pub(crate) fn normalize(text: &str) -> String {
-    text.trim().to_lowercase()
+    text.trim().to_ascii_lowercase()
 }
 
 #[cfg(test)]
@@ -78,7 +82,18 @@ mod tests {
 
     #[test]
     fn refuses_malformed() {
-        for bad in ["", "   ", "plain", "a@b", "@example.com", "a@.com", "a..b@example.com", "a b@example.com", "a@exa mple.com", "a@-x.com"] {
+        for bad in [
+            "",
+            "   ",
+            "plain",
+            "a@b",
+            "@example.com",
+            "a@.com",
+            "a..b@example.com",
+            "a b@example.com",
+            "a@exa mple.com",
+            "a@-x.com",
+        ] {
             assert!(Email::parse(bad).is_err(), "{bad:?} should be refused");
         }
     }
@@ -89,6 +104,9 @@ mod tests {
         let dotless = Email::parse("\u{131}van@example.com").unwrap();
         assert_ne!(dotless.normalized(), "ivan@example.com");
         let kelvin = Email::parse("\u{212a}ate@example.com").unwrap();
-        assert_ne!(kelvin.normalized(), Email::parse("kate@example.com").unwrap().normalized());
+        assert_ne!(
+            kelvin.normalized(),
+            Email::parse("kate@example.com").unwrap().normalized()
+        );
     }
 }

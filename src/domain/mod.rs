@@ -11,6 +11,11 @@ pub use password::Password;
 pub use scope::{Scope, Scopes};
 pub use username::Username;
 
+/// The form a login identifier (email or username) is looked up by.
+pub fn normalize_identifier(identifier: &str) -> String {
+    email::normalize(identifier)
+}
+
 /// Roles a user can hold; carried in access tokens as `roles`.
 pub const ROLE_USER: &str = "user";
 pub const ROLE_MODERATOR: &str = "moderator";

@@ -14,10 +14,16 @@ impl Password {
     pub fn parse(input: &str, field: &'static str) -> Result<Self, Error> {
         // Checked on bytes first so that a huge input costs nothing to refuse.
         if input.len() > Self::MAX_CHARS * 4 || input.chars().count() > Self::MAX_CHARS {
-            return Err(Error::invalid(field, format!("must be at most {} characters", Self::MAX_CHARS)));
+            return Err(Error::invalid(
+                field,
+                format!("must be at most {} characters", Self::MAX_CHARS),
+            ));
         }
         if input.chars().count() < Self::MIN_CHARS {
-            return Err(Error::invalid(field, format!("must be at least {} characters", Self::MIN_CHARS)));
+            return Err(Error::invalid(
+                field,
+                format!("must be at least {} characters", Self::MIN_CHARS),
+            ));
         }
         Ok(Self(Secret::new(input.to_string())))
     }

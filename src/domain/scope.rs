@@ -14,12 +14,21 @@ impl Scope {
         let s = input.trim();
         let valid = !s.is_empty()
             && s.len() <= 64
-            && s.chars().next().is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
-            && s.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, ':' | '.' | '_' | '-' | '*'));
+            && s.chars()
+                .next()
+                .is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
+            && s.chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, ':' | '.' | '_' | '-' | '*'));
         if valid {
             Ok(Self(s.to_string()))
         } else {
-            Err(Error::invalid("scopes", format!("`{}` is not a scope like `tasks:write`", s.chars().take(64).collect::<String>())))
+            Err(Error::invalid(
+                "scopes",
+                format!(
+                    "`{}` is not a scope like `tasks:write`",
+                    s.chars().take(64).collect::<String>()
+                ),
+            ))
         }
     }
 

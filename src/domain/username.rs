@@ -18,7 +18,10 @@ impl Username {
         if !name.chars().next().is_some_and(|c| c.is_ascii_alphanumeric()) {
             return Err(invalid("must start with a letter or a digit"));
         }
-        if !name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')) {
+        if !name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+        {
             return Err(invalid("may contain only letters, digits, '.', '_' and '-'"));
         }
         Ok(Self(name.to_string()))
@@ -40,7 +43,15 @@ mod tests {
     #[test]
     fn rules() {
         assert_eq!(Username::parse(" Alice_1 ").unwrap().normalized(), "alice_1");
-        for bad in ["", "ab", "_alice", "al ice", "alice@example.com", &"x".repeat(33), "zoë"] {
+        for bad in [
+            "",
+            "ab",
+            "_alice",
+            "al ice",
+            "alice@example.com",
+            &"x".repeat(33),
+            "zoë",
+        ] {
             assert!(Username::parse(bad).is_err(), "{bad:?} should be refused");
         }
     }

@@ -56,7 +56,12 @@ pub async fn list_for_user(conn: &mut Conn<'_>, user_id: Uuid) -> StoreResult<Ve
 }
 
 /// Revokes a key of this user; returns the row when it was not revoked before.
-pub async fn revoke(conn: &mut Conn<'_>, id: Uuid, user_id: Uuid, now: DateTime<Utc>) -> StoreResult<Option<ApiKeyRow>> {
+pub async fn revoke(
+    conn: &mut Conn<'_>,
+    id: Uuid,
+    user_id: Uuid,
+    now: DateTime<Utc>,
+) -> StoreResult<Option<ApiKeyRow>> {
     Ok(diesel::update(
         api_keys::table
             .find(id)

@@ -76,7 +76,7 @@ pub type StoreResult<T> = Result<T, StoreError>;
 /// Builds the pool. Each connection gets a statement timeout so that no query can hang a call.
 pub async fn connect(database_url: &str, max_size: u32) -> StoreResult<Pool> {
     let mut config = ManagerConfig::<AsyncPgConnection>::default();
-    config.custom_setup = Box::new(|url| {
+    config.custom_setup = setup_callback(|url| {
         Box::pin(async move {
             use diesel_async::{AsyncConnection, SimpleAsyncConnection};
             let mut conn = AsyncPgConnection::establish(url).await?;
@@ -97,6 +97,17 @@ pub async fn connect(database_url: &str, max_size: u32) -> StoreResult<Pool> {
         .map_err(|e| StoreError::Unavailable(e.to_string()))
 }
 
+type SetupFuture<'a> =
+    std::pin::Pin<Box<dyn std::future::Future<Output = diesel::ConnectionResult<AsyncPgConnection>> + Send + 'a>>;
+
+/// Gives a closure the higher-ranked signature `ManagerConfig::custom_setup` needs.
+fn setup_callback<F>(f: F) -> diesel_async::pooled_connection::SetupCallback<AsyncPgConnection>
+where
+    F: for<'a> Fn(&'a str) -> SetupFuture<'a> + Send + Sync + 'static,
+{
+    Box::new(f)
+}
+
 /// Checks out a connection; the error is `Unavailable` when the database is unreachable.
 pub async fn conn(pool: &Pool) -> StoreResult<Conn<'_>> {
     Ok(pool.get().await?)
@@ -107,7 +118,7 @@ pub async fn migrate(database_url: &str) -> anyhow::Result<Vec<String>> {
     let url = database_url.to_string();
     tokio::task::spawn_blocking(move || -> anyhow::Result<Vec<String>> {
         use diesel::Connection;
-        let mut conn = AsyncConnectionWrapper::<AsyncPgConnection>::establish(&url)
+        let mut conn = <AsyncConnectionWrapper<AsyncPgConnection> as Connection>::establish(&url)
             .map_err(|e| anyhow::anyhow!("cannot connect to the database: {e}"))?;
         let applied = conn
             .run_pending_migrations(MIGRATIONS)
@@ -122,7 +133,7 @@ pub async fn pending_migrations(database_url: &str) -> anyhow::Result<usize> {
     let url = database_url.to_string();
     tokio::task::spawn_blocking(move || -> anyhow::Result<usize> {
         use diesel::Connection;
-        let mut conn = AsyncConnectionWrapper::<AsyncPgConnection>::establish(&url)
+        let mut conn = <AsyncConnectionWrapper<AsyncPgConnection> as Connection>::establish(&url)
             .map_err(|e| anyhow::anyhow!("cannot connect to the database: {e}"))?;
         let pending = conn
             .pending_migrations(MIGRATIONS)

@@ -28,7 +28,10 @@ pub struct NewRevocation<'a> {
 
 pub async fn insert_many(conn: &mut Conn<'_>, rows: &[NewRevocation<'_>]) -> StoreResult<()> {
     if !rows.is_empty() {
-        diesel::insert_into(revocations::table).values(rows).execute(conn).await?;
+        diesel::insert_into(revocations::table)
+            .values(rows)
+            .execute(conn)
+            .await?;
     }
     Ok(())
 }

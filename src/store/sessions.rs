@@ -29,12 +29,18 @@ pub struct NewRefreshToken<'a> {
 }
 
 pub async fn insert(conn: &mut Conn<'_>, session: &SessionRow) -> StoreResult<()> {
-    diesel::insert_into(sessions::table).values(session).execute(conn).await?;
+    diesel::insert_into(sessions::table)
+        .values(session)
+        .execute(conn)
+        .await?;
     Ok(())
 }
 
 pub async fn insert_refresh_token(conn: &mut Conn<'_>, token: &NewRefreshToken<'_>) -> StoreResult<()> {
-    diesel::insert_into(refresh_tokens::table).values(token).execute(conn).await?;
+    diesel::insert_into(refresh_tokens::table)
+        .values(token)
+        .execute(conn)
+        .await?;
     Ok(())
 }
 
@@ -103,7 +109,12 @@ pub async fn revoke(conn: &mut Conn<'_>, id: Uuid, now: DateTime<Utc>) -> StoreR
 }
 
 /// Revokes every live session of a user but `keep`; returns the ids revoked.
-pub async fn revoke_all_for_user(conn: &mut Conn<'_>, user_id: Uuid, keep: Option<Uuid>, now: DateTime<Utc>) -> StoreResult<Vec<Uuid>> {
+pub async fn revoke_all_for_user(
+    conn: &mut Conn<'_>,
+    user_id: Uuid,
+    keep: Option<Uuid>,
+    now: DateTime<Utc>,
+) -> StoreResult<Vec<Uuid>> {
     let keep = keep.unwrap_or(Uuid::nil());
     Ok(diesel::update(
         sessions::table

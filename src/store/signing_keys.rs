@@ -29,7 +29,11 @@ impl std::fmt::Debug for SigningKeyRow {
 /// Keys still worth loading: the active one and those retired after `retired_after`.
 pub async fn load_published(conn: &mut Conn<'_>, retired_after: DateTime<Utc>) -> StoreResult<Vec<SigningKeyRow>> {
     Ok(signing_keys::table
-        .filter(signing_keys::retired_at.is_null().or(signing_keys::retired_at.gt(retired_after)))
+        .filter(
+            signing_keys::retired_at
+                .is_null()
+                .or(signing_keys::retired_at.gt(retired_after)),
+        )
         .order(signing_keys::created_at.desc())
         .select(SigningKeyRow::as_select())
         .load(conn)
@@ -53,7 +57,10 @@ pub async fn insert_and_retire_others(conn: &mut Conn<'_>, key: &SigningKeyRow) 
             .set(signing_keys::retired_at.eq(key.created_at))
             .execute(conn)
             .await?;
-        diesel::insert_into(signing_keys::table).values(&key).execute(conn).await?;
+        diesel::insert_into(signing_keys::table)
+            .values(&key)
+            .execute(conn)
+            .await?;
         Ok(())
     })
     .await?;
@@ -76,7 +83,10 @@ pub async fn insert_if_none_active(conn: &mut Conn<'_>, key: &SigningKeyRow) -> 
             if active > 0 {
                 return Ok(false);
             }
-            diesel::insert_into(signing_keys::table).values(&key).execute(conn).await?;
+            diesel::insert_into(signing_keys::table)
+                .values(&key)
+                .execute(conn)
+                .await?;
             Ok(true)
         })
         .await?)

@@ -67,7 +67,11 @@ pub async fn find_by_email(conn: &mut Conn<'_>, email_normalized: &str) -> Store
 /// Finds a user by normalized email or normalized username.
 pub async fn find_by_identifier(conn: &mut Conn<'_>, normalized: &str) -> StoreResult<Option<UserRow>> {
     Ok(users::table
-        .filter(users::email_normalized.eq(normalized).or(users::username_normalized.eq(normalized)))
+        .filter(
+            users::email_normalized
+                .eq(normalized)
+                .or(users::username_normalized.eq(normalized)),
+        )
         .select(UserRow::as_select())
         .first(conn)
         .await
@@ -90,7 +94,13 @@ pub async fn set_password_hash(conn: &mut Conn<'_>, id: Uuid, hash: &str, at: Da
     Ok(())
 }
 
-pub async fn set_username(conn: &mut Conn<'_>, id: Uuid, username: &str, normalized: &str, at: DateTime<Utc>) -> StoreResult<UserRow> {
+pub async fn set_username(
+    conn: &mut Conn<'_>,
+    id: Uuid,
+    username: &str,
+    normalized: &str,
+    at: DateTime<Utc>,
+) -> StoreResult<UserRow> {
     Ok(diesel::update(users::table.find(id))
         .set((
             users::username.eq(username),

@@ -102,7 +102,12 @@ pub struct TokenIssuer {
 
 impl TokenIssuer {
     /// Signs a new access token with the active key; returns it with its claims.
-    pub fn issue(&self, ring: &KeyRing, request: &TokenRequest<'_>, now: DateTime<Utc>) -> Result<(String, AccessClaims), jsonwebtoken::errors::Error> {
+    pub fn issue(
+        &self,
+        ring: &KeyRing,
+        request: &TokenRequest<'_>,
+        now: DateTime<Utc>,
+    ) -> Result<(String, AccessClaims), jsonwebtoken::errors::Error> {
         let iat = now.timestamp();
         let claims = AccessClaims {
             iss: self.issuer.clone(),
@@ -156,7 +161,9 @@ impl TokenIssuer {
         validation.validate_nbf = false;
         validation.validate_aud = false;
         validation.required_spec_claims = HashSet::new();
-        let data = jsonwebtoken::decode::<AccessClaims>(token, &key.decoding_key, &validation).map_err(|e| match e.kind() {
+        let data = jsonwebtoken::decode::<AccessClaims>(token, &key.decoding_key, &validation).map_err(|e| match e
+            .kind()
+        {
             jsonwebtoken::errors::ErrorKind::InvalidSignature => Rejection::BadSignature,
             _ => Rejection::Malformed,
         })?;
@@ -164,7 +171,7 @@ impl TokenIssuer {
         if claims.iss != self.issuer {
             return Err(Rejection::WrongIssuer);
         }
-        if !claims.aud.iter().any(|a| *a == self.audience) {
+        if !claims.aud.contains(&self.audience) {
             return Err(Rejection::WrongAudience);
         }
         let now = now.timestamp();

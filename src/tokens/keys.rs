@@ -108,20 +108,33 @@ impl SigningKeys {
 }
 
 /// Creates a key and retires the current one; it stays published for `publish_for` more.
-pub async fn rotate(pool: &Pool, kek: &Secret<[u8; 32]>, alg: SigningAlg, now: DateTime<Utc>) -> Result<String, KeyError> {
+pub async fn rotate(
+    pool: &Pool,
+    kek: &Secret<[u8; 32]>,
+    alg: SigningAlg,
+    now: DateTime<Utc>,
+) -> Result<String, KeyError> {
     let row = generate(kek, alg, now)?;
     let mut conn = store::conn(pool).await?;
     signing_keys::insert_and_retire_others(&mut conn, &row).await?;
     Ok(row.kid)
 }
 
-async fn load_ring(pool: &Pool, kek: &Secret<[u8; 32]>, now: DateTime<Utc>, publish_for: Duration) -> Result<KeyRing, KeyError> {
+async fn load_ring(
+    pool: &Pool,
+    kek: &Secret<[u8; 32]>,
+    now: DateTime<Utc>,
+    publish_for: Duration,
+) -> Result<KeyRing, KeyError> {
     let retired_after = now - chrono::Duration::from_std(publish_for).unwrap_or(chrono::Duration::days(1));
     let rows = {
         let mut conn = store::conn(pool).await?;
         signing_keys::load_published(&mut conn, retired_after).await?
     };
-    let active_row = rows.iter().find(|r| r.retired_at.is_none()).ok_or(KeyError::NoActiveKey)?;
+    let active_row = rows
+        .iter()
+        .find(|r| r.retired_at.is_none())
+        .ok_or(KeyError::NoActiveKey)?;
     let private_der = open(kek, &active_row.kid, &active_row.private_key_encrypted)?;
     let active_alg = parse_alg(active_row)?;
     let encoding_key = match active_alg {
@@ -243,7 +256,13 @@ fn seal(kek: &Secret<[u8; 32]>, kid: &str, plaintext: &[u8]) -> Vec<u8> {
     let cipher = XChaCha20Poly1305::new(kek.expose().into());
     let nonce = XChaCha20Poly1305::generate_nonce(&mut OsRng);
     let ciphertext = cipher
-        .encrypt(&nonce, Payload { msg: plaintext, aad: kid.as_bytes() })
+        .encrypt(
+            &nonce,
+            Payload {
+                msg: plaintext,
+                aad: kid.as_bytes(),
+            },
+        )
         .expect("encryption cannot fail for in-memory buffers");
     let mut sealed = nonce.to_vec();
     sealed.extend_from_slice(&ciphertext);
@@ -258,7 +277,13 @@ fn open(kek: &Secret<[u8; 32]>, kid: &str, sealed: &[u8]) -> Result<Secret<Vec<u
     let (nonce, ciphertext) = sealed.split_at(24);
     let cipher = XChaCha20Poly1305::new(kek.expose().into());
     cipher
-        .decrypt(XNonce::from_slice(nonce), Payload { msg: ciphertext, aad: kid.as_bytes() })
+        .decrypt(
+            XNonce::from_slice(nonce),
+            Payload {
+                msg: ciphertext,
+                aad: kid.as_bytes(),
+            },
+        )
         .map(Secret::new)
         .map_err(|_| err())
 }

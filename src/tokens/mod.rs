@@ -2,6 +2,7 @@
 
 pub mod jwt;
 pub mod keys;
+mod revoke;
 
 pub use jwt::{AccessClaims, TokenIssuer};
 pub use keys::{KeyRing, SigningKeys};

@@ -1,0 +1,191 @@
+//! Registration, login, profile and password rules.
+
+mod password;
+
+pub use password::{PasswordHasher, Verified};
+
+use crate::app::{App, ClientInfo};
+use crate::domain::{Email, Password, ROLE_ADMIN, ROLE_USER, Username};
+use crate::error::{Error, Result};
+use crate::identity::Caller;
+use crate::sessions::IssuedTokens;
+use crate::store::{self, StoreError, users::NewUser, users::UserRow};
+use uuid::Uuid;
+
+/// A successful login.
+pub struct LoggedIn {
+    pub user: UserRow,
+    pub tokens: IssuedTokens,
+}
+
+impl App {
+    pub async fn register(&self, email: &str, username: &str, password: &str) -> Result<UserRow> {
+        let email = Email::parse(email)?;
+        let username = Username::parse(username)?;
+        let password = Password::parse(password, "password")?;
+        self.create_user(&email, &username, &password, vec![ROLE_USER.to_string()])
+            .await
+    }
+
+    async fn create_user(
+        &self,
+        email: &Email,
+        username: &Username,
+        password: &Password,
+        roles: Vec<String>,
+    ) -> Result<UserRow> {
+        let hash = self.hasher.hash(password).await?;
+        let now = self.clock.now();
+        let normalized_username = username.normalized();
+        let new = NewUser {
+            id: Uuid::now_v7(),
+            email: email.as_str(),
+            email_normalized: email.normalized(),
+            username: username.as_str(),
+            username_normalized: &normalized_username,
+            password_hash: Some(&hash),
+            roles,
+            created_at: now,
+            updated_at: now,
+        };
+        let mut conn = store::conn(&self.pool).await?;
+        store::users::insert(&mut conn, &new).await.map_err(conflict_to_exists)
+    }
+
+    /// One answer for an unknown user and a wrong password alike (security rule 8): both verify a
+    /// hash of the same cost and return `Unauthenticated`.
+    pub async fn login(
+        &self,
+        identifier: &str,
+        password: &str,
+        device_name: Option<&str>,
+        client: &ClientInfo,
+    ) -> Result<LoggedIn> {
+        let identifier = identifier.trim();
+        if identifier.is_empty() {
+            return Err(Error::invalid("identifier", "must not be empty"));
+        }
+        if identifier.len() > Email::MAX_LEN {
+            return Err(Error::Unauthenticated);
+        }
+        let Some(password) = Password::presented(password) else {
+            return Err(Error::Unauthenticated);
+        };
+        let device_name = device_name.map(str::trim).filter(|d| !d.is_empty());
+        if device_name.is_some_and(|d| d.chars().count() > 100) {
+            return Err(Error::invalid("device_name", "must be at most 100 characters"));
+        }
+        let user = {
+            let mut conn = store::conn(&self.pool).await?;
+            store::users::find_by_identifier(&mut conn, &crate::domain::normalize_identifier(identifier)).await?
+        };
+        let verified = self
+            .hasher
+            .verify(&password, user.as_ref().and_then(|u| u.password_hash.as_deref()))
+            .await?;
+        let Some(user) = user.filter(|u| verified.ok && u.active) else {
+            return Err(Error::Unauthenticated);
+        };
+        if verified.needs_rehash {
+            let hash = self.hasher.hash(&password).await?;
+            let mut conn = store::conn(&self.pool).await?;
+            store::users::set_password_hash(&mut conn, user.id, &hash, self.clock.now()).await?;
+        }
+        let tokens = self.start_session(&user, device_name, client).await?;
+        Ok(LoggedIn { user, tokens })
+    }
+
+    pub async fn get_me(&self, caller: &Caller) -> Result<UserRow> {
+        let mut conn = store::conn(&self.pool).await?;
+        store::users::find(&mut conn, caller.user_id)
+            .await?
+            .ok_or(Error::Unauthenticated)
+    }
+
+    pub async fn update_me(&self, caller: &Caller, username: Option<&str>) -> Result<UserRow> {
+        let mut conn = store::conn(&self.pool).await?;
+        match username {
+            Some(name) => {
+                let name = Username::parse(name)?;
+                store::users::set_username(
+                    &mut conn,
+                    caller.user_id,
+                    name.as_str(),
+                    &name.normalized(),
+                    self.clock.now(),
+                )
+                .await
+                .map_err(conflict_to_exists)
+            }
+            None => store::users::find(&mut conn, caller.user_id)
+                .await?
+                .ok_or(Error::Unauthenticated),
+        }
+    }
+
+    /// Changes the caller's password and ends every other session of theirs.
+    pub async fn change_password(&self, caller: &Caller, current: &str, new: &str) -> Result<()> {
+        let user = self.get_me(caller).await?;
+        let current = Password::presented(current).ok_or_else(|| Error::invalid("current_password", "is incorrect"))?;
+        let verified = self.hasher.verify(&current, user.password_hash.as_deref()).await?;
+        if !verified.ok {
+            return Err(Error::invalid("current_password", "is incorrect"));
+        }
+        let new = Password::parse(new, "new_password")?;
+        let hash = self.hasher.hash(&new).await?;
+        let mut conn = store::conn(&self.pool).await?;
+        store::users::set_password_hash(&mut conn, user.id, &hash, self.clock.now()).await?;
+        drop(conn);
+        self.revoke_all_sessions(caller.user_id, caller.session_id()).await?;
+        Ok(())
+    }
+
+    /// Creates an administrator unless a user with this email exists; returns whether it did.
+    pub async fn ensure_admin(&self, email: &str, username: Option<&str>, password: &str) -> Result<bool> {
+        let email = Email::parse(email)?;
+        let password = Password::parse(password, "password")?;
+        {
+            let mut conn = store::conn(&self.pool).await?;
+            if store::users::find_by_email(&mut conn, email.normalized())
+                .await?
+                .is_some()
+            {
+                return Ok(false);
+            }
+        }
+        let username = match username {
+            Some(name) => Username::parse(name)?,
+            None => username_from_email(&email),
+        };
+        let roles = vec![ROLE_USER.to_string(), ROLE_ADMIN.to_string()];
+        match self.create_user(&email, &username, &password, roles).await {
+            Ok(_) => Ok(true),
+            // Another replica created it at the same moment.
+            Err(Error::AlreadyExists("email")) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+/// A username made from an email's local part, for accounts created without one.
+fn username_from_email(email: &Email) -> Username {
+    let local = email.as_str().split('@').next().unwrap_or_default();
+    let mut name: String = local
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+        .skip_while(|c| !c.is_ascii_alphanumeric())
+        .take(24)
+        .collect();
+    if name.len() < 3 {
+        name = format!("admin{name}");
+    }
+    Username::parse(&name).unwrap_or_else(|_| Username::parse("admin").expect("valid username"))
+}
+
+fn conflict_to_exists(err: StoreError) -> Error {
+    match err {
+        StoreError::Conflict(constraint) if constraint.contains("email") => Error::AlreadyExists("email"),
+        StoreError::Conflict(constraint) if constraint.contains("username") => Error::AlreadyExists("username"),
+        other => other.into(),
+    }
+}

@@ -1,0 +1,315 @@
+//! Scoped API keys: created with a secret shown once, stored as a SHA-256 hash, validated from an
+//! in-process cache so that a valid key costs no database query.
+
+pub mod format;
+
+use crate::app::App;
+use crate::crypto::{constant_time_eq, token_hash};
+use crate::domain::Scopes;
+use crate::error::{Error, Result};
+use crate::identity::Caller;
+use crate::revocation::{Revocation, RevocationKind};
+use crate::store::{self, api_keys::ApiKeyRow};
+use chrono::{DateTime, Utc};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, RwLock};
+use uuid::Uuid;
+
+/// A key that validated: what introspection and the caller identity need.
+#[derive(Clone, Debug)]
+pub struct ActiveApiKey {
+    pub id: Uuid,
+    pub prefix: String,
+    pub user_id: Uuid,
+    pub username: String,
+    pub owner_roles: Vec<String>,
+    pub scopes: Vec<String>,
+    pub created_at: DateTime<Utc>,
+    pub expires_at: Option<DateTime<Utc>>,
+}
+
+/// A cached row plus its owner's name and roles.
+#[derive(Clone, Debug)]
+struct CachedKey {
+    row: ApiKeyRow,
+    username: String,
+    owner_roles: Vec<String>,
+    owner_active: bool,
+}
+
+/// Keys by prefix (positive and negative look-ups), and `last_used_at` stamps not yet written.
+#[derive(Default)]
+pub struct ApiKeyCache {
+    by_prefix: RwLock<HashMap<String, Option<Arc<CachedKey>>>>,
+    usage: Mutex<HashMap<Uuid, DateTime<Utc>>>,
+}
+
+impl ApiKeyCache {
+    /// Drops a key (by id) so the next use reads it afresh.
+    pub fn forget_id(&self, id: &str) {
+        let mut map = self.by_prefix.write().expect("api key cache lock");
+        map.retain(|_, entry| entry.as_ref().is_none_or(|k| k.row.id.to_string() != id));
+    }
+
+    fn forget_prefix(&self, prefix: &str) {
+        self.by_prefix.write().expect("api key cache lock").remove(prefix);
+    }
+
+    fn get(&self, prefix: &str) -> Option<Option<Arc<CachedKey>>> {
+        self.by_prefix.read().expect("api key cache lock").get(prefix).cloned()
+    }
+
+    fn put(&self, prefix: &str, entry: Option<Arc<CachedKey>>) {
+        let mut map = self.by_prefix.write().expect("api key cache lock");
+        // Bounded: negative entries are cheap to rebuild, so the map is simply cleared when full.
+        if map.len() >= 100_000 {
+            map.clear();
+        }
+        map.insert(prefix.to_string(), entry);
+    }
+
+    fn note_use(&self, id: Uuid, at: DateTime<Utc>) {
+        self.usage.lock().expect("api key usage lock").insert(id, at);
+    }
+
+    fn take_usage(&self) -> Vec<(Uuid, DateTime<Utc>)> {
+        std::mem::take(&mut *self.usage.lock().expect("api key usage lock"))
+            .into_iter()
+            .collect()
+    }
+}
+
+/// A new key, with the secret that is shown this once.
+pub struct IssuedApiKey {
+    pub key: ApiKeyRow,
+    pub secret: crate::secret::Secret<String>,
+}
+
+impl App {
+    /// Validates a presented API key: shape and checksum, then hash (constant time), expiry,
+    /// revocation, and its owner's state.
+    pub async fn validate_api_key(&self, presented: &str) -> Result<Option<ActiveApiKey>> {
+        let Some(prefix) = format::parse(presented) else {
+            return Ok(None);
+        };
+        let cached = match self.api_keys.get(prefix) {
+            Some(entry) => entry,
+            None => {
+                let entry = self.load_api_key(prefix).await?;
+                self.api_keys.put(prefix, entry.clone());
+                entry
+            }
+        };
+        let Some(key) = cached else {
+            return Ok(None);
+        };
+        let now = self.clock.now();
+        let hash = token_hash(presented);
+        let current = constant_time_eq(&hash, &key.row.secret_hash);
+        let previous = key
+            .row
+            .previous_secret_hash
+            .as_deref()
+            .is_some_and(|old| constant_time_eq(&hash, old))
+            && key.row.previous_expires_at.is_some_and(|until| until > now);
+        let live = key.row.revoked_at.is_none()
+            && key.row.expires_at.is_none_or(|exp| exp > now)
+            && key.owner_active
+            && !self
+                .revocations
+                .is_api_key_revoked(key.row.id, key.row.user_id, key.row.created_at);
+        if !(current || previous) || !live {
+            return Ok(None);
+        }
+        self.api_keys.note_use(key.row.id, now);
+        Ok(Some(ActiveApiKey {
+            id: key.row.id,
+            prefix: key.row.prefix.clone(),
+            user_id: key.row.user_id,
+            username: key.username.clone(),
+            owner_roles: key.owner_roles.clone(),
+            scopes: key.row.scopes.clone(),
+            created_at: key.row.created_at,
+            expires_at: key.row.expires_at,
+        }))
+    }
+
+    async fn load_api_key(&self, prefix: &str) -> Result<Option<Arc<CachedKey>>> {
+        let mut conn = store::conn(&self.pool).await?;
+        let Some(row) = store::api_keys::find_by_prefix(&mut conn, prefix).await? else {
+            return Ok(None);
+        };
+        let Some(owner) = store::users::find(&mut conn, row.user_id).await? else {
+            return Ok(None);
+        };
+        Ok(Some(Arc::new(CachedKey {
+            row,
+            username: owner.username,
+            owner_roles: owner.roles,
+            owner_active: owner.active,
+        })))
+    }
+
+    pub async fn create_api_key(
+        &self,
+        caller: &Caller,
+        label: &str,
+        scopes: &[String],
+        expires_at: Option<DateTime<Utc>>,
+    ) -> Result<IssuedApiKey> {
+        let label = label.trim();
+        if label.is_empty() || label.chars().count() > 100 {
+            return Err(Error::invalid("label", "must be 1 to 100 characters"));
+        }
+        let scopes = Scopes::parse(scopes.iter().map(String::as_str))?;
+        self.check_grantable(caller, &scopes)?;
+        let now = self.clock.now();
+        if expires_at.is_some_and(|exp| exp <= now) {
+            return Err(Error::invalid("expires_at", "must be in the future"));
+        }
+        let prefix = format::new_prefix();
+        let secret = format::new_key(&prefix);
+        let row = ApiKeyRow {
+            id: Uuid::now_v7(),
+            user_id: caller.user_id,
+            label: label.to_string(),
+            prefix,
+            secret_hash: token_hash(&secret),
+            previous_secret_hash: None,
+            previous_expires_at: None,
+            scopes: scopes.to_strings(),
+            created_at: now,
+            expires_at,
+            last_used_at: None,
+            revoked_at: None,
+        };
+        let mut conn = store::conn(&self.pool).await?;
+        store::api_keys::insert(&mut conn, &row).await?;
+        self.api_keys.forget_prefix(&row.prefix);
+        Ok(IssuedApiKey {
+            key: row,
+            secret: secret.into(),
+        })
+    }
+
+    /// Creates a key for the user with this email, as an operator (`authd api-keys create`):
+    /// the scopes that user could grant themselves.
+    pub async fn create_api_key_for(&self, owner_email: &str, label: &str, scopes: &[String]) -> Result<IssuedApiKey> {
+        let email = crate::domain::Email::parse(owner_email)?;
+        let owner = {
+            let mut conn = store::conn(&self.pool).await?;
+            store::users::find_by_email(&mut conn, email.normalized()).await?
+        }
+        .ok_or(Error::NotFound("user"))?;
+        let caller = Caller {
+            user_id: owner.id,
+            username: owner.username,
+            roles: owner.roles,
+            scopes: Vec::new(),
+            credential: crate::identity::Credential::AccessToken {
+                session_id: Uuid::nil(),
+                jti: String::new(),
+            },
+        };
+        self.create_api_key(&caller, label, scopes, None).await
+    }
+
+    /// A caller may put on a key only scopes it could grant: admins any, others the unreserved
+    /// ones. A key never gets more than the credential that creates it.
+    fn check_grantable(&self, caller: &Caller, scopes: &Scopes) -> Result<()> {
+        for scope in scopes.iter() {
+            let allowed = if caller.is_admin() {
+                true
+            } else {
+                scope.grantable_by_user()
+            };
+            let within_credential = matches!(caller.credential, crate::identity::Credential::AccessToken { .. })
+                || caller.has_scope(scope.as_str());
+            if !allowed || !within_credential {
+                return Err(Error::PermissionDenied("scope not grantable by this caller"));
+            }
+        }
+        Ok(())
+    }
+
+    pub async fn list_api_keys(&self, caller: &Caller) -> Result<Vec<ApiKeyRow>> {
+        let mut conn = store::conn(&self.pool).await?;
+        let mut rows = store::api_keys::list_for_user(&mut conn, caller.user_id).await?;
+        let usage = self.api_keys.usage.lock().expect("api key usage lock").clone();
+        for row in &mut rows {
+            if let Some(at) = usage.get(&row.id) {
+                row.last_used_at = row.last_used_at.max(Some(*at));
+            }
+        }
+        Ok(rows)
+    }
+
+    pub async fn revoke_api_key(&self, caller: &Caller, id: &str) -> Result<()> {
+        self.revoke_api_key_of(caller.user_id, parse_id(id, "id")?).await
+    }
+
+    /// Revokes a key of `owner`; `NotFound` when `owner` has no such key.
+    pub(crate) async fn revoke_api_key_of(&self, owner: Uuid, id: Uuid) -> Result<()> {
+        let now = self.clock.now();
+        let mut conn = store::conn(&self.pool).await?;
+        let revoked = store::api_keys::revoke(&mut conn, id, owner, now).await?;
+        match revoked {
+            Some(row) => {
+                // The row itself is the durable record; the entry feeds the other replicas' views.
+                let revocation = Revocation {
+                    kind: RevocationKind::ApiKey,
+                    subject_id: row.id.to_string(),
+                    user_id: Some(row.user_id),
+                    created_at: now,
+                    expires_at: now + self.revocation_lifetime(),
+                };
+                store::revocations::insert_many(&mut conn, &[revocation.to_row()]).await?;
+                self.apply_revocations(&[revocation]);
+                Ok(())
+            }
+            None => match store::api_keys::find_for_user(&mut conn, id, owner).await? {
+                Some(_) => Ok(()), // already revoked: revoking is idempotent
+                None => Err(Error::NotFound("api key")),
+            },
+        }
+    }
+
+    pub async fn rotate_api_key(&self, caller: &Caller, id: &str, grace: std::time::Duration) -> Result<IssuedApiKey> {
+        let id = parse_id(id, "id")?;
+        if grace > std::time::Duration::from_secs(30 * 86_400) {
+            return Err(Error::invalid("grace_period", "must be at most 30 days"));
+        }
+        let now = self.clock.now();
+        let mut conn = store::conn(&self.pool).await?;
+        let Some(existing) = store::api_keys::find_for_user(&mut conn, id, caller.user_id).await? else {
+            return Err(Error::NotFound("api key"));
+        };
+        let secret = format::new_key(&existing.prefix);
+        let previous_until = now + chrono::Duration::from_std(grace).map_err(Error::internal)?;
+        let Some(row) =
+            store::api_keys::rotate(&mut conn, id, caller.user_id, &token_hash(&secret), previous_until, now).await?
+        else {
+            return Err(Error::FailedPrecondition("the api key is revoked or expired"));
+        };
+        self.api_keys.forget_prefix(&row.prefix);
+        Ok(IssuedApiKey {
+            key: row,
+            secret: secret.into(),
+        })
+    }
+
+    /// Writes the `last_used_at` stamps gathered since the last flush.
+    pub async fn flush_api_key_usage(&self) -> Result<()> {
+        let usage = self.api_keys.take_usage();
+        if usage.is_empty() {
+            return Ok(());
+        }
+        let mut conn = store::conn(&self.pool).await?;
+        store::api_keys::record_usage(&mut conn, &usage).await?;
+        Ok(())
+    }
+}
+
+pub(crate) fn parse_id(text: &str, field: &'static str) -> Result<Uuid> {
+    Uuid::parse_str(text.trim()).map_err(|_| Error::invalid(field, "is not a valid id"))
+}

@@ -1,0 +1,30 @@
+//! The one mapping from domain errors to gRPC status codes. Messages never carry SQL, tokens,
+//! passwords or internal detail; `INVALID_ARGUMENT` names the field in a `google.rpc.BadRequest`.
+
+use crate::error::Error;
+use tonic::{Code, Status};
+use tonic_types::{ErrorDetails, StatusExt};
+
+impl From<Error> for Status {
+    fn from(err: Error) -> Self {
+        match err {
+            Error::InvalidArgument { field, reason } => Status::with_error_details(
+                Code::InvalidArgument,
+                format!("{field}: {reason}"),
+                ErrorDetails::with_bad_request_violation(field, reason),
+            ),
+            Error::Unauthenticated => Status::unauthenticated("invalid credentials"),
+            Error::PermissionDenied(what) => Status::permission_denied(format!("permission denied: {what}")),
+            Error::NotFound(what) => Status::not_found(format!("{what} not found")),
+            Error::AlreadyExists(what) => Status::already_exists(format!("{what} already exists")),
+            Error::FailedPrecondition(why) => Status::failed_precondition(why),
+            Error::Unimplemented(what) => Status::unimplemented(format!("{what} is not implemented yet")),
+            Error::Unavailable => Status::unavailable("service temporarily unavailable; retry later"),
+            Error::Internal(detail) => {
+                // Logged once, here at the boundary; the caller learns nothing of it.
+                tracing::error!(%detail, "internal error");
+                Status::internal("internal error")
+            }
+        }
+    }
+}

@@ -1,0 +1,127 @@
+use super::request::bearer;
+use crate::app::App;
+use crate::error::Error;
+use crate::identity::ActiveCredential;
+use crate::proto::token_service_server::TokenService;
+use crate::proto::*;
+use std::pin::Pin;
+use std::sync::Arc;
+use tokio_stream::Stream;
+use tonic::{Request, Response, Status};
+
+/// `auth.v1.TokenService`.
+pub struct TokenApi {
+    app: Arc<App>,
+}
+
+impl TokenApi {
+    pub fn new(app: Arc<App>) -> Self {
+        Self { app }
+    }
+}
+
+type Reply<T> = Result<Response<T>, Status>;
+type ReplyStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
+
+pub(crate) fn jwks_message(app: &App) -> (Vec<Jwk>, String) {
+    let ring = app.keys.current();
+    let member =
+        |jwk: &serde_json::Value, name: &str| jwk.get(name).and_then(|v| v.as_str()).unwrap_or_default().to_string();
+    let keys = ring
+        .jwks
+        .iter()
+        .map(|jwk| Jwk {
+            kty: member(jwk, "kty"),
+            kid: member(jwk, "kid"),
+            r#use: member(jwk, "use"),
+            alg: member(jwk, "alg"),
+            crv: member(jwk, "crv"),
+            x: member(jwk, "x"),
+            y: member(jwk, "y"),
+            n: member(jwk, "n"),
+            e: member(jwk, "e"),
+        })
+        .collect();
+    (keys, ring.jwks_json.clone())
+}
+
+/// RFC 7662 answer for a live credential; the inactive answer is the default message.
+fn introspection(credential: ActiveCredential) -> IntrospectResponse {
+    match credential {
+        ActiveCredential::AccessToken(claims) => IntrospectResponse {
+            active: true,
+            token_type: "access_token".into(),
+            sub: claims.sub,
+            username: claims.username,
+            scope: claims.scope,
+            aud: claims.aud,
+            iss: claims.iss,
+            client_id: claims.client_id,
+            jti: claims.jti,
+            sid: claims.sid,
+            roles: claims.roles,
+            exp: claims.exp,
+            iat: claims.iat,
+            nbf: claims.nbf,
+        },
+        ActiveCredential::ApiKey(key) => IntrospectResponse {
+            active: true,
+            token_type: "api_key".into(),
+            sub: key.user_id.to_string(),
+            username: key.username,
+            scope: key.scopes.join(" "),
+            client_id: key.prefix,
+            jti: key.id.to_string(),
+            roles: key.owner_roles,
+            exp: key.expires_at.map(|t| t.timestamp()).unwrap_or(0),
+            iat: key.created_at.timestamp(),
+            nbf: key.created_at.timestamp(),
+            ..Default::default()
+        },
+    }
+}
+
+#[tonic::async_trait]
+impl TokenService for TokenApi {
+    type WatchRevocationsStream = ReplyStream<WatchRevocationsResponse>;
+    type WatchKeysStream = ReplyStream<WatchKeysResponse>;
+
+    async fn get_jwks(&self, _: Request<GetJwksRequest>) -> Reply<GetJwksResponse> {
+        let (keys, jwks_json) = jwks_message(&self.app);
+        Ok(Response::new(GetJwksResponse { keys, jwks_json }))
+    }
+
+    async fn introspect(&self, request: Request<IntrospectRequest>) -> Reply<IntrospectResponse> {
+        let caller = self.app.authenticate(bearer(request.metadata())).await?;
+        if !caller.can_introspect() {
+            return Err(Error::PermissionDenied("scope tokens:introspect required").into());
+        }
+        let token = request.get_ref().token.trim();
+        let answer = match self.app.validate_credential(token).await? {
+            Some(credential) => introspection(credential),
+            None => IntrospectResponse::default(),
+        };
+        Ok(Response::new(answer))
+    }
+
+    async fn revoke(&self, request: Request<RevokeRequest>) -> Reply<RevokeResponse> {
+        let caller = self.app.authenticate(bearer(request.metadata())).await?;
+        self.app.revoke_token(&caller, request.get_ref().token.trim()).await?;
+        Ok(Response::new(RevokeResponse {}))
+    }
+
+    async fn watch_revocations(
+        &self,
+        request: Request<WatchRevocationsRequest>,
+    ) -> Reply<Self::WatchRevocationsStream> {
+        let caller = self.app.authenticate(bearer(request.metadata())).await?;
+        caller.require_scope(crate::domain::Scope::INTROSPECT)?;
+        Err(Error::Unimplemented("WatchRevocations").into())
+    }
+
+    async fn watch_keys(&self, request: Request<WatchKeysRequest>) -> Reply<Self::WatchKeysStream> {
+        let caller = self.app.authenticate(bearer(request.metadata())).await?;
+        caller.require_scope(crate::domain::Scope::INTROSPECT)?;
+        Err(Error::Unimplemented("WatchKeys").into())
+    }
+}

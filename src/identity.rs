@@ -1,0 +1,110 @@
+//! The caller of an RPC, established from its credential (an access token or an API key).
+
+use crate::app::App;
+use crate::domain::{ROLE_ADMIN, Scope};
+use crate::error::{Error, Result};
+use crate::tokens::AccessClaims;
+use uuid::Uuid;
+
+/// What the credential was.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Credential {
+    AccessToken { session_id: Uuid, jti: String },
+    ApiKey { key_id: Uuid },
+}
+
+/// An authenticated caller.
+#[derive(Clone, Debug)]
+pub struct Caller {
+    pub user_id: Uuid,
+    pub username: String,
+    pub roles: Vec<String>,
+    pub scopes: Vec<String>,
+    pub credential: Credential,
+}
+
+impl Caller {
+    pub fn is_admin(&self) -> bool {
+        self.roles.iter().any(|r| r == ROLE_ADMIN)
+    }
+
+    /// An administrator's access token holds every scope; an API key holds exactly the scopes it
+    /// lists, whoever owns it.
+    pub fn has_scope(&self, scope: &str) -> bool {
+        let admin_session = self.is_admin() && matches!(self.credential, Credential::AccessToken { .. });
+        admin_session || self.scopes.iter().any(|s| s == scope)
+    }
+
+    pub fn require_scope(&self, scope: &'static str) -> Result<()> {
+        if self.has_scope(scope) {
+            Ok(())
+        } else {
+            Err(Error::PermissionDenied(scope))
+        }
+    }
+
+    pub fn session_id(&self) -> Option<Uuid> {
+        match &self.credential {
+            Credential::AccessToken { session_id, .. } => Some(*session_id),
+            Credential::ApiKey { .. } => None,
+        }
+    }
+
+    pub fn can_introspect(&self) -> bool {
+        self.has_scope(Scope::INTROSPECT)
+    }
+}
+
+/// A credential that is valid and live, as introspection reports it.
+#[derive(Clone, Debug)]
+pub enum ActiveCredential {
+    AccessToken(AccessClaims),
+    ApiKey(crate::api_keys::ActiveApiKey),
+}
+
+impl App {
+    /// Validates a presented credential: signature or hash, expiry, revocation. No database query
+    /// for a valid access token, nor for an API key already cached.
+    pub async fn validate_credential(&self, token: &str) -> Result<Option<ActiveCredential>> {
+        if crate::api_keys::format::looks_like_api_key(token) {
+            return Ok(self.validate_api_key(token).await?.map(ActiveCredential::ApiKey));
+        }
+        let now = self.clock.now();
+        let ring = self.keys.current();
+        match self.issuer.verify(&ring, token, now) {
+            Ok(claims) if !self.revocations.is_access_token_revoked(&claims) => {
+                Ok(Some(ActiveCredential::AccessToken(claims)))
+            }
+            Ok(_) => Ok(None),
+            Err(rejection) => {
+                tracing::debug!(%rejection, "access token rejected");
+                Ok(None)
+            }
+        }
+    }
+
+    /// The caller behind a bearer credential; `Unauthenticated` when it is missing or not live.
+    pub async fn authenticate(&self, bearer: Option<&str>) -> Result<Caller> {
+        let token = bearer.ok_or(Error::Unauthenticated)?;
+        match self.validate_credential(token).await? {
+            Some(ActiveCredential::AccessToken(claims)) => Ok(Caller {
+                user_id: claims.user_id().ok_or(Error::Unauthenticated)?,
+                username: claims.username.clone(),
+                roles: claims.roles.clone(),
+                scopes: claims.scope.split_whitespace().map(str::to_string).collect(),
+                credential: Credential::AccessToken {
+                    session_id: claims.session_id().ok_or(Error::Unauthenticated)?,
+                    jti: claims.jti.clone(),
+                },
+            }),
+            Some(ActiveCredential::ApiKey(key)) => Ok(Caller {
+                user_id: key.user_id,
+                username: key.username.clone(),
+                roles: key.owner_roles.clone(),
+                scopes: key.scopes.clone(),
+                credential: Credential::ApiKey { key_id: key.id },
+            }),
+            None => Err(Error::Unauthenticated),
+        }
+    }
+}

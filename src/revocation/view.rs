@@ -1,0 +1,128 @@
+use super::{Revocation, RevocationKind};
+use crate::tokens::AccessClaims;
+use chrono::{DateTime, Utc};
+use std::collections::HashMap;
+use std::sync::RwLock;
+use uuid::Uuid;
+
+/// The live revocations held in memory: the answer to "is this credential revoked?" without I/O.
+/// Entries leave the view once every credential they concern has expired.
+#[derive(Debug, Default)]
+pub struct RevocationView {
+    inner: RwLock<Inner>,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    /// Subject → (for users: revoked-at in seconds; else 0, expires_at).
+    entries: HashMap<(RevocationKind, String), (i64, DateTime<Utc>)>,
+}
+
+impl RevocationView {
+    pub fn apply(&self, revocation: &Revocation) {
+        let mut inner = self.inner.write().expect("revocation view lock");
+        let key = (revocation.kind, revocation.subject_id.clone());
+        let revoked_at = revocation.created_at.timestamp();
+        let entry = inner.entries.entry(key).or_insert((revoked_at, revocation.expires_at));
+        entry.0 = entry.0.max(revoked_at);
+        entry.1 = entry.1.max(revocation.expires_at);
+    }
+
+    pub fn apply_all<'a>(&self, revocations: impl IntoIterator<Item = &'a Revocation>) {
+        for revocation in revocations {
+            self.apply(revocation);
+        }
+    }
+
+    /// Whether an access token (already verified) has been revoked by session, token id or user.
+    pub fn is_access_token_revoked(&self, claims: &AccessClaims) -> bool {
+        let inner = self.inner.read().expect("revocation view lock");
+        if inner
+            .entries
+            .contains_key(&(RevocationKind::Session, claims.sid.clone()))
+            || inner.entries.contains_key(&(RevocationKind::Token, claims.jti.clone()))
+        {
+            return true;
+        }
+        inner
+            .entries
+            .get(&(RevocationKind::User, claims.sub.clone()))
+            .is_some_and(|(revoked_at, _)| claims.iat <= *revoked_at)
+    }
+
+    pub fn is_api_key_revoked(&self, key_id: Uuid, owner: Uuid, created_at: DateTime<Utc>) -> bool {
+        let inner = self.inner.read().expect("revocation view lock");
+        inner
+            .entries
+            .contains_key(&(RevocationKind::ApiKey, key_id.to_string()))
+            || inner
+                .entries
+                .get(&(RevocationKind::User, owner.to_string()))
+                .is_some_and(|(revoked_at, _)| created_at.timestamp() <= *revoked_at)
+    }
+
+    /// Forgets entries whose credentials have all expired.
+    pub fn prune(&self, now: DateTime<Utc>) {
+        let mut inner = self.inner.write().expect("revocation view lock");
+        inner.entries.retain(|_, (_, expires_at)| *expires_at > now);
+    }
+
+    pub fn len(&self) -> usize {
+        self.inner.read().expect("revocation view lock").entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::Duration;
+
+    fn claims(sid: &str, jti: &str, sub: &str, iat: i64) -> AccessClaims {
+        AccessClaims {
+            iss: "i".into(),
+            sub: sub.into(),
+            aud: vec!["a".into()],
+            exp: iat + 900,
+            iat,
+            nbf: iat,
+            jti: jti.into(),
+            sid: sid.into(),
+            scope: String::new(),
+            roles: vec![],
+            client_id: "authd".into(),
+            username: "u".into(),
+        }
+    }
+
+    fn revocation(kind: RevocationKind, subject: &str, at: DateTime<Utc>) -> Revocation {
+        Revocation {
+            kind,
+            subject_id: subject.into(),
+            user_id: None,
+            created_at: at,
+            expires_at: at + Duration::minutes(16),
+        }
+    }
+
+    #[test]
+    fn sessions_tokens_and_users() {
+        let now = Utc::now();
+        let view = RevocationView::default();
+        let token = claims("s1", "j1", "u1", now.timestamp() - 5);
+        assert!(!view.is_access_token_revoked(&token));
+        view.apply(&revocation(RevocationKind::Session, "s1", now));
+        assert!(view.is_access_token_revoked(&token));
+        assert!(!view.is_access_token_revoked(&claims("s2", "j2", "u1", now.timestamp())));
+        view.apply(&revocation(RevocationKind::Token, "j2", now));
+        assert!(view.is_access_token_revoked(&claims("s2", "j2", "u1", now.timestamp())));
+        view.apply(&revocation(RevocationKind::User, "u3", now));
+        assert!(view.is_access_token_revoked(&claims("s3", "j3", "u3", now.timestamp() - 1)));
+        assert!(!view.is_access_token_revoked(&claims("s3", "j3", "u3", now.timestamp() + 1)));
+        view.prune(now + Duration::minutes(17));
+        assert!(view.is_empty());
+    }
+}

@@ -1,0 +1,295 @@
+//! Sessions and their refresh tokens: one session per login, a refresh token rotated on every use
+//! (security rule 5), and revocation that reaches every access token of the session.
+
+use crate::app::{App, ClientInfo};
+use crate::crypto::{random_token, token_hash};
+use crate::error::{Error, Result};
+use crate::identity::Caller;
+use crate::revocation::{Revocation, RevocationKind};
+use crate::secret::Secret;
+use crate::store::sessions::{NewRefreshToken, SessionRow};
+use crate::store::users::UserRow;
+use crate::store::{self, Conn};
+use crate::tokens::jwt::{CLIENT_ID, TokenRequest};
+use chrono::{DateTime, Utc};
+use diesel_async::AsyncConnection;
+use uuid::Uuid;
+
+/// The scope carried by access tokens issued to users.
+pub const USER_TOKEN_SCOPE: &str = "profile";
+
+/// The token pair handed to a user.
+pub struct IssuedTokens {
+    pub access_token: Secret<String>,
+    pub refresh_token: Secret<String>,
+    pub expires_in: i64,
+    pub refresh_expires_in: i64,
+    pub session_id: Uuid,
+}
+
+impl App {
+    /// Opens a session for a user who just proved who they are, enforcing the session limits.
+    pub(crate) async fn start_session(
+        &self,
+        user: &UserRow,
+        device_name: Option<&str>,
+        client: &ClientInfo,
+    ) -> Result<IssuedTokens> {
+        let now = self.clock.now();
+        let session = SessionRow {
+            id: Uuid::now_v7(),
+            user_id: user.id,
+            created_at: now,
+            last_used_at: now,
+            expires_at: now + chrono::Duration::from_std(self.settings.refresh_token_ttl).map_err(Error::internal)?,
+            revoked_at: None,
+            ip_address: client.ip_address.clone(),
+            user_agent: client.user_agent.as_deref().map(|ua| ua.chars().take(512).collect()),
+            device_name: device_name.map(str::to_string),
+        };
+        let refresh_token = random_token();
+        let hash = token_hash(&refresh_token);
+        let mut conn = store::conn(&self.pool).await?;
+        let session_for_tx = session.clone();
+        let ended = conn
+            .transaction::<_, store::StoreError, _>(async |conn| {
+                store::sessions::insert(conn, &session_for_tx).await?;
+                store::sessions::insert_refresh_token(
+                    conn,
+                    &NewRefreshToken {
+                        token_hash: &hash,
+                        session_id: session_for_tx.id,
+                        created_at: now,
+                        expires_at: session_for_tx.expires_at,
+                    },
+                )
+                .await?;
+                store::users::record_login(conn, user.id, now).await?;
+                let ended = self.sessions_over_limit(conn, user.id, session_for_tx.id, now).await?;
+                let revocations = self.session_revocations(&ended, user.id, now);
+                store::revocations::insert_many(conn, &revocations.iter().map(Revocation::to_row).collect::<Vec<_>>())
+                    .await?;
+                Ok(revocations)
+            })
+            .await?;
+        self.apply_revocations(&ended);
+        self.issue_tokens(user, &session, refresh_token)
+    }
+
+    /// The live sessions a new login pushes out: all others in single-session mode, else the
+    /// oldest beyond `AUTHD_MAX_SESSIONS_PER_USER`.
+    async fn sessions_over_limit(
+        &self,
+        conn: &mut Conn<'_>,
+        user_id: Uuid,
+        new_session: Uuid,
+        now: DateTime<Utc>,
+    ) -> store::StoreResult<Vec<Uuid>> {
+        if self.settings.single_session {
+            return store::sessions::revoke_all_for_user(conn, user_id, Some(new_session), now).await;
+        }
+        let max = self.settings.max_sessions_per_user as usize;
+        if max == 0 {
+            return Ok(Vec::new());
+        }
+        let live = store::sessions::live_for_user(conn, user_id, now).await?;
+        let excess = live.len().saturating_sub(max);
+        let mut ended = Vec::new();
+        for session in live.iter().filter(|s| s.id != new_session).take(excess) {
+            if store::sessions::revoke(conn, session.id, now).await? {
+                ended.push(session.id);
+            }
+        }
+        Ok(ended)
+    }
+
+    fn session_revocations(&self, sessions: &[Uuid], user_id: Uuid, now: DateTime<Utc>) -> Vec<Revocation> {
+        sessions
+            .iter()
+            .map(|id| Revocation {
+                kind: RevocationKind::Session,
+                subject_id: id.to_string(),
+                user_id: Some(user_id),
+                created_at: now,
+                expires_at: now + self.revocation_lifetime(),
+            })
+            .collect()
+    }
+
+    fn issue_tokens(&self, user: &UserRow, session: &SessionRow, refresh_token: String) -> Result<IssuedTokens> {
+        let now = self.clock.now();
+        let ring = self.keys.current();
+        let (access_token, claims) = self
+            .issuer
+            .issue(
+                &ring,
+                &TokenRequest {
+                    user_id: user.id,
+                    username: &user.username,
+                    session_id: session.id,
+                    roles: &user.roles,
+                    scope: USER_TOKEN_SCOPE,
+                },
+                now,
+            )
+            .map_err(Error::internal)?;
+        debug_assert_eq!(claims.client_id, CLIENT_ID);
+        Ok(IssuedTokens {
+            access_token: access_token.into(),
+            refresh_token: refresh_token.into(),
+            expires_in: claims.exp - claims.iat,
+            // Rounded up: the session was created a moment before `now` was read.
+            refresh_expires_in: ((session.expires_at - now).num_milliseconds().max(0) + 999) / 1000,
+            session_id: session.id,
+        })
+    }
+
+    /// Exchanges a refresh token for a new pair. Exactly one of concurrent uses wins; a token used
+    /// before is a replay, and ends its whole session.
+    pub async fn refresh(&self, refresh_token: &str) -> Result<IssuedTokens> {
+        let presented = refresh_token.trim();
+        if presented.is_empty() || presented.len() > 256 {
+            return Err(Error::Unauthenticated);
+        }
+        let hash = token_hash(presented);
+        let now = self.clock.now();
+        let next_token = random_token();
+        let next_hash = token_hash(&next_token);
+        let mut conn = store::conn(&self.pool).await?;
+        enum Outcome {
+            Rotated(Box<(SessionRow, UserRow)>),
+            Replayed(Uuid, Uuid),
+            Refused,
+        }
+        let outcome = conn
+            .transaction::<_, store::StoreError, _>(async |conn| {
+                let Some(session_id) = store::sessions::consume_refresh_token(conn, &hash, now).await? else {
+                    return Ok(match store::sessions::session_of_refresh_token(conn, &hash).await? {
+                        Some(session_id) => match store::sessions::find(conn, session_id).await? {
+                            Some(session) => Outcome::Replayed(session.id, session.user_id),
+                            None => Outcome::Refused,
+                        },
+                        None => Outcome::Refused,
+                    });
+                };
+                let Some(session) = store::sessions::find(conn, session_id).await? else {
+                    return Ok(Outcome::Refused);
+                };
+                let user = store::users::find(conn, session.user_id).await?;
+                let Some(user) = user.filter(|u| u.active && session.revoked_at.is_none() && session.expires_at > now)
+                else {
+                    return Ok(Outcome::Refused);
+                };
+                store::sessions::insert_refresh_token(
+                    conn,
+                    &NewRefreshToken {
+                        token_hash: &next_hash,
+                        session_id,
+                        created_at: now,
+                        expires_at: session.expires_at,
+                    },
+                )
+                .await?;
+                store::sessions::touch(conn, session_id, now).await?;
+                Ok(Outcome::Rotated(Box::new((session, user))))
+            })
+            .await?;
+        drop(conn);
+        match outcome {
+            Outcome::Rotated(found) => {
+                let (session, user) = *found;
+                self.issue_tokens(&user, &session, next_token)
+            }
+            Outcome::Replayed(session_id, user_id) => {
+                tracing::warn!(%session_id, %user_id, "refresh token replayed; ending the session");
+                self.end_sessions(&[session_id], user_id).await?;
+                Err(Error::Unauthenticated)
+            }
+            Outcome::Refused => Err(Error::Unauthenticated),
+        }
+    }
+
+    /// Ends the session of a refresh token, or the caller's own session.
+    pub async fn logout(&self, refresh_token: Option<&str>, caller: Option<&Caller>) -> Result<()> {
+        if let Some(token) = refresh_token.map(str::trim).filter(|t| !t.is_empty()) {
+            let hash = token_hash(token);
+            let mut conn = store::conn(&self.pool).await?;
+            let session = match store::sessions::session_of_refresh_token(&mut conn, &hash).await? {
+                Some(id) => store::sessions::find(&mut conn, id).await?,
+                None => None,
+            };
+            drop(conn);
+            // An unknown token gets the same answer: logging out is idempotent.
+            if let Some(session) = session {
+                self.end_sessions(&[session.id], session.user_id).await?;
+            }
+            return Ok(());
+        }
+        let caller = caller.ok_or(Error::Unauthenticated)?;
+        let session_id = caller.session_id().ok_or(Error::FailedPrecondition(
+            "logout needs a refresh token or an access token; API keys have no session",
+        ))?;
+        self.end_sessions(&[session_id], caller.user_id).await.map(drop)
+    }
+
+    /// Revokes sessions in Postgres (with their revocation records) and in the local view.
+    pub(crate) async fn end_sessions(&self, session_ids: &[Uuid], user_id: Uuid) -> Result<Vec<Uuid>> {
+        let now = self.clock.now();
+        let mut conn = store::conn(&self.pool).await?;
+        let ids = session_ids.to_vec();
+        let revocations = conn
+            .transaction::<_, store::StoreError, _>(async |conn| {
+                let mut ended = Vec::new();
+                for id in &ids {
+                    if store::sessions::revoke(conn, *id, now).await? {
+                        ended.push(*id);
+                    }
+                }
+                let revocations = self.session_revocations(&ended, user_id, now);
+                store::revocations::insert_many(conn, &revocations.iter().map(Revocation::to_row).collect::<Vec<_>>())
+                    .await?;
+                Ok(revocations)
+            })
+            .await?;
+        self.apply_revocations(&revocations);
+        Ok(revocations.iter().filter_map(|r| r.subject_id.parse().ok()).collect())
+    }
+
+    /// Ends every live session of a user except `keep`; returns how many ended.
+    pub async fn revoke_all_sessions(&self, user_id: Uuid, keep: Option<Uuid>) -> Result<usize> {
+        let now = self.clock.now();
+        let mut conn = store::conn(&self.pool).await?;
+        let revocations = conn
+            .transaction::<_, store::StoreError, _>(async |conn| {
+                let ended = store::sessions::revoke_all_for_user(conn, user_id, keep, now).await?;
+                let revocations = self.session_revocations(&ended, user_id, now);
+                store::revocations::insert_many(conn, &revocations.iter().map(Revocation::to_row).collect::<Vec<_>>())
+                    .await?;
+                Ok(revocations)
+            })
+            .await?;
+        self.apply_revocations(&revocations);
+        Ok(revocations.len())
+    }
+
+    pub async fn list_sessions(&self, caller: &Caller) -> Result<Vec<SessionRow>> {
+        let mut conn = store::conn(&self.pool).await?;
+        Ok(store::sessions::live_for_user(&mut conn, caller.user_id, self.clock.now()).await?)
+    }
+
+    /// Ends one of the caller's sessions; another user's session is `NotFound`, never revealed.
+    pub async fn revoke_session(&self, caller: &Caller, session_id: &str) -> Result<()> {
+        let id = crate::api_keys::parse_id(session_id, "session_id")?;
+        let session = {
+            let mut conn = store::conn(&self.pool).await?;
+            store::sessions::find(&mut conn, id).await?
+        };
+        match session {
+            Some(session) if session.user_id == caller.user_id => {
+                self.end_sessions(&[id], caller.user_id).await?;
+                Ok(())
+            }
+            _ => Err(Error::NotFound("session")),
+        }
+    }
+}

@@ -1,0 +1,275 @@
+//! Builds the server (pool, keys, services, health, reflection) and runs it until told to stop.
+
+use crate::app::{App, key_publish_window};
+use crate::clock::Clock;
+use crate::config::Settings;
+use crate::grpc::{self, SERVICE_NAMES};
+use crate::proto;
+use crate::store;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tonic::transport::server::TcpIncoming;
+use tonic_health::ServingStatus;
+use tonic_health::server::HealthReporter;
+
+/// Requests larger than this are refused by the transport before any handler runs.
+pub const MAX_MESSAGE_BYTES: usize = 2 * 1024 * 1024;
+const MAX_HEADER_LIST_BYTES: u32 = 16 * 1024;
+const MAX_CONCURRENT_STREAMS: u32 = 1024;
+
+/// A built server, bound to its port but not yet serving.
+pub struct Application {
+    app: Arc<App>,
+    listener: TcpListener,
+    local_addr: SocketAddr,
+}
+
+impl Application {
+    /// Connects to the database (migrating it first unless `migrate` is false), loads keys and
+    /// revocations, creates the bootstrap admin, and binds the gRPC port.
+    pub async fn build(settings: Settings, clock: Clock, migrate: bool) -> anyhow::Result<Self> {
+        let url = settings.database_url.expose().clone();
+        if migrate {
+            store::migrate(&url).await?;
+        } else {
+            let pending = store::pending_migrations(&url).await?;
+            if pending > 0 {
+                anyhow::bail!("the database schema is {pending} migration(s) behind: run `authd migrate`");
+            }
+        }
+        let grpc_addr = settings.grpc_addr;
+        let app = App::build(settings, clock).await?;
+        if let (Some(email), Some(password)) = (
+            &app.settings.bootstrap_admin_email,
+            &app.settings.bootstrap_admin_password,
+        ) {
+            if app
+                .ensure_admin(email, None, password.expose())
+                .await
+                .map_err(|e| anyhow::anyhow!("bootstrap admin: {e}"))?
+            {
+                tracing::info!(%email, "created the bootstrap admin");
+            }
+        }
+        let listener = TcpListener::bind(grpc_addr)
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot listen on {grpc_addr}: {e}"))?;
+        let local_addr = listener.local_addr()?;
+        Ok(Self {
+            app,
+            listener,
+            local_addr,
+        })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    pub fn app(&self) -> Arc<App> {
+        self.app.clone()
+    }
+
+    /// Serves until `shutdown` completes; then health turns NOT_SERVING at once, in-flight calls
+    /// get up to `AUTHD_SHUTDOWN_GRACE` to finish, and pending usage stamps are written.
+    pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+        let Self {
+            app,
+            listener,
+            local_addr,
+        } = self;
+        let (health, health_service) = tonic_health::server::health_reporter();
+        set_all(&health, ServingStatus::Serving).await;
+        let reflection_v1 = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .build_v1()?;
+        let reflection_v1alpha = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .build_v1alpha()?;
+
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let jobs = spawn_jobs(app.clone(), health.clone(), stop_rx.clone());
+
+        macro_rules! limited {
+            ($module:ident :: $server:ident, $api:expr) => {
+                proto::$module::$server::new($api)
+                    .max_decoding_message_size(MAX_MESSAGE_BYTES)
+                    .max_encoding_message_size(MAX_MESSAGE_BYTES)
+            };
+        }
+        let settings = &app.settings;
+        let router = tonic::transport::Server::builder()
+            .timeout(settings.request_timeout)
+            .concurrency_limit_per_connection(256)
+            .max_concurrent_streams(MAX_CONCURRENT_STREAMS)
+            .http2_max_header_list_size(MAX_HEADER_LIST_BYTES)
+            .http2_keepalive_interval(Some(Duration::from_secs(30)))
+            .http2_keepalive_timeout(Some(Duration::from_secs(10)))
+            .add_service(health_service)
+            .add_service(reflection_v1)
+            .add_service(reflection_v1alpha)
+            .add_service(limited!(
+                auth_service_server::AuthServiceServer,
+                grpc::AuthApi::new(app.clone())
+            ))
+            .add_service(limited!(
+                user_service_server::UserServiceServer,
+                grpc::UserApi::new(app.clone())
+            ))
+            .add_service(limited!(
+                session_service_server::SessionServiceServer,
+                grpc::SessionApi::new(app.clone())
+            ))
+            .add_service(limited!(
+                api_key_service_server::ApiKeyServiceServer,
+                grpc::ApiKeyApi::new(app.clone())
+            ))
+            .add_service(limited!(
+                token_service_server::TokenServiceServer,
+                grpc::TokenApi::new(app.clone())
+            ))
+            .add_service(limited!(
+                audit_service_server::AuditServiceServer,
+                grpc::AuditApi::new(app.clone())
+            ));
+
+        let incoming = TcpIncoming::from(listener)
+            .with_nodelay(Some(true))
+            .with_keepalive(Some(Duration::from_secs(60)));
+        let mut server_stop = stop_rx.clone();
+        let mut server = tokio::spawn(router.serve_with_incoming_shutdown(incoming, async move {
+            stopped(&mut server_stop).await;
+        }));
+        tracing::info!(%local_addr, "authd is serving gRPC");
+
+        let early_exit = tokio::select! {
+            result = &mut server => Some(result),
+            () = shutdown => None,
+        };
+        if let Some(result) = early_exit {
+            let _ = stop_tx.send(true);
+            result??;
+            return Ok(());
+        }
+        tracing::info!("shutting down: health NOT_SERVING, draining in-flight calls");
+        set_all(&health, ServingStatus::NotServing).await;
+        let _ = stop_tx.send(true);
+        match tokio::time::timeout(app.settings.shutdown_grace, &mut server).await {
+            Ok(result) => result??,
+            Err(_) => {
+                tracing::warn!("shutdown grace expired with calls still in flight");
+                server.abort();
+            }
+        }
+        for job in jobs {
+            let _ = job.await;
+        }
+        if let Err(e) = app.flush_api_key_usage().await {
+            tracing::warn!(error = %e, "could not write API key usage at shutdown");
+        }
+        tracing::info!("authd stopped");
+        Ok(())
+    }
+}
+
+async fn set_all(health: &HealthReporter, status: ServingStatus) {
+    health.set_service_status("", status).await;
+    for name in SERVICE_NAMES {
+        health.set_service_status(*name, status).await;
+    }
+}
+
+/// Background work, each loop ending when `stop` turns true.
+fn spawn_jobs(app: Arc<App>, health: HealthReporter, stop: watch::Receiver<bool>) -> Vec<tokio::task::JoinHandle<()>> {
+    let mut jobs = Vec::new();
+
+    // Health follows database reachability.
+    let (probe_app, mut probe_stop) = (app.clone(), stop.clone());
+    jobs.push(tokio::spawn(async move {
+        let mut serving = true;
+        let mut tick = tokio::time::interval(probe_app.settings.health_probe_interval);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                () = stopped(&mut probe_stop) => return,
+            }
+            let reachable = store::ping(&probe_app.pool).await.is_ok();
+            if reachable != serving && !*probe_stop.borrow() {
+                serving = reachable;
+                if reachable {
+                    tracing::info!("database reachable again: SERVING");
+                    // Catch up on revocations written while we could not read them.
+                    if let Err(e) = probe_app.load_revocations().await {
+                        tracing::warn!(error = %e, "could not reload revocations");
+                    }
+                    set_all(&health, ServingStatus::Serving).await;
+                } else {
+                    tracing::warn!("database unreachable: NOT_SERVING");
+                    set_all(&health, ServingStatus::NotServing).await;
+                }
+            }
+        }
+    }));
+
+    // API key usage stamps, signing-key reloads and revocation pruning.
+    let (upkeep_app, mut upkeep_stop) = (app, stop);
+    jobs.push(tokio::spawn(async move {
+        let settings = &upkeep_app.settings;
+        let mut flush = tokio::time::interval(settings.usage_flush_interval);
+        let mut keys = tokio::time::interval(settings.key_refresh_interval);
+        flush.tick().await;
+        keys.tick().await;
+        loop {
+            tokio::select! {
+                _ = flush.tick() => {
+                    if let Err(e) = upkeep_app.flush_api_key_usage().await {
+                        tracing::warn!(error = %e, "could not write API key usage");
+                    }
+                }
+                _ = keys.tick() => {
+                    let now = upkeep_app.clock.now();
+                    match upkeep_app.keys.reload(&upkeep_app.pool, &settings.key_encryption_key, now, key_publish_window(settings)).await {
+                        Ok(true) => tracing::info!(kid = %upkeep_app.keys.current().active.kid, "signing keys changed"),
+                        Ok(false) => {}
+                        Err(e) => tracing::warn!(error = %e, "could not reload signing keys"),
+                    }
+                    upkeep_app.revocations.prune(now);
+                }
+                () = stopped(&mut upkeep_stop) => return,
+            }
+        }
+    }));
+    jobs
+}
+
+/// Completes once `stop` turns true (or its sender is gone).
+async fn stopped(stop: &mut watch::Receiver<bool>) {
+    let _ = stop.wait_for(|stop| *stop).await;
+}
+
+/// Completes on SIGTERM or SIGINT.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = term => {}
+    }
+}

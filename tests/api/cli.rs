@@ -1,0 +1,112 @@
+use crate::helpers::*;
+use std::process::Command;
+
+fn authd() -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_authd"));
+    // A clean environment: only what each test sets.
+    command
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default());
+    command
+}
+
+#[test]
+fn help_works_for_every_command() {
+    for args in [
+        vec!["--help"],
+        vec!["serve", "--help"],
+        vec!["migrate", "--help"],
+        vec!["keys", "--help"],
+        vec!["keys", "rotate", "--help"],
+        vec!["keys", "list", "--help"],
+        vec!["users", "--help"],
+        vec!["users", "create-admin", "--help"],
+        vec!["api-keys", "--help"],
+        vec!["api-keys", "create", "--help"],
+        vec!["healthcheck", "--help"],
+    ] {
+        let out = authd().args(&args).output().unwrap();
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(String::from_utf8_lossy(&out.stdout).contains("Usage"), "{args:?}");
+    }
+}
+
+#[tokio::test]
+async fn migrate_twice_then_keys_and_admin_commands() {
+    let (_, url) = fresh_database().await;
+    let kek = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=";
+    let run = |args: &[&str], extra: &[(&str, &str)]| {
+        let mut command = authd();
+        command
+            .env("AUTHD_DATABASE_URL", &url)
+            .env("AUTHD_KEY_ENCRYPTION_KEY", kek)
+            .args(args);
+        for (k, v) in extra {
+            command.env(k, v);
+        }
+        command.output().unwrap()
+    };
+    for _ in 0..2 {
+        let out = run(&["migrate"], &[]);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    }
+    let out = run(
+        &["users", "create-admin", "--email", "ops@example.com"],
+        &[("AUTHD_ADMIN_PASSWORD", "ops-password-123")],
+    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("ops-password-123"));
+    let out = run(
+        &[
+            "api-keys",
+            "create",
+            "--owner",
+            "ops@example.com",
+            "--label",
+            "gw",
+            "--scope",
+            "tokens:introspect",
+        ],
+        &[],
+    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).trim().starts_with("authd_"));
+    let out = run(&["keys", "rotate"], &[]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = run(&["keys", "list"], &[]);
+    let listing = String::from_utf8_lossy(&out.stdout);
+    assert!(listing.contains("active") && listing.contains("retired"), "{listing}");
+}
+
+#[test]
+fn a_missing_setting_stops_start_up_with_one_line_naming_it() {
+    let out = authd()
+        .args(["serve"])
+        .env("AUTHD_KEY_ENCRYPTION_KEY", "x")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("AUTHD_DATABASE_URL"), "{stderr}");
+}
+
+#[test]
+fn an_unreachable_database_is_one_clear_line() {
+    let out = authd()
+        .args(["serve"])
+        .env("AUTHD_DATABASE_URL", "postgres://nobody@127.0.0.1:1/none")
+        .env(
+            "AUTHD_KEY_ENCRYPTION_KEY",
+            "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=",
+        )
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("authd:") && stderr.contains("database"), "{stderr}");
+}

@@ -1,0 +1,325 @@
+//! `spawn_app()`: a real authd on an ephemeral port, on a fresh database copied from a migrated
+//! template, reached over a real tonic channel.
+
+use authd::clock::Clock;
+use authd::config::Settings;
+use authd::proto::api_key_service_client::ApiKeyServiceClient;
+use authd::proto::auth_service_client::AuthServiceClient;
+use authd::proto::session_service_client::SessionServiceClient;
+use authd::proto::token_service_client::TokenServiceClient;
+use authd::proto::user_service_client::UserServiceClient;
+use authd::proto::*;
+use authd::startup::Application;
+use diesel_async::{AsyncConnection, AsyncPgConnection, SimpleAsyncConnection};
+use std::collections::HashMap;
+use std::io::Write;
+use std::sync::{Arc, Mutex, OnceLock};
+use tokio::sync::oneshot;
+use tonic::Request;
+use tonic::metadata::MetadataValue;
+use tonic::transport::Channel;
+
+pub const ADMIN_EMAIL: &str = "admin@example.com";
+pub const ADMIN_PASSWORD: &str = "admin-password-for-tests";
+pub const PASSWORD: &str = "correct horse battery";
+
+/// The Postgres superuser URL given by `scripts/test.sh`.
+pub fn server_url() -> String {
+    std::env::var("AUTHD_TEST_DATABASE_URL")
+        .expect("AUTHD_TEST_DATABASE_URL is not set: run the suite with ./scripts/test.sh")
+}
+
+pub fn database_url(name: &str) -> String {
+    let base = server_url();
+    let (prefix, _) = base.rsplit_once('/').expect("database URL has a path");
+    format!("{prefix}/{name}")
+}
+
+const TEMPLATE: &str = "authd_test_template";
+
+/// Creates and migrates the template database once per test process.
+fn template() -> &'static str {
+    static READY: OnceLock<()> = OnceLock::new();
+    READY.get_or_init(|| {
+        std::thread::spawn(|| {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async {
+                let mut admin = AsyncPgConnection::establish(&server_url())
+                    .await
+                    .expect("connect to the test Postgres");
+                admin
+                    .batch_execute(&format!("DROP DATABASE IF EXISTS {TEMPLATE} WITH (FORCE)"))
+                    .await
+                    .unwrap();
+                admin
+                    .batch_execute(&format!("CREATE DATABASE {TEMPLATE}"))
+                    .await
+                    .unwrap();
+                let url = database_url(TEMPLATE);
+                let mut conn = AsyncPgConnection::establish(&url).await.unwrap();
+                conn.batch_execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
+                    .await
+                    .unwrap();
+                drop(conn);
+                authd::store::migrate(&url).await.expect("migrate the template");
+            });
+        })
+        .join()
+        .expect("template setup");
+    });
+    TEMPLATE
+}
+
+/// A fresh database, copied from the template.
+pub async fn fresh_database() -> (String, String) {
+    let template = template();
+    let name = format!("authd_test_{}", uuid::Uuid::new_v4().simple());
+    let mut admin = AsyncPgConnection::establish(&server_url()).await.unwrap();
+    admin
+        .batch_execute(&format!("CREATE DATABASE {name} TEMPLATE {template}"))
+        .await
+        .unwrap();
+    let url = database_url(&name);
+    (name, url)
+}
+
+/// Every log line of every server in this process, at the most verbose level allowed.
+pub fn captured_log() -> String {
+    String::from_utf8_lossy(&LOG.get_or_init(Default::default).lock().unwrap()).into_owned()
+}
+
+static LOG: OnceLock<Arc<Mutex<Vec<u8>>>> = OnceLock::new();
+
+#[derive(Clone)]
+struct LogWriter(Arc<Mutex<Vec<u8>>>);
+
+impl Write for LogWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+fn capture_logs() {
+    static INIT: OnceLock<()> = OnceLock::new();
+    INIT.get_or_init(|| {
+        let buffer = LOG.get_or_init(Default::default).clone();
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(authd::telemetry::filter(
+                "trace,h2=debug,hyper=debug,tower=debug,hyper_util=debug",
+            ))
+            .with_writer(move || LogWriter(buffer.clone()))
+            .with_ansi(false)
+            .try_init();
+    });
+}
+
+/// Settings for a test server; `overrides` are `AUTHD_*` variables.
+pub fn settings(database_url: &str, overrides: &[(&str, &str)]) -> Settings {
+    let mut env: HashMap<String, String> = [
+        ("AUTHD_DATABASE_URL", database_url),
+        (
+            "AUTHD_KEY_ENCRYPTION_KEY",
+            "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=",
+        ),
+        ("AUTHD_GRPC_ADDR", "127.0.0.1:0"),
+        ("AUTHD_BOOTSTRAP_ADMIN_EMAIL", ADMIN_EMAIL),
+        ("AUTHD_BOOTSTRAP_ADMIN_PASSWORD", ADMIN_PASSWORD),
+        ("AUTHD_DATABASE_POOL_SIZE", "4"),
+        ("AUTHD_KEY_REFRESH_INTERVAL", "1h"),
+        ("AUTHD_USAGE_FLUSH_INTERVAL", "1h"),
+    ]
+    .iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    for (k, v) in overrides {
+        env.insert(k.to_string(), v.to_string());
+    }
+    Settings::from_sources(&|name| env.get(name).cloned(), None).expect("test settings")
+}
+
+/// A running server and clients for it. Stops the server when dropped.
+pub struct TestApp {
+    pub database_url: String,
+    pub clock: Clock,
+    pub channel: Channel,
+    stop: Option<oneshot::Sender<()>>,
+    pub server: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(&[]).await
+}
+
+pub async fn spawn_app_with(overrides: &[(&str, &str)]) -> TestApp {
+    capture_logs();
+    let (_, database_url) = fresh_database().await;
+    let clock = Clock::system();
+    let application = Application::build(settings(&database_url, overrides), clock.clone(), true)
+        .await
+        .expect("build the application");
+    let addr = application.local_addr();
+    let (stop, stopped) = oneshot::channel::<()>();
+    let server = tokio::spawn(application.run_until_stopped(async {
+        let _ = stopped.await;
+    }));
+    let channel = Channel::from_shared(format!("http://{addr}"))
+        .unwrap()
+        .connect()
+        .await
+        .expect("connect");
+    TestApp {
+        database_url,
+        clock,
+        channel,
+        stop: Some(stop),
+        server: Some(server),
+    }
+}
+
+/// Wraps a message with `authorization: Bearer <credential>`.
+pub fn bearer<T>(message: T, credential: &str) -> Request<T> {
+    let mut request = Request::new(message);
+    let value: MetadataValue<_> = format!("Bearer {credential}").parse().unwrap();
+    request.metadata_mut().insert("authorization", value);
+    request
+}
+
+impl TestApp {
+    pub fn auth(&self) -> AuthServiceClient<Channel> {
+        AuthServiceClient::new(self.channel.clone())
+            .max_decoding_message_size(8 << 20)
+            .max_encoding_message_size(8 << 20)
+    }
+    pub fn users(&self) -> UserServiceClient<Channel> {
+        UserServiceClient::new(self.channel.clone())
+    }
+    pub fn sessions(&self) -> SessionServiceClient<Channel> {
+        SessionServiceClient::new(self.channel.clone())
+    }
+    pub fn api_keys(&self) -> ApiKeyServiceClient<Channel> {
+        ApiKeyServiceClient::new(self.channel.clone())
+    }
+    pub fn tokens(&self) -> TokenServiceClient<Channel> {
+        TokenServiceClient::new(self.channel.clone())
+    }
+
+    /// Registers a user named `name` (`name@example.com`) with [`PASSWORD`].
+    pub async fn register(&self, name: &str) -> User {
+        self.auth()
+            .register(RegisterRequest {
+                email: format!("{name}@example.com"),
+                username: name.into(),
+                password: PASSWORD.into(),
+            })
+            .await
+            .expect("register")
+            .into_inner()
+            .user
+            .unwrap()
+    }
+
+    pub async fn login(&self, identifier: &str, password: &str) -> TokenPair {
+        self.auth()
+            .login(LoginRequest {
+                identifier: identifier.into(),
+                password: password.into(),
+                device_name: None,
+            })
+            .await
+            .expect("login")
+            .into_inner()
+            .tokens
+            .unwrap()
+    }
+
+    /// Registers `name` and logs in.
+    pub async fn user(&self, name: &str) -> TokenPair {
+        self.register(name).await;
+        self.login(name, PASSWORD).await
+    }
+
+    pub async fn admin(&self) -> TokenPair {
+        self.login(ADMIN_EMAIL, ADMIN_PASSWORD).await
+    }
+
+    /// An API key of the admin holding `tokens:introspect`, for calling Introspect.
+    pub async fn introspector(&self) -> String {
+        let admin = self.admin().await;
+        self.api_keys()
+            .create_api_key(bearer(
+                CreateApiKeyRequest {
+                    label: "gateway".into(),
+                    scopes: vec!["tokens:introspect".into()],
+                    expires_at: None,
+                },
+                &admin.access_token,
+            ))
+            .await
+            .expect("create introspection key")
+            .into_inner()
+            .secret
+    }
+
+    pub async fn introspect(&self, caller: &str, token: &str) -> IntrospectResponse {
+        self.tokens()
+            .introspect(bearer(
+                IntrospectRequest {
+                    token: token.into(),
+                    token_type_hint: String::new(),
+                },
+                caller,
+            ))
+            .await
+            .expect("introspect")
+            .into_inner()
+    }
+
+    pub async fn is_active(&self, caller: &str, token: &str) -> bool {
+        self.introspect(caller, token).await.active
+    }
+
+    /// GetMe with a credential: the status code it gets.
+    pub async fn get_me_code(&self, credential: &str) -> tonic::Code {
+        match self.users().get_me(bearer(GetMeRequest {}, credential)).await {
+            Ok(_) => tonic::Code::Ok,
+            Err(status) => status.code(),
+        }
+    }
+
+    /// A direct connection to this test's database, for inspecting what the server stored.
+    pub async fn db(&self) -> AsyncPgConnection {
+        AsyncPgConnection::establish(&self.database_url).await.unwrap()
+    }
+
+    /// Stops the server and waits for it to exit.
+    pub async fn stop(mut self) -> anyhow::Result<()> {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        self.server.take().unwrap().await.unwrap()
+    }
+}
+
+/// The field named by an INVALID_ARGUMENT's `google.rpc.BadRequest` detail.
+pub fn bad_request_field(status: &tonic::Status) -> Option<String> {
+    use tonic_types::StatusExt;
+    let details = status.get_error_details();
+    details
+        .bad_request()
+        .and_then(|br| br.field_violations.first().map(|v| v.field.clone()))
+}
