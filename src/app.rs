@@ -5,11 +5,12 @@ use crate::accounts::PasswordHasher;
 use crate::api_keys::ApiKeyCache;
 use crate::clock::Clock;
 use crate::config::Settings;
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::revocation::{Revocation, RevocationView};
 use crate::store::{self, Pool};
 use crate::tokens::{SigningKeys, TokenIssuer};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 pub struct App {
@@ -21,6 +22,7 @@ pub struct App {
     pub revocations: RevocationView,
     pub hasher: PasswordHasher,
     pub api_keys: ApiKeyCache,
+    serving: AtomicBool,
 }
 
 /// Where a call came from, for sessions and (later) the audit trail.
@@ -58,6 +60,7 @@ impl App {
             revocations: RevocationView::default(),
             hasher,
             api_keys: ApiKeyCache::default(),
+            serving: AtomicBool::new(false),
         });
         app.load_revocations().await?;
         Ok(app)
@@ -93,8 +96,13 @@ impl App {
         }
     }
 
-    pub fn is_unavailable(err: &Error) -> bool {
-        matches!(err, Error::Unavailable)
+    /// What health reports for the whole server.
+    pub fn is_serving(&self) -> bool {
+        self.serving.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn set_serving(&self, serving: bool) {
+        self.serving.store(serving, Ordering::Relaxed);
     }
 }
 

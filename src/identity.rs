@@ -24,15 +24,31 @@ pub struct Caller {
 }
 
 impl Caller {
+    /// Administrator powers come only with an administrator's own session: an API key holds the
+    /// scopes it lists and nothing more, whoever owns it.
     pub fn is_admin(&self) -> bool {
-        self.roles.iter().any(|r| r == ROLE_ADMIN)
+        self.is_user_session() && self.roles.iter().any(|r| r == ROLE_ADMIN)
     }
 
-    /// An administrator's access token holds every scope; an API key holds exactly the scopes it
-    /// lists, whoever owns it.
+    pub fn is_user_session(&self) -> bool {
+        matches!(self.credential, Credential::AccessToken { .. })
+    }
+
+    /// An administrator's access token holds every scope; others hold what their credential lists.
     pub fn has_scope(&self, scope: &str) -> bool {
-        let admin_session = self.is_admin() && matches!(self.credential, Credential::AccessToken { .. });
-        admin_session || self.scopes.iter().any(|s| s == scope)
+        self.is_admin() || self.scopes.iter().any(|s| s == scope)
+    }
+
+    /// Managing the account itself (its keys, sessions, password, profile) takes the user's own
+    /// session: a leaked API key must not be able to mint, rotate or revoke credentials.
+    pub fn require_user_session(&self) -> Result<()> {
+        if self.is_user_session() {
+            Ok(())
+        } else {
+            Err(Error::PermissionDenied(
+                "this call needs a user's access token, not an API key",
+            ))
+        }
     }
 
     pub fn require_scope(&self, scope: &'static str) -> Result<()> {
@@ -81,6 +97,13 @@ impl App {
                 Ok(None)
             }
         }
+    }
+
+    /// Like [`App::authenticate`], for calls that manage the account: API keys are refused.
+    pub async fn authenticate_user(&self, bearer: Option<&str>) -> Result<Caller> {
+        let caller = self.authenticate(bearer).await?;
+        caller.require_user_session()?;
+        Ok(caller)
     }
 
     /// The caller behind a bearer credential; `Unauthenticated` when it is missing or not live.

@@ -14,6 +14,7 @@ pub mod crypto;
 pub mod domain;
 pub mod error;
 pub mod grpc;
+pub mod http;
 pub mod identity;
 pub mod revocation;
 pub mod secret;

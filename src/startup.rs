@@ -25,6 +25,7 @@ pub struct Application {
     app: Arc<App>,
     listener: TcpListener,
     local_addr: SocketAddr,
+    http_listener: TcpListener,
 }
 
 impl Application {
@@ -58,15 +59,24 @@ impl Application {
             .await
             .map_err(|e| anyhow::anyhow!("cannot listen on {grpc_addr}: {e}"))?;
         let local_addr = listener.local_addr()?;
+        let http_addr = app.settings.http_addr;
+        let http_listener = TcpListener::bind(http_addr)
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot listen on {http_addr} (AUTHD_HTTP_ADDR): {e}"))?;
         Ok(Self {
             app,
             listener,
             local_addr,
+            http_listener,
         })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    pub fn http_addr(&self) -> SocketAddr {
+        self.http_listener.local_addr().expect("bound listener has an address")
     }
 
     pub fn app(&self) -> Arc<App> {
@@ -80,9 +90,10 @@ impl Application {
             app,
             listener,
             local_addr,
+            http_listener,
         } = self;
         let (health, health_service) = tonic_health::server::health_reporter();
-        set_all(&health, ServingStatus::Serving).await;
+        set_all(&app, &health, ServingStatus::Serving).await;
         let reflection_v1 = tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
@@ -145,7 +156,14 @@ impl Application {
         let mut server = tokio::spawn(router.serve_with_incoming_shutdown(incoming, async move {
             stopped(&mut server_stop).await;
         }));
-        tracing::info!(%local_addr, "authd is serving gRPC");
+        let http_addr = http_listener.local_addr()?;
+        let mut http_stop = stop_rx.clone();
+        let http = tokio::spawn(
+            axum::serve(http_listener, crate::http::router(app.clone()))
+                .with_graceful_shutdown(async move { stopped(&mut http_stop).await })
+                .into_future(),
+        );
+        tracing::info!(%local_addr, %http_addr, "authd is serving gRPC");
 
         let early_exit = tokio::select! {
             result = &mut server => Some(result),
@@ -157,7 +175,7 @@ impl Application {
             return Ok(());
         }
         tracing::info!("shutting down: health NOT_SERVING, draining in-flight calls");
-        set_all(&health, ServingStatus::NotServing).await;
+        set_all(&app, &health, ServingStatus::NotServing).await;
         let _ = stop_tx.send(true);
         match tokio::time::timeout(app.settings.shutdown_grace, &mut server).await {
             Ok(result) => result??,
@@ -169,6 +187,7 @@ impl Application {
         for job in jobs {
             let _ = job.await;
         }
+        http.abort();
         if let Err(e) = app.flush_api_key_usage().await {
             tracing::warn!(error = %e, "could not write API key usage at shutdown");
         }
@@ -177,7 +196,8 @@ impl Application {
     }
 }
 
-async fn set_all(health: &HealthReporter, status: ServingStatus) {
+async fn set_all(app: &App, health: &HealthReporter, status: ServingStatus) {
+    app.set_serving(status == ServingStatus::Serving);
     health.set_service_status("", status).await;
     for name in SERVICE_NAMES {
         health.set_service_status(*name, status).await;
@@ -207,10 +227,10 @@ fn spawn_jobs(app: Arc<App>, health: HealthReporter, stop: watch::Receiver<bool>
                     if let Err(e) = probe_app.load_revocations().await {
                         tracing::warn!(error = %e, "could not reload revocations");
                     }
-                    set_all(&health, ServingStatus::Serving).await;
+                    set_all(&probe_app, &health, ServingStatus::Serving).await;
                 } else {
                     tracing::warn!("database unreachable: NOT_SERVING");
-                    set_all(&health, ServingStatus::NotServing).await;
+                    set_all(&probe_app, &health, ServingStatus::NotServing).await;
                 }
             }
         }

@@ -10,6 +10,7 @@ use crate::error::{Error, Result};
 use crate::identity::Caller;
 use crate::sessions::IssuedTokens;
 use crate::store::{self, StoreError, users::NewUser, users::UserRow};
+use diesel_async::AsyncConnection;
 use uuid::Uuid;
 
 /// A successful login.
@@ -65,15 +66,19 @@ impl App {
         if identifier.is_empty() {
             return Err(Error::invalid("identifier", "must not be empty"));
         }
-        if identifier.len() > Email::MAX_LEN {
+        // No account can have such an identifier: refuse without a look-up.
+        if identifier.len() > Email::MAX_LEN || identifier.chars().any(char::is_control) {
             return Err(Error::Unauthenticated);
         }
         let Some(password) = Password::presented(password) else {
             return Err(Error::Unauthenticated);
         };
         let device_name = device_name.map(str::trim).filter(|d| !d.is_empty());
-        if device_name.is_some_and(|d| d.chars().count() > 100) {
-            return Err(Error::invalid("device_name", "must be at most 100 characters"));
+        if device_name.is_some_and(|d| d.chars().count() > 100 || d.chars().any(char::is_control)) {
+            return Err(Error::invalid(
+                "device_name",
+                "must be at most 100 characters, without control characters",
+            ));
         }
         let user = {
             let mut conn = store::conn(&self.pool).await?;
@@ -133,10 +138,17 @@ impl App {
         }
         let new = Password::parse(new, "new_password")?;
         let hash = self.hasher.hash(&new).await?;
+        let now = self.clock.now();
         let mut conn = store::conn(&self.pool).await?;
-        store::users::set_password_hash(&mut conn, user.id, &hash, self.clock.now()).await?;
-        drop(conn);
-        self.revoke_all_sessions(caller.user_id, caller.session_id()).await?;
+        // The new password and the end of the other sessions land together or not at all.
+        let revocations = conn
+            .transaction::<_, store::StoreError, _>(async |conn| {
+                store::users::set_password_hash(conn, user.id, &hash, now).await?;
+                self.revoke_all_sessions_in(conn, user.id, caller.session_id(), now)
+                    .await
+            })
+            .await?;
+        self.apply_revocations(&revocations);
         Ok(())
     }
 

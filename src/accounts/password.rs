@@ -7,6 +7,7 @@ use argon2::password_hash::{PasswordHash, PasswordHasher as _, PasswordVerifier 
 use argon2::{Algorithm, Argon2, Params, Version};
 use rand::rngs::OsRng;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use tokio::sync::Semaphore;
 
 /// The outcome of checking a presented password.
@@ -23,6 +24,8 @@ pub struct Verified {
 pub struct PasswordHasher {
     params: Params,
     permits: Arc<Semaphore>,
+    /// Hashes computed or verified so far (tests check that refused input costs none).
+    operations: Arc<AtomicU64>,
     /// Verified against when the user is unknown, so that costs the same time as a wrong password.
     dummy_hash: Arc<str>,
 }
@@ -40,6 +43,7 @@ impl PasswordHasher {
         Ok(Self {
             params,
             permits: Arc::new(Semaphore::new(concurrency)),
+            operations: Arc::default(),
             dummy_hash: dummy_hash.into(),
         })
     }
@@ -83,12 +87,23 @@ impl PasswordHasher {
         })
     }
 
+    /// How many hashes were computed or verified since start.
+    pub fn operations(&self) -> u64 {
+        self.operations.load(Ordering::Relaxed)
+    }
+
+    /// Runs `work` on a blocking thread holding a permit. The permit moves with the work, so a
+    /// cancelled call (client gone, timeout) still counts until its hash is done.
     async fn run<T: Send + 'static>(&self, work: impl FnOnce() -> T + Send + 'static) -> Result<T> {
-        let _permit = self.permits.acquire().await.map_err(Error::internal)?;
+        let permit = self.permits.clone().acquire_owned().await.map_err(Error::internal)?;
+        self.operations.fetch_add(1, Ordering::Relaxed);
         let span = tracing::Span::current();
-        tokio::task::spawn_blocking(move || span.in_scope(work))
-            .await
-            .map_err(Error::internal)
+        tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            span.in_scope(work)
+        })
+        .await
+        .map_err(Error::internal)
     }
 }
 

@@ -28,9 +28,12 @@ pub fn new_prefix() -> String {
 
 /// A full key under `prefix`, with a fresh secret.
 pub fn new_key(prefix: &str) -> String {
-    let body = format!("{prefix}_{}", crate::crypto::random_token());
-    let checksum = checksum(&body);
-    format!("{body}{checksum}")
+    with_checksum(&format!("{prefix}_{}", crate::crypto::random_token()))
+}
+
+/// `body` followed by its checksum.
+pub fn with_checksum(body: &str) -> String {
+    format!("{body}{}", checksum(body))
 }
 
 /// Cheap shape test used to route a bearer credential: keys and JWTs never look alike.

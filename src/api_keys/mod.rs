@@ -12,6 +12,7 @@ use crate::revocation::{Revocation, RevocationKind};
 use crate::store::{self, api_keys::ApiKeyRow};
 use chrono::{DateTime, Utc};
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use uuid::Uuid;
 
@@ -37,35 +38,81 @@ struct CachedKey {
     owner_active: bool,
 }
 
-/// Keys by prefix (positive and negative look-ups), and `last_used_at` stamps not yet written.
+/// How long a cached key (or a cached "no such key") is trusted before it is read again. Changes
+/// made on this replica invalidate at once; the lifetime bounds what another replica's change,
+/// or a change to the owner, can leave stale.
+const CACHE_TTL: chrono::Duration = chrono::Duration::seconds(60);
+/// Unknown prefixes remembered at most; beyond it they are forgotten, never the known keys.
+const MAX_MISSES: usize = 50_000;
+
+/// A cached key and when it was read.
+type Loaded = (Arc<CachedKey>, DateTime<Utc>);
+
+/// Keys by prefix, prefixes known to have no key, and `last_used_at` stamps not yet written.
 #[derive(Default)]
 pub struct ApiKeyCache {
-    by_prefix: RwLock<HashMap<String, Option<Arc<CachedKey>>>>,
+    keys: RwLock<HashMap<String, Loaded>>,
+    misses: RwLock<HashMap<String, DateTime<Utc>>>,
+    /// Bumped by every invalidation, so a look-up that raced with one does not store stale data.
+    generation: AtomicU64,
     usage: Mutex<HashMap<Uuid, DateTime<Utc>>>,
+}
+
+enum Cached {
+    Key(Arc<CachedKey>),
+    NoKey,
+    Unknown,
 }
 
 impl ApiKeyCache {
     /// Drops a key (by id) so the next use reads it afresh.
     pub fn forget_id(&self, id: &str) {
-        let mut map = self.by_prefix.write().expect("api key cache lock");
-        map.retain(|_, entry| entry.as_ref().is_none_or(|k| k.row.id.to_string() != id));
+        self.generation.fetch_add(1, Ordering::SeqCst);
+        let mut keys = self.keys.write().expect("api key cache lock");
+        keys.retain(|_, (key, _)| key.row.id.to_string() != id);
     }
 
     fn forget_prefix(&self, prefix: &str) {
-        self.by_prefix.write().expect("api key cache lock").remove(prefix);
+        self.generation.fetch_add(1, Ordering::SeqCst);
+        self.keys.write().expect("api key cache lock").remove(prefix);
+        self.misses.write().expect("api key cache lock").remove(prefix);
     }
 
-    fn get(&self, prefix: &str) -> Option<Option<Arc<CachedKey>>> {
-        self.by_prefix.read().expect("api key cache lock").get(prefix).cloned()
-    }
-
-    fn put(&self, prefix: &str, entry: Option<Arc<CachedKey>>) {
-        let mut map = self.by_prefix.write().expect("api key cache lock");
-        // Bounded: negative entries are cheap to rebuild, so the map is simply cleared when full.
-        if map.len() >= 100_000 {
-            map.clear();
+    fn get(&self, prefix: &str, now: DateTime<Utc>) -> Cached {
+        if let Some((key, at)) = self.keys.read().expect("api key cache lock").get(prefix) {
+            if now - *at < CACHE_TTL {
+                return Cached::Key(key.clone());
+            }
         }
-        map.insert(prefix.to_string(), entry);
+        match self.misses.read().expect("api key cache lock").get(prefix) {
+            Some(at) if now - *at < CACHE_TTL => Cached::NoKey,
+            _ => Cached::Unknown,
+        }
+    }
+
+    fn generation(&self) -> u64 {
+        self.generation.load(Ordering::SeqCst)
+    }
+
+    /// Stores what a look-up found, unless an invalidation happened since it began.
+    fn put(&self, prefix: &str, entry: Option<Arc<CachedKey>>, generation: u64, now: DateTime<Utc>) {
+        match entry {
+            Some(key) => {
+                let mut keys = self.keys.write().expect("api key cache lock");
+                if self.generation() == generation {
+                    keys.insert(prefix.to_string(), (key, now));
+                }
+            }
+            None => {
+                let mut misses = self.misses.write().expect("api key cache lock");
+                if misses.len() >= MAX_MISSES {
+                    misses.clear();
+                }
+                if self.generation() == generation {
+                    misses.insert(prefix.to_string(), now);
+                }
+            }
+        }
     }
 
     fn note_use(&self, id: Uuid, at: DateTime<Utc>) {
@@ -92,18 +139,20 @@ impl App {
         let Some(prefix) = format::parse(presented) else {
             return Ok(None);
         };
-        let cached = match self.api_keys.get(prefix) {
-            Some(entry) => entry,
-            None => {
+        let now = self.clock.now();
+        let key = match self.api_keys.get(prefix, now) {
+            Cached::Key(key) => key,
+            Cached::NoKey => return Ok(None),
+            Cached::Unknown => {
+                let generation = self.api_keys.generation();
                 let entry = self.load_api_key(prefix).await?;
-                self.api_keys.put(prefix, entry.clone());
-                entry
+                self.api_keys.put(prefix, entry.clone(), generation, now);
+                match entry {
+                    Some(key) => key,
+                    None => return Ok(None),
+                }
             }
         };
-        let Some(key) = cached else {
-            return Ok(None);
-        };
-        let now = self.clock.now();
         let hash = token_hash(presented);
         let current = constant_time_eq(&hash, &key.row.secret_hash);
         let previous = key
@@ -158,8 +207,11 @@ impl App {
         expires_at: Option<DateTime<Utc>>,
     ) -> Result<IssuedApiKey> {
         let label = label.trim();
-        if label.is_empty() || label.chars().count() > 100 {
-            return Err(Error::invalid("label", "must be 1 to 100 characters"));
+        if label.is_empty() || label.chars().count() > 100 || label.chars().any(char::is_control) {
+            return Err(Error::invalid(
+                "label",
+                "must be 1 to 100 characters, without control characters",
+            ));
         }
         let scopes = Scopes::parse(scopes.iter().map(String::as_str))?;
         self.check_grantable(caller, &scopes)?;

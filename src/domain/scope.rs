@@ -18,7 +18,7 @@ impl Scope {
                 .next()
                 .is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
             && s.chars()
-                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, ':' | '.' | '_' | '-' | '*'));
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, ':' | '.' | '_' | '-'));
         if valid {
             Ok(Self(s.to_string()))
         } else {
@@ -76,6 +76,11 @@ mod tests {
         assert!(!Scope::parse("tokens:introspect").unwrap().grantable_by_user());
         assert!(Scope::parse("Tasks").is_err());
         assert!(Scope::parse("a b").is_err());
+        assert!(
+            Scope::parse("*").is_err(),
+            "no wildcards: downstream matchers might honour them"
+        );
+        assert!(Scope::parse("tasks:*").is_err());
         let s = Scopes::parse(["b:x", "a:y", "b:x"]).unwrap();
         assert_eq!(s.to_strings(), vec!["a:y", "b:x"]);
     }

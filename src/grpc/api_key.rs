@@ -23,7 +23,7 @@ type Reply<T> = Result<Response<T>, Status>;
 #[tonic::async_trait]
 impl ApiKeyService for ApiKeyApi {
     async fn create_api_key(&self, request: Request<CreateApiKeyRequest>) -> Reply<CreateApiKeyResponse> {
-        let caller = self.app.authenticate(bearer(request.metadata())).await?;
+        let caller = self.app.authenticate_user(bearer(request.metadata())).await?;
         let req = request.into_inner();
         let expires_at = match &req.expires_at {
             Some(ts) => Some(convert::from_timestamp(ts).ok_or(Error::invalid("expires_at", "is out of range"))?),
@@ -40,7 +40,7 @@ impl ApiKeyService for ApiKeyApi {
     }
 
     async fn list_api_keys(&self, request: Request<ListApiKeysRequest>) -> Reply<ListApiKeysResponse> {
-        let caller = self.app.authenticate(bearer(request.metadata())).await?;
+        let caller = self.app.authenticate_user(bearer(request.metadata())).await?;
         let keys = self.app.list_api_keys(&caller).await?;
         Ok(Response::new(ListApiKeysResponse {
             api_keys: keys.iter().map(convert::api_key).collect(),
@@ -48,13 +48,13 @@ impl ApiKeyService for ApiKeyApi {
     }
 
     async fn revoke_api_key(&self, request: Request<RevokeApiKeyRequest>) -> Reply<RevokeApiKeyResponse> {
-        let caller = self.app.authenticate(bearer(request.metadata())).await?;
+        let caller = self.app.authenticate_user(bearer(request.metadata())).await?;
         self.app.revoke_api_key(&caller, &request.get_ref().id).await?;
         Ok(Response::new(RevokeApiKeyResponse {}))
     }
 
     async fn rotate_api_key(&self, request: Request<RotateApiKeyRequest>) -> Reply<RotateApiKeyResponse> {
-        let caller = self.app.authenticate(bearer(request.metadata())).await?;
+        let caller = self.app.authenticate_user(bearer(request.metadata())).await?;
         let req = request.into_inner();
         let grace = match &req.grace_period {
             Some(d) => convert::from_duration(d).ok_or(Error::invalid("grace_period", "must not be negative"))?,

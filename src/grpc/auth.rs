@@ -68,7 +68,7 @@ impl AuthService for AuthApi {
     }
 
     async fn change_password(&self, request: Request<ChangePasswordRequest>) -> Reply<ChangePasswordResponse> {
-        let caller = self.app.authenticate(bearer(request.metadata())).await?;
+        let caller = self.app.authenticate_user(bearer(request.metadata())).await?;
         let req = request.into_inner();
         self.app
             .change_password(&caller, &req.current_password, &req.new_password)

@@ -20,6 +20,6 @@ pub fn client_info<T>(request: &Request<T>) -> ClientInfo {
             .metadata()
             .get("user-agent")
             .and_then(|v| v.to_str().ok())
-            .map(|ua| ua.chars().take(512).collect()),
+            .map(|ua| ua.chars().filter(|c| !c.is_control()).take(512).collect()),
     }
 }

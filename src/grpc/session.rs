@@ -22,7 +22,7 @@ type Reply<T> = Result<Response<T>, Status>;
 #[tonic::async_trait]
 impl SessionService for SessionApi {
     async fn list_sessions(&self, request: Request<ListSessionsRequest>) -> Reply<ListSessionsResponse> {
-        let caller = self.app.authenticate(bearer(request.metadata())).await?;
+        let caller = self.app.authenticate_user(bearer(request.metadata())).await?;
         let sessions = self.app.list_sessions(&caller).await?;
         Ok(Response::new(ListSessionsResponse {
             sessions: sessions
@@ -33,7 +33,7 @@ impl SessionService for SessionApi {
     }
 
     async fn revoke_session(&self, request: Request<RevokeSessionRequest>) -> Reply<RevokeSessionResponse> {
-        let caller = self.app.authenticate(bearer(request.metadata())).await?;
+        let caller = self.app.authenticate_user(bearer(request.metadata())).await?;
         self.app.revoke_session(&caller, &request.get_ref().session_id).await?;
         Ok(Response::new(RevokeSessionResponse {}))
     }
@@ -42,7 +42,7 @@ impl SessionService for SessionApi {
         &self,
         request: Request<RevokeAllSessionsRequest>,
     ) -> Reply<RevokeAllSessionsResponse> {
-        let caller = self.app.authenticate(bearer(request.metadata())).await?;
+        let caller = self.app.authenticate_user(bearer(request.metadata())).await?;
         let keep = if request.get_ref().keep_current {
             caller.session_id()
         } else {

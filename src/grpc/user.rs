@@ -19,7 +19,7 @@ impl UserApi {
 
     /// Administrative RPCs: authenticated, then refused to everyone but admins until implemented.
     async fn admin_only<T>(&self, request: &Request<T>, what: &'static str) -> Result<(), Status> {
-        let caller = self.app.authenticate(bearer(request.metadata())).await?;
+        let caller = self.app.authenticate_user(bearer(request.metadata())).await?;
         if !caller.is_admin() {
             return Err(Error::PermissionDenied("role admin required").into());
         }
@@ -40,7 +40,7 @@ impl UserService for UserApi {
     }
 
     async fn update_me(&self, request: Request<UpdateMeRequest>) -> Reply<UpdateMeResponse> {
-        let caller = self.app.authenticate(bearer(request.metadata())).await?;
+        let caller = self.app.authenticate_user(bearer(request.metadata())).await?;
         let req = request.into_inner();
         let user = self.app.update_me(&caller, req.username.as_deref()).await?;
         Ok(Response::new(UpdateMeResponse {

@@ -261,15 +261,26 @@ impl App {
         let mut conn = store::conn(&self.pool).await?;
         let revocations = conn
             .transaction::<_, store::StoreError, _>(async |conn| {
-                let ended = store::sessions::revoke_all_for_user(conn, user_id, keep, now).await?;
-                let revocations = self.session_revocations(&ended, user_id, now);
-                store::revocations::insert_many(conn, &revocations.iter().map(Revocation::to_row).collect::<Vec<_>>())
-                    .await?;
-                Ok(revocations)
+                self.revoke_all_sessions_in(conn, user_id, keep, now).await
             })
             .await?;
         self.apply_revocations(&revocations);
         Ok(revocations.len())
+    }
+
+    /// The database half of ending a user's sessions, inside the caller's transaction; the caller
+    /// applies the returned revocations once it commits.
+    pub(crate) async fn revoke_all_sessions_in(
+        &self,
+        conn: &mut Conn<'_>,
+        user_id: Uuid,
+        keep: Option<Uuid>,
+        now: DateTime<Utc>,
+    ) -> store::StoreResult<Vec<Revocation>> {
+        let ended = store::sessions::revoke_all_for_user(conn, user_id, keep, now).await?;
+        let revocations = self.session_revocations(&ended, user_id, now);
+        store::revocations::insert_many(conn, &revocations.iter().map(Revocation::to_row).collect::<Vec<_>>()).await?;
+        Ok(revocations)
     }
 
     pub async fn list_sessions(&self, caller: &Caller) -> Result<Vec<SessionRow>> {

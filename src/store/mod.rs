@@ -43,13 +43,34 @@ impl From<DieselError> for StoreError {
             DieselError::DatabaseError(DatabaseErrorKind::UniqueViolation, info) => {
                 Self::Conflict(info.constraint_name().unwrap_or_default().to_string())
             }
-            DieselError::DatabaseError(DatabaseErrorKind::ClosedConnection, info) => {
+            DieselError::DatabaseError(
+                DatabaseErrorKind::ClosedConnection | DatabaseErrorKind::UnableToSendCommand,
+                info,
+            ) => Self::Unavailable(info.message().to_string()),
+            DieselError::DatabaseError(_, info) if is_transient(info.message()) => {
                 Self::Unavailable(info.message().to_string())
             }
             DieselError::BrokenTransactionManager => Self::Unavailable(err.to_string()),
             other => Self::Other(other.to_string()),
         }
     }
+}
+
+/// Server-side conditions that pass when the database is back (shutdown, restart, overload), as
+/// Postgres words them; diesel does not expose the SQLSTATE.
+fn is_transient(message: &str) -> bool {
+    const MARKERS: &[&str] = &[
+        "terminating connection",
+        "the database system is",
+        "canceling statement due to statement timeout",
+        "canceling statement due to lock timeout",
+        "could not serialize access",
+        "deadlock detected",
+        "too many clients",
+        "connection closed",
+        "connection reset",
+    ];
+    MARKERS.iter().any(|m| message.contains(m))
 }
 
 impl From<bb8::RunError<PoolError>> for StoreError {

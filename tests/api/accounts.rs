@@ -75,6 +75,7 @@ async fn emails_and_usernames_are_unique_case_insensitively() {
 #[tokio::test]
 async fn a_huge_password_is_refused_quickly_without_hashing() {
     let app = spawn_app().await;
+    let hashes = app.app.hasher.operations();
     let started = Instant::now();
     let status = register_err(&app, "big@example.com", "big", &"p".repeat(1 << 20)).await;
     assert_eq!(status.code(), Code::InvalidArgument);
@@ -94,6 +95,10 @@ async fn a_huge_password_is_refused_quickly_without_hashing() {
         .await
         .unwrap_err();
     assert_eq!(login.code(), Code::Unauthenticated);
+    assert_eq!(app.app.hasher.operations(), hashes, "nothing was hashed");
+    // ...whereas an ordinary attempt does hash (so the counter can move).
+    let _ = register_err(&app, "admin@example.com", "other", PASSWORD).await;
+    assert!(app.app.hasher.operations() > hashes);
 }
 
 #[tokio::test]

@@ -58,6 +58,13 @@ async fn api_key_lifecycle() {
     chars[i] = if chars[i] == 'A' { 'B' } else { 'A' };
     let tampered: String = chars.into_iter().collect();
     assert!(!app.is_active(&introspector, &tampered).await);
+    // The same change with a recomputed, valid checksum: refused by the hash, not the checksum.
+    let body_len = secret.len() - 6;
+    let mut body: Vec<char> = secret[..body_len].chars().collect();
+    body[i] = if body[i] == 'A' { 'B' } else { 'A' };
+    let forged = authd::api_keys::format::with_checksum(&body.into_iter().collect::<String>());
+    assert!(authd::api_keys::format::parse(&forged).is_some(), "well-formed");
+    assert!(!app.is_active(&introspector, &forged).await);
 
     // The key authenticates its owner's RPCs.
     assert_eq!(app.get_me_code(&secret).await, Code::Ok);
@@ -178,4 +185,120 @@ async fn secrets_are_stored_only_as_hashes() {
     use sha2::Digest;
     assert_eq!(rows.len(), 1);
     assert_eq!(rows[0].secret_hash, sha2::Sha256::digest(secret.as_bytes()).to_vec());
+}
+
+#[tokio::test]
+async fn an_api_key_cannot_manage_its_owners_account() {
+    let app = spawn_app().await;
+    let user = app.user("tia").await;
+    let key = create(&app, &user.access_token, &["tasks:read"]).await.unwrap();
+    let secret = key.secret.clone();
+    let id = key.api_key.unwrap().id;
+    let denied = |result: Result<(), tonic::Status>, what: &str| {
+        assert_eq!(result.unwrap_err().code(), Code::PermissionDenied, "{what}");
+    };
+    denied(create(&app, &secret, &["tasks:read"]).await.map(drop), "CreateApiKey");
+    denied(
+        app.api_keys()
+            .rotate_api_key(bearer(
+                RotateApiKeyRequest {
+                    id: id.clone(),
+                    grace_period: None,
+                },
+                &secret,
+            ))
+            .await
+            .map(drop),
+        "RotateApiKey",
+    );
+    denied(
+        app.api_keys()
+            .revoke_api_key(bearer(RevokeApiKeyRequest { id: id.clone() }, &secret))
+            .await
+            .map(drop),
+        "RevokeApiKey",
+    );
+    denied(
+        app.api_keys()
+            .list_api_keys(bearer(ListApiKeysRequest {}, &secret))
+            .await
+            .map(drop),
+        "ListApiKeys",
+    );
+    denied(
+        app.sessions()
+            .list_sessions(bearer(ListSessionsRequest {}, &secret))
+            .await
+            .map(drop),
+        "ListSessions",
+    );
+    denied(
+        app.sessions()
+            .revoke_all_sessions(bearer(RevokeAllSessionsRequest { keep_current: false }, &secret))
+            .await
+            .map(drop),
+        "RevokeAllSessions",
+    );
+    denied(
+        app.auth()
+            .change_password(bearer(
+                ChangePasswordRequest {
+                    current_password: PASSWORD.into(),
+                    new_password: "another password".into(),
+                },
+                &secret,
+            ))
+            .await
+            .map(drop),
+        "ChangePassword",
+    );
+    denied(
+        app.users()
+            .update_me(bearer(
+                UpdateMeRequest {
+                    username: Some("tia2".into()),
+                },
+                &secret,
+            ))
+            .await
+            .map(drop),
+        "UpdateMe",
+    );
+    // Reading the profile is fine.
+    assert_eq!(app.get_me_code(&secret).await, Code::Ok);
+}
+
+#[tokio::test]
+async fn an_admins_scoped_key_has_only_its_scopes() {
+    let app = spawn_app().await;
+    let introspector = app.introspector().await;
+    let admin = app.admin().await;
+    let admin_key = create(&app, &admin.access_token, &["tasks:read"]).await.unwrap().secret;
+    let victim = app.user("uli").await;
+    // Not Introspect, not admin RPCs, and Revoke of someone else's token does nothing.
+    let err = app
+        .tokens()
+        .introspect(bearer(IntrospectRequest::default(), &admin_key))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied);
+    let err = app
+        .users()
+        .list_users(bearer(ListUsersRequest::default(), &admin_key))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied);
+    for token in [&victim.access_token, &victim.refresh_token] {
+        app.tokens()
+            .revoke(bearer(
+                RevokeRequest {
+                    token: token.clone(),
+                    token_type_hint: String::new(),
+                },
+                &admin_key,
+            ))
+            .await
+            .unwrap();
+    }
+    assert!(app.is_active(&introspector, &victim.access_token).await);
 }

@@ -129,6 +129,7 @@ pub fn settings(database_url: &str, overrides: &[(&str, &str)]) -> Settings {
             "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=",
         ),
         ("AUTHD_GRPC_ADDR", "127.0.0.1:0"),
+        ("AUTHD_HTTP_ADDR", "127.0.0.1:0"),
         ("AUTHD_BOOTSTRAP_ADMIN_EMAIL", ADMIN_EMAIL),
         ("AUTHD_BOOTSTRAP_ADMIN_PASSWORD", ADMIN_PASSWORD),
         ("AUTHD_DATABASE_POOL_SIZE", "4"),
@@ -146,6 +147,8 @@ pub fn settings(database_url: &str, overrides: &[(&str, &str)]) -> Settings {
 
 /// A running server and clients for it. Stops the server when dropped.
 pub struct TestApp {
+    /// The server's shared state, for looking inside (counters, keys).
+    pub app: std::sync::Arc<authd::app::App>,
     pub database_url: String,
     pub clock: Clock,
     pub channel: Channel,
@@ -173,6 +176,7 @@ pub async fn spawn_app_with(overrides: &[(&str, &str)]) -> TestApp {
         .await
         .expect("build the application");
     let addr = application.local_addr();
+    let inner = application.app();
     let (stop, stopped) = oneshot::channel::<()>();
     let server = tokio::spawn(application.run_until_stopped(async {
         let _ = stopped.await;
@@ -183,6 +187,7 @@ pub async fn spawn_app_with(overrides: &[(&str, &str)]) -> TestApp {
         .await
         .expect("connect");
     TestApp {
+        app: inner,
         database_url,
         clock,
         channel,

@@ -303,9 +303,25 @@ async fn a_rotated_key_stays_published_and_old_tokens_stay_valid() {
         .collect();
     assert_eq!(kids, vec![new_kid.clone(), old_kid.clone()]);
     assert_eq!(other.keys.current().active.kid, new_kid);
+    assert!(
+        other.validate_credential(&before.access_token).await.unwrap().is_some(),
+        "old tokens verify"
+    );
     drop(application);
-    // The running server picks the rotation up on reload; old tokens keep verifying.
+    // The running server picks the rotation up on reload: signs with the new key, accepts both.
+    let window = authd::app::key_publish_window(&settings);
+    assert!(
+        app.app
+            .keys
+            .reload(&app.app.pool, &settings.key_encryption_key, app.clock.now(), window)
+            .await
+            .unwrap()
+    );
+    let after = app.login("ben", PASSWORD).await;
+    assert_eq!(part(&after.access_token, 0)["kid"], new_kid.as_str());
     assert!(app.is_active(&introspector, &before.access_token).await);
+    assert!(app.is_active(&introspector, &after.access_token).await);
+    assert_eq!(jwks(&app).await.keys.len(), 2);
 }
 
 #[tokio::test]

@@ -112,6 +112,7 @@ async fn logout_by_refresh_token_or_bearer_ends_the_session() {
         .await
         .unwrap();
     assert!(!app.is_active(&introspector, &b.access_token).await);
+    assert_eq!(app.get_me_code(&b.access_token).await, Code::Unauthenticated);
     assert_eq!(
         refresh(&app, &b.refresh_token).await.unwrap_err().code(),
         Code::Unauthenticated
@@ -200,6 +201,8 @@ async fn list_and_revoke_sessions() {
     assert_eq!(revoked, 1);
     assert!(app.is_active(&introspector, &laptop.access_token).await);
     assert!(!app.is_active(&introspector, &tablet.access_token).await);
+    assert_eq!(app.get_me_code(&tablet.access_token).await, Code::Unauthenticated);
+    assert_eq!(app.get_me_code(&laptop.access_token).await, Code::Ok);
     assert_eq!(
         refresh(&app, &tablet.refresh_token).await.unwrap_err().code(),
         Code::Unauthenticated
