@@ -200,3 +200,79 @@ impl Serialize for SingleAud<'_> {
         value.serialize(s)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::SigningAlg;
+    use crate::secret::Secret;
+    use crate::tokens::keys::{KeyRing, generate};
+    use chrono::Duration as D;
+
+    fn ring(alg: SigningAlg) -> KeyRing {
+        let kek = Secret::new([1u8; 32]);
+        KeyRing::from_rows(&[generate(&kek, alg, Utc::now()).unwrap()], &kek).unwrap()
+    }
+
+    fn issuer() -> TokenIssuer {
+        TokenIssuer {
+            issuer: "https://auth.example.com".into(),
+            audience: "api".into(),
+            ttl: Duration::from_secs(900),
+        }
+    }
+
+    fn issue(ring: &KeyRing, now: DateTime<Utc>) -> String {
+        let request = TokenRequest {
+            user_id: Uuid::now_v7(),
+            username: "u",
+            session_id: Uuid::now_v7(),
+            roles: &["user".to_string()],
+            scope: "profile",
+        };
+        issuer().issue(ring, &request, now).unwrap().0
+    }
+
+    #[test]
+    fn every_algorithm_round_trips() {
+        for alg in [SigningAlg::EdDsa, SigningAlg::Es256, SigningAlg::Rs256] {
+            let ring = ring(alg);
+            let now = Utc::now();
+            let claims = issuer().verify(&ring, &issue(&ring, now), now).unwrap();
+            assert_eq!(claims.exp - claims.iat, 900, "{alg:?}");
+        }
+    }
+
+    #[test]
+    fn expiry_and_not_before_honour_the_leeway_and_no_more() {
+        let ring = ring(SigningAlg::EdDsa);
+        let now = Utc::now();
+        let token = issue(&ring, now);
+        let at = |secs: i64| issuer().verify(&ring, &token, now + D::seconds(secs));
+        assert!(at(900 + LEEWAY_SECS - 1).is_ok());
+        assert_eq!(at(900 + LEEWAY_SECS).unwrap_err(), Rejection::Expired);
+        assert!(at(-LEEWAY_SECS).is_ok());
+        assert_eq!(at(-LEEWAY_SECS - 1).unwrap_err(), Rejection::NotYetValid);
+    }
+
+    #[test]
+    fn issuer_audience_and_foreign_keys_are_enforced() {
+        let ring = ring(SigningAlg::EdDsa);
+        let now = Utc::now();
+        let token = issue(&ring, now);
+        let mut other = issuer();
+        other.issuer = "https://evil.example.com".into();
+        assert_eq!(other.verify(&ring, &token, now).unwrap_err(), Rejection::WrongIssuer);
+        let mut other = issuer();
+        other.audience = "another-api".into();
+        assert_eq!(other.verify(&ring, &token, now).unwrap_err(), Rejection::WrongAudience);
+        // A token from another deployment's key with the same settings: unknown kid.
+        assert_eq!(
+            issuer()
+                .verify(&self::ring(SigningAlg::EdDsa), &token, now)
+                .unwrap_err(),
+            Rejection::UnknownKey
+        );
+        assert_eq!(issuer().verify(&ring, "a.b", now).unwrap_err(), Rejection::Malformed);
+    }
+}

@@ -131,43 +131,50 @@ async fn load_ring(
         let mut conn = store::conn(pool).await?;
         signing_keys::load_published(&mut conn, retired_after).await?
     };
-    let active_row = rows
-        .iter()
-        .find(|r| r.retired_at.is_none())
-        .ok_or(KeyError::NoActiveKey)?;
-    let private_der = open(kek, &active_row.kid, &active_row.private_key_encrypted)?;
-    let active_alg = parse_alg(active_row)?;
-    let encoding_key = match active_alg {
-        Algorithm::EdDSA => EncodingKey::from_ed_der(private_der.expose()),
-        Algorithm::ES256 => EncodingKey::from_ec_der(private_der.expose()),
-        _ => EncodingKey::from_rsa_der(private_der.expose()),
-    };
-    let mut verifiers = HashMap::new();
-    let mut jwks = Vec::new();
-    for row in &rows {
-        let alg = parse_alg(row)?;
-        let jwk: Value = serde_json::from_str(&row.public_jwk).map_err(|e| malformed(row, e))?;
-        let member = |name: &str| jwk.get(name).and_then(Value::as_str).unwrap_or_default().to_string();
-        let decoding_key = match alg {
-            Algorithm::EdDSA => DecodingKey::from_ed_components(&member("x")),
-            Algorithm::ES256 => DecodingKey::from_ec_components(&member("x"), &member("y")),
-            _ => DecodingKey::from_rsa_components(&member("n"), &member("e")),
+    KeyRing::from_rows(&rows, kek)
+}
+
+impl KeyRing {
+    /// Opens the active (newest unretired) key and builds verifiers for every row given.
+    pub fn from_rows(rows: &[SigningKeyRow], kek: &Secret<[u8; 32]>) -> Result<Self, KeyError> {
+        let active_row = rows
+            .iter()
+            .find(|r| r.retired_at.is_none())
+            .ok_or(KeyError::NoActiveKey)?;
+        let private_der = open(kek, &active_row.kid, &active_row.private_key_encrypted)?;
+        let active_alg = parse_alg(active_row)?;
+        let encoding_key = match active_alg {
+            Algorithm::EdDSA => EncodingKey::from_ed_der(private_der.expose()),
+            Algorithm::ES256 => EncodingKey::from_ec_der(private_der.expose()),
+            _ => EncodingKey::from_rsa_der(private_der.expose()),
+        };
+        let mut verifiers = HashMap::new();
+        let mut jwks = Vec::new();
+        for row in rows {
+            let alg = parse_alg(row)?;
+            let jwk: Value = serde_json::from_str(&row.public_jwk).map_err(|e| malformed(row, e))?;
+            let member = |name: &str| jwk.get(name).and_then(Value::as_str).unwrap_or_default().to_string();
+            let decoding_key = match alg {
+                Algorithm::EdDSA => DecodingKey::from_ed_components(&member("x")),
+                Algorithm::ES256 => DecodingKey::from_ec_components(&member("x"), &member("y")),
+                _ => DecodingKey::from_rsa_components(&member("n"), &member("e")),
+            }
+            .map_err(|e| malformed(row, e))?;
+            verifiers.insert(row.kid.clone(), VerifyingKey { alg, decoding_key });
+            jwks.push(jwk);
         }
-        .map_err(|e| malformed(row, e))?;
-        verifiers.insert(row.kid.clone(), VerifyingKey { alg, decoding_key });
-        jwks.push(jwk);
+        let jwks_json = json!({ "keys": jwks }).to_string();
+        Ok(KeyRing {
+            active: ActiveKey {
+                kid: active_row.kid.clone(),
+                alg: active_alg,
+                encoding_key,
+            },
+            verifiers,
+            jwks,
+            jwks_json,
+        })
     }
-    let jwks_json = json!({ "keys": jwks }).to_string();
-    Ok(KeyRing {
-        active: ActiveKey {
-            kid: active_row.kid.clone(),
-            alg: active_alg,
-            encoding_key,
-        },
-        verifiers,
-        jwks,
-        jwks_json,
-    })
 }
 
 fn malformed(row: &SigningKeyRow, err: impl std::fmt::Display) -> KeyError {
