@@ -1,17 +1,19 @@
 //! The shared context of every domain service: settings, the pool, the clock, keys, the
-//! revocation view and the password hasher. Domain modules add their rules as `impl App` blocks.
+//! revocation view and feed, and the password hasher. Domain modules add their rules as
+//! `impl App` blocks.
 
 use crate::accounts::PasswordHasher;
 use crate::api_keys::ApiKeyCache;
 use crate::clock::Clock;
 use crate::config::Settings;
 use crate::error::Result;
-use crate::revocation::{Revocation, RevocationView};
+use crate::revocation::{Feed, FeedMessage, Revocation, RevocationKind, RevocationView};
 use crate::store::{self, Pool};
 use crate::tokens::{SigningKeys, TokenIssuer};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use tokio::sync::{mpsc, watch};
 
 pub struct App {
     pub settings: Settings,
@@ -20,9 +22,21 @@ pub struct App {
     pub keys: SigningKeys,
     pub issuer: TokenIssuer,
     pub revocations: RevocationView,
+    pub feed: Feed,
     pub hasher: PasswordHasher,
     pub api_keys: ApiKeyCache,
     serving: AtomicBool,
+    /// Turns true when the server begins to shut down; streams end on it.
+    shutdown: watch::Sender<bool>,
+    /// Messages for the Redis feed, sent by the publisher task so no call waits on Redis.
+    outbox: mpsc::UnboundedSender<Outgoing>,
+    outbox_rx: Mutex<Option<mpsc::UnboundedReceiver<Outgoing>>>,
+}
+
+/// Something to publish on the feed.
+pub(crate) enum Outgoing {
+    Revocations(Vec<Revocation>),
+    Message(FeedMessage),
 }
 
 /// Where a call came from, for sessions and (later) the audit trail.
@@ -51,6 +65,11 @@ impl App {
             audience: settings.audience.clone(),
             ttl: settings.access_token_ttl,
         };
+        let feed = Feed::new(
+            settings.redis_url.as_ref().map(|u| u.expose().as_str()),
+            &settings.redis_namespace,
+        )?;
+        let (outbox, outbox_rx) = mpsc::unbounded_channel();
         let app = Arc::new(Self {
             settings,
             pool,
@@ -58,25 +77,64 @@ impl App {
             keys,
             issuer,
             revocations: RevocationView::default(),
+            feed,
             hasher,
             api_keys: ApiKeyCache::default(),
             serving: AtomicBool::new(false),
+            shutdown: watch::channel(false).0,
+            outbox,
+            outbox_rx: Mutex::new(Some(outbox_rx)),
         });
         app.load_revocations().await?;
         Ok(app)
     }
 
-    /// Rebuilds the revocation view from Postgres.
+    /// Rebuilds the revocation view from Postgres (every live revocation).
     pub async fn load_revocations(&self) -> Result<usize> {
+        self.absorb_from_store(0).await
+    }
+
+    /// Reads revocations recorded since the last load: the safety net under the Redis feed.
+    pub async fn catch_up_revocations(&self) -> Result<usize> {
+        self.absorb_from_store(self.revocations.last_loaded_id()).await
+    }
+
+    async fn absorb_from_store(&self, after_id: i64) -> Result<usize> {
         let now = self.clock.now();
         let rows = {
             let mut conn = store::conn(&self.pool).await?;
-            store::revocations::live(&mut conn, now).await?
+            store::revocations::since(&mut conn, after_id, now).await?
         };
-        let revocations: Vec<Revocation> = rows.iter().filter_map(Revocation::from_row).collect();
-        self.revocations.apply_all(&revocations);
+        let mut fresh = 0;
+        for row in &rows {
+            if let Some(revocation) = Revocation::from_row(row) {
+                fresh += usize::from(self.absorb(&revocation));
+            }
+        }
+        if let Some(last) = rows.last() {
+            self.revocations.mark_loaded(last.id);
+        }
         self.revocations.prune(now);
-        Ok(revocations.len())
+        Ok(fresh)
+    }
+
+    /// Applies one revocation learnt from elsewhere (the feed or Postgres); returns whether it
+    /// was new to this replica.
+    pub(crate) fn absorb(&self, revocation: &Revocation) -> bool {
+        let fresh = self.revocations.apply(revocation);
+        if fresh {
+            self.forget_cached_credentials(revocation);
+            self.feed.notify_watchers(revocation);
+        }
+        fresh
+    }
+
+    fn forget_cached_credentials(&self, revocation: &Revocation) {
+        match revocation.kind {
+            RevocationKind::ApiKey => self.api_keys.forget_id(&revocation.subject_id),
+            RevocationKind::User => self.api_keys.forget_owner(&revocation.subject_id),
+            RevocationKind::Session | RevocationKind::Token => {}
+        }
     }
 
     /// How long after the revocation instant a revoked access token could still be presented.
@@ -85,13 +143,54 @@ impl App {
             + chrono::Duration::seconds(crate::tokens::jwt::LEEWAY_SECS + 60)
     }
 
-    /// Records revocations (in the caller's transaction when given a connection) and applies them
-    /// to the in-process view.
+    /// Applies revocations made here (already committed to Postgres) to this replica, its
+    /// watchers, and, through the feed, every other replica.
     pub fn apply_revocations(&self, revocations: &[Revocation]) {
-        self.revocations.apply_all(revocations);
         for revocation in revocations {
-            if revocation.kind == crate::revocation::RevocationKind::ApiKey {
-                self.api_keys.forget_id(&revocation.subject_id);
+            self.revocations.apply(revocation);
+            self.forget_cached_credentials(revocation);
+            self.feed.notify_watchers(revocation);
+        }
+        if self.feed.is_distributed() && !revocations.is_empty() {
+            let _ = self.outbox.send(Outgoing::Revocations(revocations.to_vec()));
+        }
+    }
+
+    /// Tells the other replicas something changed (a rotated API key, new signing keys).
+    pub(crate) fn announce(&self, message: FeedMessage) {
+        if self.feed.is_distributed() {
+            let _ = self.outbox.send(Outgoing::Message(message));
+        }
+    }
+
+    /// The receiving end of the outbox; the publisher task takes it once.
+    pub(crate) fn take_outbox(&self) -> Option<mpsc::UnboundedReceiver<Outgoing>> {
+        self.outbox_rx.lock().expect("outbox lock").take()
+    }
+
+    /// Re-reads the signing keys; watchers hear of a change.
+    pub async fn reload_keys(&self) -> bool {
+        let now = self.clock.now();
+        let settings = &self.settings;
+        match self
+            .keys
+            .reload(
+                &self.pool,
+                &settings.key_encryption_key,
+                now,
+                key_publish_window(settings),
+            )
+            .await
+        {
+            Ok(changed) => {
+                if changed {
+                    tracing::info!(kid = %self.keys.current().active.kid, "signing keys changed");
+                }
+                changed
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "could not reload signing keys");
+                false
             }
         }
     }
@@ -103,6 +202,20 @@ impl App {
 
     pub(crate) fn set_serving(&self, serving: bool) {
         self.serving.store(serving, Ordering::Relaxed);
+    }
+
+    pub(crate) fn begin_shutdown(&self) {
+        self.shutdown.send_replace(true);
+    }
+
+    /// Completes when the server begins to shut down.
+    pub async fn shutting_down(&self) {
+        let mut rx = self.shutdown.subscribe();
+        let _ = rx.wait_for(|stop| *stop).await;
+    }
+
+    pub fn shutdown_signal(&self) -> watch::Receiver<bool> {
+        self.shutdown.subscribe()
     }
 }
 

@@ -159,6 +159,10 @@ async fn keys(settings: Settings, command: KeysCommand) -> anyhow::Result<()> {
                 Clock::system().now(),
             )
             .await?;
+            if let Some(url) = &settings.redis_url {
+                let message = crate::revocation::FeedMessage::KeysChanged { origin: "cli".into() };
+                crate::revocation::feed::announce(url.expose(), &settings.redis_namespace, message).await?;
+            }
             println!(
                 "new signing key {kid} ({}); running servers pick it up within {:?}",
                 settings.signing_alg.as_str(),

@@ -113,6 +113,13 @@ pub struct Settings {
     pub key_refresh_interval: Duration,
     /// How often each replica checks that the database answers (health follows it).
     pub health_probe_interval: Duration,
+    /// Prefix of every Redis key and channel, so that several deployments can share one Redis.
+    pub redis_namespace: String,
+    /// How often a replica that follows the Redis feed also reads new revocations from Postgres,
+    /// in case a message was lost.
+    pub revocation_resync_interval: Duration,
+    /// How often the watch streams send a heartbeat.
+    pub watch_heartbeat_interval: Duration,
     pub otel_endpoint: Option<String>,
 }
 
@@ -153,6 +160,9 @@ const KEYS: &[&str] = &[
     "usage_flush_interval",
     "key_refresh_interval",
     "health_probe_interval",
+    "redis_namespace",
+    "revocation_resync_interval",
+    "watch_heartbeat_interval",
 ];
 
 fn env_name(key: &str) -> String {
@@ -381,6 +391,9 @@ impl Settings {
             usage_flush_interval: raw.duration("usage_flush_interval", "30s")?,
             key_refresh_interval: raw.duration("key_refresh_interval", "30s")?,
             health_probe_interval: raw.duration("health_probe_interval", "2s")?,
+            redis_namespace: raw.get("redis_namespace").unwrap_or("authd").trim().to_string(),
+            revocation_resync_interval: raw.duration("revocation_resync_interval", "10s")?,
+            watch_heartbeat_interval: raw.duration("watch_heartbeat_interval", "15s")?,
             otel_endpoint: raw.get("otel_exporter_otlp_endpoint").map(str::to_string),
         })
     }

@@ -89,6 +89,9 @@ impl App {
         let ring = self.keys.current();
         match self.issuer.verify(&ring, token, now) {
             Ok(claims) if !self.revocations.is_access_token_revoked(&claims) => {
+                if !self.feed.is_synced() && self.access_token_revoked_in_store(&claims).await? {
+                    return Ok(None);
+                }
                 Ok(Some(ActiveCredential::AccessToken(claims)))
             }
             Ok(_) => Ok(None),
@@ -104,6 +107,22 @@ impl App {
         let caller = self.authenticate(bearer).await?;
         caller.require_user_session()?;
         Ok(caller)
+    }
+
+    /// The check of a replica that cannot prove its view current: Postgres, the record. When
+    /// Postgres is unreachable too this is `Unavailable`, never a guess (security rule 7).
+    async fn access_token_revoked_in_store(&self, claims: &AccessClaims) -> Result<bool> {
+        let mut conn = crate::store::conn(&self.pool).await?;
+        let now = self.clock.now();
+        Ok(crate::store::revocations::access_token_revoked(
+            &mut conn,
+            &claims.sid,
+            &claims.jti,
+            &claims.sub,
+            claims.iat,
+            now,
+        )
+        .await?)
     }
 
     /// The caller behind a bearer credential; `Unauthenticated` when it is missing or not live.

@@ -16,6 +16,7 @@ pub mod error;
 pub mod grpc;
 pub mod http;
 pub mod identity;
+pub mod jobs;
 pub mod revocation;
 pub mod secret;
 pub mod sessions;

@@ -1,6 +1,6 @@
 //! Builds the server (pool, keys, services, health, reflection) and runs it until told to stop.
 
-use crate::app::{App, key_publish_window};
+use crate::app::App;
 use crate::clock::Clock;
 use crate::config::Settings;
 use crate::grpc::{self, SERVICE_NAMES};
@@ -103,8 +103,8 @@ impl Application {
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
             .build_v1alpha()?;
 
-        let (stop_tx, stop_rx) = watch::channel(false);
-        let jobs = spawn_jobs(app.clone(), health.clone(), stop_rx.clone());
+        let stop_rx = app.shutdown_signal();
+        let jobs = crate::jobs::spawn(app.clone(), health.clone());
 
         macro_rules! limited {
             ($module:ident :: $server:ident, $api:expr) => {
@@ -170,13 +170,13 @@ impl Application {
             () = shutdown => None,
         };
         if let Some(result) = early_exit {
-            let _ = stop_tx.send(true);
+            app.begin_shutdown();
             result??;
             return Ok(());
         }
         tracing::info!("shutting down: health NOT_SERVING, draining in-flight calls");
         set_all(&app, &health, ServingStatus::NotServing).await;
-        let _ = stop_tx.send(true);
+        app.begin_shutdown();
         match tokio::time::timeout(app.settings.shutdown_grace, &mut server).await {
             Ok(result) => result??,
             Err(_) => {
@@ -196,7 +196,7 @@ impl Application {
     }
 }
 
-async fn set_all(app: &App, health: &HealthReporter, status: ServingStatus) {
+pub(crate) async fn set_all(app: &App, health: &HealthReporter, status: ServingStatus) {
     app.set_serving(status == ServingStatus::Serving);
     health.set_service_status("", status).await;
     for name in SERVICE_NAMES {
@@ -204,71 +204,8 @@ async fn set_all(app: &App, health: &HealthReporter, status: ServingStatus) {
     }
 }
 
-/// Background work, each loop ending when `stop` turns true.
-fn spawn_jobs(app: Arc<App>, health: HealthReporter, stop: watch::Receiver<bool>) -> Vec<tokio::task::JoinHandle<()>> {
-    let mut jobs = Vec::new();
-
-    // Health follows database reachability.
-    let (probe_app, mut probe_stop) = (app.clone(), stop.clone());
-    jobs.push(tokio::spawn(async move {
-        let mut serving = true;
-        let mut tick = tokio::time::interval(probe_app.settings.health_probe_interval);
-        loop {
-            tokio::select! {
-                _ = tick.tick() => {}
-                () = stopped(&mut probe_stop) => return,
-            }
-            let reachable = store::ping(&probe_app.pool).await.is_ok();
-            if reachable != serving && !*probe_stop.borrow() {
-                serving = reachable;
-                if reachable {
-                    tracing::info!("database reachable again: SERVING");
-                    // Catch up on revocations written while we could not read them.
-                    if let Err(e) = probe_app.load_revocations().await {
-                        tracing::warn!(error = %e, "could not reload revocations");
-                    }
-                    set_all(&probe_app, &health, ServingStatus::Serving).await;
-                } else {
-                    tracing::warn!("database unreachable: NOT_SERVING");
-                    set_all(&probe_app, &health, ServingStatus::NotServing).await;
-                }
-            }
-        }
-    }));
-
-    // API key usage stamps, signing-key reloads and revocation pruning.
-    let (upkeep_app, mut upkeep_stop) = (app, stop);
-    jobs.push(tokio::spawn(async move {
-        let settings = &upkeep_app.settings;
-        let mut flush = tokio::time::interval(settings.usage_flush_interval);
-        let mut keys = tokio::time::interval(settings.key_refresh_interval);
-        flush.tick().await;
-        keys.tick().await;
-        loop {
-            tokio::select! {
-                _ = flush.tick() => {
-                    if let Err(e) = upkeep_app.flush_api_key_usage().await {
-                        tracing::warn!(error = %e, "could not write API key usage");
-                    }
-                }
-                _ = keys.tick() => {
-                    let now = upkeep_app.clock.now();
-                    match upkeep_app.keys.reload(&upkeep_app.pool, &settings.key_encryption_key, now, key_publish_window(settings)).await {
-                        Ok(true) => tracing::info!(kid = %upkeep_app.keys.current().active.kid, "signing keys changed"),
-                        Ok(false) => {}
-                        Err(e) => tracing::warn!(error = %e, "could not reload signing keys"),
-                    }
-                    upkeep_app.revocations.prune(now);
-                }
-                () = stopped(&mut upkeep_stop) => return,
-            }
-        }
-    }));
-    jobs
-}
-
 /// Completes once `stop` turns true (or its sender is gone).
-async fn stopped(stop: &mut watch::Receiver<bool>) {
+pub(crate) async fn stopped(stop: &mut watch::Receiver<bool>) {
     let _ = stop.wait_for(|stop| *stop).await;
 }
 

@@ -72,6 +72,13 @@ impl ApiKeyCache {
         keys.retain(|_, (key, _)| key.row.id.to_string() != id);
     }
 
+    /// Drops every key of one owner (their state changed).
+    pub fn forget_owner(&self, owner: &str) {
+        self.generation.fetch_add(1, Ordering::SeqCst);
+        let mut keys = self.keys.write().expect("api key cache lock");
+        keys.retain(|_, (key, _)| key.row.user_id.to_string() != owner);
+    }
+
     fn forget_prefix(&self, prefix: &str) {
         self.generation.fetch_add(1, Ordering::SeqCst);
         self.keys.write().expect("api key cache lock").remove(prefix);
@@ -140,7 +147,14 @@ impl App {
             return Ok(None);
         };
         let now = self.clock.now();
-        let key = match self.api_keys.get(prefix, now) {
+        // A replica that cannot prove its view current reads the key (and its revocations) afresh.
+        let synced = self.feed.is_synced();
+        let cached = if synced {
+            self.api_keys.get(prefix, now)
+        } else {
+            Cached::Unknown
+        };
+        let key = match cached {
             Cached::Key(key) => key,
             Cached::NoKey => return Ok(None),
             Cached::Unknown => {
@@ -169,6 +183,13 @@ impl App {
                 .is_api_key_revoked(key.row.id, key.row.user_id, key.row.created_at);
         if !(current || previous) || !live {
             return Ok(None);
+        }
+        if !synced {
+            let mut conn = store::conn(&self.pool).await?;
+            let (id, owner) = (key.row.id.to_string(), key.row.user_id.to_string());
+            if store::revocations::api_key_revoked(&mut conn, &id, &owner, key.row.created_at, now).await? {
+                return Ok(None);
+            }
         }
         self.api_keys.note_use(key.row.id, now);
         Ok(Some(ActiveApiKey {
@@ -344,10 +365,19 @@ impl App {
             return Err(Error::FailedPrecondition("the api key is revoked or expired"));
         };
         self.api_keys.forget_prefix(&row.prefix);
+        self.announce(crate::revocation::FeedMessage::ApiKeyChanged {
+            origin: self.feed.origin().to_string(),
+            id: row.id,
+        });
         Ok(IssuedApiKey {
             key: row,
             secret: secret.into(),
         })
+    }
+
+    /// Drops a key changed on another replica.
+    pub(crate) fn forget_api_key(&self, id: Uuid) {
+        self.api_keys.forget_id(&id.to_string());
     }
 
     /// Writes the `last_used_at` stamps gathered since the last flush.

@@ -1,12 +1,16 @@
+use super::convert;
 use super::request::bearer;
 use crate::app::App;
 use crate::error::Error;
 use crate::identity::ActiveCredential;
 use crate::proto::token_service_server::TokenService;
 use crate::proto::*;
+use crate::revocation::{Revocation, RevocationKind};
 use std::pin::Pin;
 use std::sync::Arc;
+use tokio::sync::{broadcast, mpsc};
 use tokio_stream::Stream;
+use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
 /// `auth.v1.TokenService`.
@@ -43,6 +47,46 @@ pub(crate) fn jwks_message(app: &App) -> (Vec<Jwk>, String) {
         })
         .collect();
     (keys, ring.jwks_json.clone())
+}
+
+/// A server stream fed by `produce`, which ends when the client goes away, when the producer
+/// returns, or when the server begins to shut down (so streams never hold up a graceful stop).
+fn stream_from<T, F, Fut>(app: Arc<App>, produce: F) -> ReplyStream<T>
+where
+    T: Send + 'static,
+    F: FnOnce(mpsc::Sender<Result<T, Status>>) -> Fut,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let (tx, rx) = mpsc::channel(64);
+    let closed = tx.clone();
+    let work = produce(tx);
+    tokio::spawn(async move {
+        tokio::select! {
+            () = work => {}
+            () = closed.closed() => {}
+            () = app.shutting_down() => {}
+        }
+    });
+    Box::pin(ReceiverStream::new(rx))
+}
+
+fn revocation_event(revocation: &Revocation) -> RevocationEvent {
+    let kind = match revocation.kind {
+        RevocationKind::Session => crate::proto::RevocationKind::Session,
+        RevocationKind::User => crate::proto::RevocationKind::User,
+        RevocationKind::ApiKey => crate::proto::RevocationKind::ApiKey,
+        RevocationKind::Token => crate::proto::RevocationKind::Token,
+    };
+    let until = match revocation.kind {
+        RevocationKind::User => revocation.created_at,
+        _ => revocation.expires_at,
+    };
+    RevocationEvent {
+        kind: kind.into(),
+        subject_id: revocation.subject_id.clone(),
+        user_id: revocation.user_id.map(|id| id.to_string()).unwrap_or_default(),
+        until: Some(convert::timestamp(until)),
+    }
 }
 
 /// RFC 7662 answer for a live credential; the inactive answer is the default message.
@@ -116,12 +160,63 @@ impl TokenService for TokenApi {
     ) -> Reply<Self::WatchRevocationsStream> {
         let caller = self.app.authenticate(bearer(request.metadata())).await?;
         caller.require_scope(crate::domain::Scope::INTROSPECT)?;
-        Err(Error::Unimplemented("WatchRevocations").into())
+        // Subscribed before answering: every revocation applied from now on is delivered.
+        let mut events = self.app.feed.watch();
+        let app = self.app.clone();
+        Ok(Response::new(stream_from(app.clone(), move |tx| async move {
+            let mut heartbeat = tokio::time::interval(app.settings.watch_heartbeat_interval);
+            loop {
+                let event = tokio::select! {
+                    event = events.recv() => match event {
+                        Ok(revocation) => watch_revocations_response::Event::Revocation(revocation_event(&revocation)),
+                        Err(broadcast::error::RecvError::Lagged(missed)) => watch_revocations_response::Event::Resync(Resync {
+                            reason: format!("fell {missed} events behind; rebuild your view (e.g. from Introspect or after a restart)"),
+                        }),
+                        Err(broadcast::error::RecvError::Closed) => return,
+                    },
+                    _ = heartbeat.tick() => watch_revocations_response::Event::Heartbeat(Heartbeat {
+                        at: Some(convert::timestamp(app.clock.now())),
+                    }),
+                };
+                if tx
+                    .send(Ok(WatchRevocationsResponse { event: Some(event) }))
+                    .await
+                    .is_err()
+                {
+                    return;
+                }
+            }
+        })))
     }
 
     async fn watch_keys(&self, request: Request<WatchKeysRequest>) -> Reply<Self::WatchKeysStream> {
         let caller = self.app.authenticate(bearer(request.metadata())).await?;
         caller.require_scope(crate::domain::Scope::INTROSPECT)?;
-        Err(Error::Unimplemented("WatchKeys").into())
+        let mut version = self.app.keys.watch();
+        version.borrow_and_update();
+        let app = self.app.clone();
+        Ok(Response::new(stream_from(app.clone(), move |tx| async move {
+            let mut heartbeat = tokio::time::interval(app.settings.watch_heartbeat_interval);
+            heartbeat.tick().await;
+            let mut is_heartbeat = false;
+            loop {
+                let (keys, jwks_json) = jwks_message(&app);
+                let message = WatchKeysResponse {
+                    keys,
+                    jwks_json,
+                    heartbeat: is_heartbeat,
+                };
+                if tx.send(Ok(message)).await.is_err() {
+                    return;
+                }
+                is_heartbeat = tokio::select! {
+                    changed = version.changed() => match changed {
+                        Ok(()) => false,
+                        Err(_) => return,
+                    },
+                    _ = heartbeat.tick() => true,
+                };
+            }
+        })))
     }
 }

@@ -1,8 +1,10 @@
 //! Revocations: written to Postgres (the record) and applied to an in-process view that the hot
 //! path consults without any I/O.
 
+pub mod feed;
 mod view;
 
+pub use feed::{Feed, FeedMessage};
 pub use view::RevocationView;
 
 use crate::store::revocations::{NewRevocation, RevocationRow};

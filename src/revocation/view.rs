@@ -14,18 +14,41 @@ pub struct RevocationView {
 
 #[derive(Debug, Default)]
 struct Inner {
-    /// Subject → (for users: revoked-at in seconds; else 0, expires_at).
-    entries: HashMap<(RevocationKind, String), (i64, DateTime<Utc>)>,
+    /// Subject → (when it was revoked, until when the entry matters).
+    entries: HashMap<(RevocationKind, String), (DateTime<Utc>, DateTime<Utc>)>,
+    /// The highest Postgres row id applied, to read only newer rows next time.
+    last_id: i64,
 }
 
 impl RevocationView {
-    pub fn apply(&self, revocation: &Revocation) {
+    /// Records a revocation; returns whether the view did not already hold it.
+    pub fn apply(&self, revocation: &Revocation) -> bool {
         let mut inner = self.inner.write().expect("revocation view lock");
         let key = (revocation.kind, revocation.subject_id.clone());
-        let revoked_at = revocation.created_at.timestamp();
-        let entry = inner.entries.entry(key).or_insert((revoked_at, revocation.expires_at));
-        entry.0 = entry.0.max(revoked_at);
-        entry.1 = entry.1.max(revocation.expires_at);
+        match inner.entries.get_mut(&key) {
+            Some(entry) => {
+                let newer = revocation.created_at > entry.0 || revocation.expires_at > entry.1;
+                entry.0 = entry.0.max(revocation.created_at);
+                entry.1 = entry.1.max(revocation.expires_at);
+                newer
+            }
+            None => {
+                inner
+                    .entries
+                    .insert(key, (revocation.created_at, revocation.expires_at));
+                true
+            }
+        }
+    }
+
+    /// Notes that every Postgres row up to `id` has been applied.
+    pub fn mark_loaded(&self, id: i64) {
+        let mut inner = self.inner.write().expect("revocation view lock");
+        inner.last_id = inner.last_id.max(id);
+    }
+
+    pub fn last_loaded_id(&self) -> i64 {
+        self.inner.read().expect("revocation view lock").last_id
     }
 
     pub fn apply_all<'a>(&self, revocations: impl IntoIterator<Item = &'a Revocation>) {
@@ -35,6 +58,9 @@ impl RevocationView {
     }
 
     /// Whether an access token (already verified) has been revoked by session, token id or user.
+    /// A user revocation covers tokens issued in earlier seconds (`iat` has whole seconds only);
+    /// tokens of that same second are covered by the revocation of the user's sessions, which
+    /// every user revocation also performs, so a login right after it is not caught.
     pub fn is_access_token_revoked(&self, claims: &AccessClaims) -> bool {
         let inner = self.inner.read().expect("revocation view lock");
         if inner
@@ -47,7 +73,7 @@ impl RevocationView {
         inner
             .entries
             .get(&(RevocationKind::User, claims.sub.clone()))
-            .is_some_and(|(revoked_at, _)| claims.iat <= *revoked_at)
+            .is_some_and(|(revoked_at, _)| claims.iat < revoked_at.timestamp())
     }
 
     pub fn is_api_key_revoked(&self, key_id: Uuid, owner: Uuid, created_at: DateTime<Utc>) -> bool {
@@ -58,7 +84,7 @@ impl RevocationView {
             || inner
                 .entries
                 .get(&(RevocationKind::User, owner.to_string()))
-                .is_some_and(|(revoked_at, _)| created_at.timestamp() <= *revoked_at)
+                .is_some_and(|(revoked_at, _)| created_at < *revoked_at)
     }
 
     /// Forgets entries whose credentials have all expired.
@@ -121,7 +147,13 @@ mod tests {
         assert!(view.is_access_token_revoked(&claims("s2", "j2", "u1", now.timestamp())));
         view.apply(&revocation(RevocationKind::User, "u3", now));
         assert!(view.is_access_token_revoked(&claims("s3", "j3", "u3", now.timestamp() - 1)));
+        assert!(!view.is_access_token_revoked(&claims("s3", "j3", "u3", now.timestamp())));
         assert!(!view.is_access_token_revoked(&claims("s3", "j3", "u3", now.timestamp() + 1)));
+        let owner = uuid::Uuid::now_v7();
+        view.apply(&revocation(RevocationKind::User, &owner.to_string(), now));
+        let key = uuid::Uuid::now_v7();
+        assert!(view.is_api_key_revoked(key, owner, now - Duration::milliseconds(1)));
+        assert!(!view.is_api_key_revoked(key, owner, now + Duration::milliseconds(1)));
         view.prune(now + Duration::minutes(17));
         assert!(view.is_empty());
     }

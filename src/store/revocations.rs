@@ -45,3 +45,66 @@ pub async fn live(conn: &mut Conn<'_>, now: DateTime<Utc>) -> StoreResult<Vec<Re
         .load(conn)
         .await?)
 }
+
+/// Revocations recorded after `after_id` that still matter at `now`.
+pub async fn since(conn: &mut Conn<'_>, after_id: i64, now: DateTime<Utc>) -> StoreResult<Vec<RevocationRow>> {
+    Ok(revocations::table
+        .filter(revocations::id.gt(after_id))
+        .filter(revocations::expires_at.gt(now))
+        .order(revocations::id.asc())
+        .select(RevocationRow::as_select())
+        .load(conn)
+        .await?)
+}
+
+/// Whether an access token is revoked, by its session, its id, or its user (a user revocation
+/// in a later second than the token's `iat`): the same rule as the in-process view.
+pub async fn access_token_revoked(
+    conn: &mut Conn<'_>,
+    sid: &str,
+    jti: &str,
+    sub: &str,
+    iat: i64,
+    now: DateTime<Utc>,
+) -> StoreResult<bool> {
+    let issued_second_end = DateTime::from_timestamp(iat + 1, 0).unwrap_or(now);
+    let by_subject = revocations::kind
+        .eq("session")
+        .and(revocations::subject_id.eq(sid))
+        .or(revocations::kind.eq("token").and(revocations::subject_id.eq(jti)))
+        .or(revocations::kind
+            .eq("user")
+            .and(revocations::subject_id.eq(sub))
+            .and(revocations::created_at.ge(issued_second_end)));
+    Ok(diesel::select(diesel::dsl::exists(
+        revocations::table
+            .filter(revocations::expires_at.gt(now))
+            .filter(by_subject),
+    ))
+    .get_result(conn)
+    .await?)
+}
+
+/// Whether an API key is revoked, directly or by a user revocation after it was created.
+pub async fn api_key_revoked(
+    conn: &mut Conn<'_>,
+    key_id: &str,
+    owner: &str,
+    created_at: DateTime<Utc>,
+    now: DateTime<Utc>,
+) -> StoreResult<bool> {
+    let by_subject = revocations::kind
+        .eq("api_key")
+        .and(revocations::subject_id.eq(key_id))
+        .or(revocations::kind
+            .eq("user")
+            .and(revocations::subject_id.eq(owner))
+            .and(revocations::created_at.gt(created_at)));
+    Ok(diesel::select(diesel::dsl::exists(
+        revocations::table
+            .filter(revocations::expires_at.gt(now))
+            .filter(by_subject),
+    ))
+    .get_result(conn)
+    .await?)
+}

@@ -56,11 +56,18 @@ pub struct KeyRing {
 #[derive(Clone)]
 pub struct SigningKeys {
     ring: Arc<RwLock<Arc<KeyRing>>>,
+    /// Bumped whenever the published set changes, for `WatchKeys`.
+    version: Arc<tokio::sync::watch::Sender<u64>>,
 }
 
 impl SigningKeys {
     pub fn current(&self) -> Arc<KeyRing> {
         self.ring.read().expect("key ring lock").clone()
+    }
+
+    /// Notified each time the key set changes.
+    pub fn watch(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.version.subscribe()
     }
 
     /// Loads the published keys, creating the first one when the store has none.
@@ -85,6 +92,7 @@ impl SigningKeys {
         };
         Ok(Self {
             ring: Arc::new(RwLock::new(Arc::new(ring))),
+            version: Arc::new(tokio::sync::watch::channel(0).0),
         })
     }
 
@@ -98,10 +106,16 @@ impl SigningKeys {
         publish_for: Duration,
     ) -> Result<bool, KeyError> {
         let ring = load_ring(pool, kek, now, publish_for).await?;
-        let mut current = self.ring.write().expect("key ring lock");
-        let changed = current.jwks_json != ring.jwks_json || current.active.kid != ring.active.kid;
+        let changed = {
+            let mut current = self.ring.write().expect("key ring lock");
+            let changed = current.jwks_json != ring.jwks_json || current.active.kid != ring.active.kid;
+            if changed {
+                *current = Arc::new(ring);
+            }
+            changed
+        };
         if changed {
-            *current = Arc::new(ring);
+            self.version.send_modify(|v| *v += 1);
         }
         Ok(changed)
     }

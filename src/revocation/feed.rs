@@ -1,0 +1,255 @@
+//! The revocation feed between replicas. Postgres holds the record; Redis carries each event to
+//! every replica at once (PUBLISH), with a deny entry that lives as long as the credentials it
+//! concerns. Without Redis (single-node mode) the feed is in-process only.
+//!
+//! A replica is *synced* while it follows the Redis channel and has caught up with Postgres since
+//! it subscribed. Only then may it trust its in-process view alone; otherwise each credential is
+//! checked in Postgres too (security rule 7).
+
+use super::{Revocation, RevocationKind};
+use chrono::DateTime;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig, PubSub};
+use serde::{Deserialize, Serialize};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+use tokio::sync::{Mutex, broadcast};
+use uuid::Uuid;
+
+/// How many events a slow watcher may fall behind before it is told to resynchronise.
+const WATCH_BUFFER: usize = 4096;
+const REDIS_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// What travels on the Redis channel.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum FeedMessage {
+    Revocation {
+        origin: String,
+        kind: String,
+        subject_id: String,
+        user_id: Option<Uuid>,
+        created_at_ms: i64,
+        expires_at_ms: i64,
+    },
+    /// An API key's secret changed (rotation): drop any cached copy.
+    ApiKeyChanged { origin: String, id: Uuid },
+    /// The signing keys changed (`authd keys rotate`): reload them now.
+    KeysChanged { origin: String },
+}
+
+impl FeedMessage {
+    pub fn origin(&self) -> &str {
+        match self {
+            Self::Revocation { origin, .. } | Self::ApiKeyChanged { origin, .. } | Self::KeysChanged { origin } => {
+                origin
+            }
+        }
+    }
+
+    fn revocation(origin: &str, revocation: &Revocation) -> Self {
+        Self::Revocation {
+            origin: origin.to_string(),
+            kind: revocation.kind.as_str().to_string(),
+            subject_id: revocation.subject_id.clone(),
+            user_id: revocation.user_id,
+            created_at_ms: revocation.created_at.timestamp_millis(),
+            expires_at_ms: revocation.expires_at.timestamp_millis(),
+        }
+    }
+
+    /// The revocation carried, if this is one and it is well-formed.
+    pub fn to_revocation(&self) -> Option<Revocation> {
+        let Self::Revocation {
+            kind,
+            subject_id,
+            user_id,
+            created_at_ms,
+            expires_at_ms,
+            ..
+        } = self
+        else {
+            return None;
+        };
+        Some(Revocation {
+            kind: RevocationKind::parse(kind)?,
+            subject_id: subject_id.clone(),
+            user_id: *user_id,
+            created_at: DateTime::from_timestamp_millis(*created_at_ms)?,
+            expires_at: DateTime::from_timestamp_millis(*expires_at_ms)?,
+        })
+    }
+}
+
+/// This replica's end of the feed.
+pub struct Feed {
+    redis: Option<redis::Client>,
+    publisher: Mutex<Option<ConnectionManager>>,
+    namespace: String,
+    /// Identifies this replica's own messages when they come back on the channel.
+    origin: String,
+    synced: AtomicBool,
+    events: broadcast::Sender<Revocation>,
+}
+
+impl Feed {
+    /// `redis_url` unset means single-node mode. Validates the URL; connects later.
+    pub fn new(redis_url: Option<&str>, namespace: &str) -> anyhow::Result<Self> {
+        let redis = redis_url
+            .map(|url| redis::Client::open(url).map_err(|e| anyhow::anyhow!("AUTHD_REDIS_URL: {e}")))
+            .transpose()?;
+        Ok(Self {
+            synced: AtomicBool::new(redis.is_none()),
+            redis,
+            publisher: Mutex::new(None),
+            namespace: namespace.to_string(),
+            origin: Uuid::new_v4().simple().to_string(),
+            events: broadcast::channel(WATCH_BUFFER).0,
+        })
+    }
+
+    pub fn is_distributed(&self) -> bool {
+        self.redis.is_some()
+    }
+
+    /// Whether the in-process view can be trusted alone.
+    pub fn is_synced(&self) -> bool {
+        self.synced.load(Ordering::SeqCst)
+    }
+
+    pub(crate) fn set_synced(&self, synced: bool) {
+        if self.is_distributed() {
+            self.synced.store(synced, Ordering::SeqCst);
+        }
+    }
+
+    pub fn origin(&self) -> &str {
+        &self.origin
+    }
+
+    pub fn channel(&self) -> String {
+        format!("{}:events", self.namespace)
+    }
+
+    fn deny_key(&self, revocation: &Revocation) -> String {
+        format!(
+            "{}:revoked:{}:{}",
+            self.namespace,
+            revocation.kind.as_str(),
+            revocation.subject_id
+        )
+    }
+
+    /// Revocations as they are applied on this replica, for `WatchRevocations`.
+    pub fn watch(&self) -> broadcast::Receiver<Revocation> {
+        self.events.subscribe()
+    }
+
+    pub(crate) fn notify_watchers(&self, revocation: &Revocation) {
+        // No receiver is fine: nobody is watching.
+        let _ = self.events.send(revocation.clone());
+    }
+
+    /// Publishes revocations with their deny entries. Failures are logged, never raised: the
+    /// record is in Postgres, and replicas that lose the feed check Postgres.
+    pub async fn publish_revocations(&self, revocations: &[Revocation]) {
+        if revocations.is_empty() {
+            return;
+        }
+        let mut pipe = redis::pipe();
+        for revocation in revocations {
+            let message =
+                serde_json::to_string(&FeedMessage::revocation(&self.origin, revocation)).expect("serialisable");
+            let expires_ms = u64::try_from(revocation.expires_at.timestamp_millis()).unwrap_or(0);
+            pipe.cmd("SET")
+                .arg(self.deny_key(revocation))
+                .arg(revocation.created_at.timestamp_millis())
+                .arg("PXAT")
+                .arg(expires_ms)
+                .ignore();
+            pipe.cmd("PUBLISH").arg(self.channel()).arg(message).ignore();
+        }
+        self.send(pipe).await;
+    }
+
+    pub async fn publish(&self, message: FeedMessage) {
+        let mut pipe = redis::pipe();
+        pipe.cmd("PUBLISH")
+            .arg(self.channel())
+            .arg(serde_json::to_string(&message).expect("serialisable"))
+            .ignore();
+        self.send(pipe).await;
+    }
+
+    async fn send(&self, pipe: redis::Pipeline) {
+        let Some(client) = &self.redis else {
+            return;
+        };
+        let mut guard = self.publisher.lock().await;
+        if guard.is_none() {
+            let config = ConnectionManagerConfig::new()
+                .set_connection_timeout(Some(REDIS_TIMEOUT))
+                .set_response_timeout(Some(REDIS_TIMEOUT))
+                .set_number_of_retries(1)
+                .set_max_delay(Duration::from_millis(500));
+            match tokio::time::timeout(REDIS_TIMEOUT * 2, client.get_connection_manager_with_config(config)).await {
+                Ok(Ok(manager)) => *guard = Some(manager),
+                Ok(Err(e)) => {
+                    return tracing::warn!(error = %e, "cannot reach Redis to publish; other replicas fall back to Postgres");
+                }
+                Err(_) => {
+                    return tracing::warn!("timed out reaching Redis to publish; other replicas fall back to Postgres");
+                }
+            }
+        }
+        let Some(manager) = guard.as_mut() else { return };
+        let result: redis::RedisResult<()> = pipe.query_async(manager).await;
+        if let Err(e) = result {
+            tracing::warn!(error = %e, "publishing to Redis failed; other replicas fall back to Postgres");
+        }
+    }
+
+    /// A fresh subscription to the channel (the caller reads it).
+    pub async fn subscribe(&self) -> redis::RedisResult<Option<PubSub>> {
+        let Some(client) = &self.redis else {
+            return Ok(None);
+        };
+        let mut pubsub = tokio::time::timeout(REDIS_TIMEOUT * 2, client.get_async_pubsub())
+            .await
+            .map_err(|_| redis::RedisError::from(std::io::Error::from(std::io::ErrorKind::TimedOut)))??;
+        pubsub.subscribe(self.channel()).await?;
+        Ok(Some(pubsub))
+    }
+}
+
+/// Publishes one message and returns; for commands such as `authd keys rotate`.
+pub async fn announce(redis_url: &str, namespace: &str, message: FeedMessage) -> anyhow::Result<()> {
+    let feed = Feed::new(Some(redis_url), namespace)?;
+    feed.publish(message).await;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::Utc;
+
+    #[test]
+    fn messages_round_trip() {
+        let now = Utc::now();
+        let revocation = Revocation {
+            kind: RevocationKind::Session,
+            subject_id: "s".into(),
+            user_id: Some(Uuid::now_v7()),
+            created_at: DateTime::from_timestamp_millis(now.timestamp_millis()).unwrap(),
+            expires_at: DateTime::from_timestamp_millis(now.timestamp_millis() + 1000).unwrap(),
+        };
+        let message = FeedMessage::revocation("me", &revocation);
+        let text = serde_json::to_string(&message).unwrap();
+        let back: FeedMessage = serde_json::from_str(&text).unwrap();
+        assert_eq!(back.to_revocation(), Some(revocation));
+        assert_eq!(back.origin(), "me");
+        let keys: FeedMessage = serde_json::from_str(r#"{"type":"keys_changed","origin":"cli"}"#).unwrap();
+        assert_eq!(keys, FeedMessage::KeysChanged { origin: "cli".into() });
+        assert!(serde_json::from_str::<FeedMessage>(r#"{"type":"nonsense"}"#).is_err());
+    }
+}
