@@ -62,12 +62,14 @@ async fn metrics(State(app): State<Arc<App>>) -> impl IntoResponse {
          # HELP authd_revocations_live Revocations held in the in-process view.\n# TYPE authd_revocations_live gauge\nauthd_revocations_live {}\n\
          # HELP authd_db_connections Database connections open in the pool.\n# TYPE authd_db_connections gauge\nauthd_db_connections {}\n\
          # HELP authd_db_connections_idle Idle database connections in the pool.\n# TYPE authd_db_connections_idle gauge\nauthd_db_connections_idle {}\n\
-         # HELP authd_signing_keys_published Keys in the JWKS.\n# TYPE authd_signing_keys_published gauge\nauthd_signing_keys_published {}\n",
+         # HELP authd_signing_keys_published Keys in the JWKS.\n# TYPE authd_signing_keys_published gauge\nauthd_signing_keys_published {}\n\
+         # HELP authd_revocation_feed_synced Whether the in-process revocation view is known current (1), or each credential is checked in Postgres (0).\n# TYPE authd_revocation_feed_synced gauge\nauthd_revocation_feed_synced {}\n",
         u8::from(app.is_serving()),
         app.revocations.len(),
         state.connections,
         state.idle_connections,
         app.keys.current().jwks.len(),
+        u8::from(app.feed.is_synced()),
     );
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body)
 }

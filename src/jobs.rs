@@ -17,7 +17,9 @@ use tokio_stream::StreamExt;
 use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
 
-const FEED_PING_INTERVAL: Duration = Duration::from_secs(3);
+/// A silent Redis (a partition, not a refused connection) is noticed within about 1.5 s.
+const FEED_PING_INTERVAL: Duration = Duration::from_secs(1);
+const FEED_PING_TIMEOUT: Duration = Duration::from_millis(500);
 const FEED_RETRY_MIN: Duration = Duration::from_millis(200);
 const FEED_RETRY_MAX: Duration = Duration::from_secs(2);
 
@@ -169,7 +171,8 @@ async fn follow(app: &App, pubsub: redis::aio::PubSub, stop: &mut tokio::sync::w
                 }
             }
             _ = ping.tick() => {
-                let alive = tokio::time::timeout(Duration::from_secs(2), sink.ping::<String>()).await;
+                // (A subscribed connection answers PING with an array, not "PONG": any reply will do.)
+                let alive = tokio::time::timeout(FEED_PING_TIMEOUT, sink.ping::<redis::Value>()).await;
                 if !matches!(alive, Ok(Ok(_))) {
                     return false;
                 }

@@ -145,13 +145,19 @@ pub fn settings(database_url: &str, overrides: &[(&str, &str)]) -> Settings {
     Settings::from_sources(&|name| env.get(name).cloned(), None).expect("test settings")
 }
 
+/// Calls to one authd over one channel.
+#[derive(Clone)]
+pub struct Client {
+    pub channel: Channel,
+}
+
 /// A running server and clients for it. Stops the server when dropped.
 pub struct TestApp {
+    pub client: Client,
     /// The server's shared state, for looking inside (counters, keys).
     pub app: std::sync::Arc<authd::app::App>,
     pub database_url: String,
     pub clock: Clock,
-    pub channel: Channel,
     stop: Option<oneshot::Sender<()>>,
     pub server: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
 }
@@ -187,10 +193,10 @@ pub async fn spawn_app_with(overrides: &[(&str, &str)]) -> TestApp {
         .await
         .expect("connect");
     TestApp {
+        client: Client { channel },
         app: inner,
         database_url,
         clock,
-        channel,
         stop: Some(stop),
         server: Some(server),
     }
@@ -204,7 +210,14 @@ pub fn bearer<T>(message: T, credential: &str) -> Request<T> {
     request
 }
 
-impl TestApp {
+impl std::ops::Deref for TestApp {
+    type Target = Client;
+    fn deref(&self) -> &Client {
+        &self.client
+    }
+}
+
+impl Client {
     pub fn auth(&self) -> AuthServiceClient<Channel> {
         AuthServiceClient::new(self.channel.clone())
             .max_decoding_message_size(8 << 20)
@@ -305,7 +318,9 @@ impl TestApp {
             Err(status) => status.code(),
         }
     }
+}
 
+impl TestApp {
     /// A direct connection to this test's database, for inspecting what the server stored.
     pub async fn db(&self) -> AsyncPgConnection {
         AsyncPgConnection::establish(&self.database_url).await.unwrap()

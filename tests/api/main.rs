@@ -1,10 +1,12 @@
 //! The integration suite: one binary, each test against its own authd on its own database.
 
+mod cluster;
 mod helpers;
 
 mod accounts;
 mod api_keys;
 mod cli;
 mod introspection;
+mod replicas;
 mod server;
 mod sessions;
