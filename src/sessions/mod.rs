@@ -283,6 +283,33 @@ impl App {
         Ok(revocations)
     }
 
+    /// Revokes everything a user holds as of now: every session, every access token issued
+    /// before this second, and every API key created before this instant. Used when the account
+    /// itself changes hands or standing (password reset, lock, deactivation, deletion).
+    pub async fn revoke_user(&self, user_id: Uuid) -> Result<()> {
+        let now = self.clock.now();
+        let user_wide = Revocation {
+            kind: RevocationKind::User,
+            subject_id: user_id.to_string(),
+            user_id: Some(user_id),
+            created_at: now,
+            // API keys can outlive any access token: the entry lasts as long as a key could.
+            expires_at: now + chrono::Duration::days(365 * 100),
+        };
+        let mut conn = store::conn(&self.pool).await?;
+        let mut revocations = conn
+            .transaction::<_, store::StoreError, _>(async |conn| {
+                let mut revocations = self.revoke_all_sessions_in(conn, user_id, None, now).await?;
+                store::revocations::insert_many(conn, &[user_wide.to_row()]).await?;
+                revocations.push(user_wide.clone());
+                Ok(revocations)
+            })
+            .await?;
+        revocations.dedup();
+        self.apply_revocations(&revocations);
+        Ok(())
+    }
+
     pub async fn list_sessions(&self, caller: &Caller) -> Result<Vec<SessionRow>> {
         let mut conn = store::conn(&self.pool).await?;
         Ok(store::sessions::live_for_user(&mut conn, caller.user_id, self.clock.now()).await?)

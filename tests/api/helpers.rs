@@ -218,6 +218,15 @@ impl std::ops::Deref for TestApp {
 }
 
 impl Client {
+    pub async fn connect(addr: std::net::SocketAddr) -> Self {
+        let channel = Channel::from_shared(format!("http://{addr}"))
+            .unwrap()
+            .connect()
+            .await
+            .expect("connect");
+        Self { channel }
+    }
+
     pub fn auth(&self) -> AuthServiceClient<Channel> {
         AuthServiceClient::new(self.channel.clone())
             .max_decoding_message_size(8 << 20)

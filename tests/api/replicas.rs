@@ -398,3 +398,88 @@ async fn with_redis_healthy_a_valid_introspection_issues_no_database_query() {
     }
     assert_eq!(count(&mut db).await, before, "introspection queried the database");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_user_wide_revocation_reaches_every_replica_and_spares_later_logins() {
+    let namespace = format!("authd-test-{}", uuid::Uuid::new_v4().simple());
+    let redis = shared_redis();
+    let overrides = [
+        ("AUTHD_REDIS_URL", redis.as_str()),
+        ("AUTHD_REDIS_NAMESPACE", namespace.as_str()),
+    ];
+    let a = spawn_app_with(&overrides).await;
+    // A second replica on the same database and Redis.
+    let b = {
+        let application = authd::startup::Application::build(
+            settings(&a.database_url, &overrides),
+            authd::clock::Clock::system(),
+            false,
+        )
+        .await
+        .unwrap();
+        let addr = application.local_addr();
+        let app = application.app();
+        tokio::spawn(application.run_until_stopped(std::future::pending()));
+        (Client::connect(addr).await, app)
+    };
+    within(Duration::from_secs(10), || async {
+        a.app.feed.is_synced() && b.1.feed.is_synced()
+    })
+    .await;
+    let introspector = a.introspector().await;
+    let user = a.register("hal").await;
+    let tokens = a.login("hal", PASSWORD).await;
+    let key = a
+        .api_keys()
+        .create_api_key(bearer(
+            CreateApiKeyRequest {
+                label: "k".into(),
+                scopes: vec!["tasks:read".into()],
+                expires_at: None,
+            },
+            &tokens.access_token,
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .secret;
+    assert!(b.0.is_active(&introspector, &key).await);
+    a.app.revoke_user(user.id.parse().unwrap()).await.unwrap();
+    within(Duration::from_secs(1), || async {
+        !b.0.is_active(&introspector, &tokens.access_token).await && !b.0.is_active(&introspector, &key).await
+    })
+    .await;
+    // A login right after the revocation (even within the same second) works everywhere.
+    let later = a.login("hal", PASSWORD).await;
+    assert!(b.0.is_active(&introspector, &later.access_token).await);
+    assert!(a.is_active(&introspector, &later.access_token).await);
+    // The deny entry is in Redis, expiring on its own.
+    let client = redis::Client::open(redis.as_str()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let ttl: i64 = redis::cmd("PTTL")
+        .arg(format!("{namespace}:revoked:user:{}", user.id))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert!(ttl > 0, "deny entry with a lifetime, got PTTL {ttl}");
+    let session_ttl: i64 = redis::cmd("PTTL")
+        .arg(format!("{namespace}:revoked:session:{}", tokens.session_id))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert!(
+        session_ttl > 0 && session_ttl <= (15 * 60 + 120) * 1000,
+        "PTTL {session_ttl}"
+    );
+}
+
+#[tokio::test]
+async fn single_session_mode_ends_every_other_session_at_login() {
+    let app = spawn_app_with(&[("AUTHD_SINGLE_SESSION", "true")]).await;
+    let introspector = app.introspector().await;
+    app.register("ivo").await;
+    let first = app.login("ivo", PASSWORD).await;
+    let second = app.login("ivo", PASSWORD).await;
+    assert!(!app.is_active(&introspector, &first.access_token).await);
+    assert!(app.is_active(&introspector, &second.access_token).await);
+}
