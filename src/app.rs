@@ -7,7 +7,7 @@ use crate::api_keys::ApiKeyCache;
 use crate::clock::Clock;
 use crate::config::Settings;
 use crate::error::Result;
-use crate::revocation::{Feed, FeedMessage, Revocation, RevocationKind, RevocationView};
+use crate::revocation::{Feed, Revocation, RevocationKind, RevocationView};
 use crate::store::{self, Pool};
 use crate::tokens::{SigningKeys, TokenIssuer};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -28,15 +28,9 @@ pub struct App {
     serving: AtomicBool,
     /// Turns true when the server begins to shut down; streams end on it.
     shutdown: watch::Sender<bool>,
-    /// Messages for the Redis feed, sent by the publisher task so no call waits on Redis.
-    outbox: mpsc::UnboundedSender<Outgoing>,
-    outbox_rx: Mutex<Option<mpsc::UnboundedReceiver<Outgoing>>>,
-}
-
-/// Something to publish on the feed.
-pub(crate) enum Outgoing {
-    Revocations(Vec<Revocation>),
-    Message(FeedMessage),
+    /// Revocations for the Redis feed, sent by the publisher task so no call waits on Redis.
+    outbox: mpsc::UnboundedSender<Vec<Revocation>>,
+    outbox_rx: Mutex<Option<mpsc::UnboundedReceiver<Vec<Revocation>>>>,
 }
 
 /// Where a call came from, for sessions and (later) the audit trail.
@@ -85,35 +79,34 @@ impl App {
             outbox,
             outbox_rx: Mutex::new(Some(outbox_rx)),
         });
-        app.load_revocations().await?;
+        app.load_revocations()
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot load revocations: {}", e.detail()))?;
         Ok(app)
     }
 
     /// Rebuilds the revocation view from Postgres (every live revocation).
     pub async fn load_revocations(&self) -> Result<usize> {
-        self.absorb_from_store(0).await
+        self.absorb_from_store(chrono::DateTime::UNIX_EPOCH).await
     }
 
-    /// Reads revocations recorded since the last load: the safety net under the Redis feed.
+    /// Re-reads the revocations of the last two minutes: the safety net under the feed, for a
+    /// message lost on the way or a call cancelled between its commit and its broadcast.
     pub async fn catch_up_revocations(&self) -> Result<usize> {
-        self.absorb_from_store(self.revocations.last_loaded_id()).await
+        self.absorb_from_store(self.clock.now() - CATCH_UP_WINDOW).await
     }
 
-    async fn absorb_from_store(&self, after_id: i64) -> Result<usize> {
+    async fn absorb_from_store(&self, after: chrono::DateTime<chrono::Utc>) -> Result<usize> {
         let now = self.clock.now();
         let rows = {
             let mut conn = store::conn(&self.pool).await?;
-            store::revocations::since(&mut conn, after_id, now).await?
+            store::revocations::recorded_since(&mut conn, after, now).await?
         };
-        let mut fresh = 0;
-        for row in &rows {
-            if let Some(revocation) = Revocation::from_row(row) {
-                fresh += usize::from(self.absorb(&revocation));
-            }
-        }
-        if let Some(last) = rows.last() {
-            self.revocations.mark_loaded(last.id);
-        }
+        let fresh = rows
+            .iter()
+            .filter_map(Revocation::from_row)
+            .filter(|revocation| self.absorb(revocation))
+            .count();
         self.revocations.prune(now);
         Ok(fresh)
     }
@@ -124,14 +117,20 @@ impl App {
         let fresh = self.revocations.apply(revocation);
         if fresh {
             self.forget_cached_credentials(revocation);
-            self.feed.notify_watchers(revocation);
+            self.notify_watchers(revocation);
         }
         fresh
     }
 
+    fn notify_watchers(&self, revocation: &Revocation) {
+        if revocation.kind != RevocationKind::SecretRotated {
+            self.feed.notify_watchers(revocation);
+        }
+    }
+
     fn forget_cached_credentials(&self, revocation: &Revocation) {
         match revocation.kind {
-            RevocationKind::ApiKey => self.api_keys.forget_id(&revocation.subject_id),
+            RevocationKind::ApiKey | RevocationKind::SecretRotated => self.api_keys.forget_id(&revocation.subject_id),
             RevocationKind::User => self.api_keys.forget_owner(&revocation.subject_id),
             RevocationKind::Session | RevocationKind::Token => {}
         }
@@ -147,24 +146,18 @@ impl App {
     /// watchers, and, through the feed, every other replica.
     pub fn apply_revocations(&self, revocations: &[Revocation]) {
         for revocation in revocations {
-            self.revocations.apply(revocation);
+            if self.revocations.apply(revocation) {
+                self.notify_watchers(revocation);
+            }
             self.forget_cached_credentials(revocation);
-            self.feed.notify_watchers(revocation);
         }
         if self.feed.is_distributed() && !revocations.is_empty() {
-            let _ = self.outbox.send(Outgoing::Revocations(revocations.to_vec()));
-        }
-    }
-
-    /// Tells the other replicas something changed (a rotated API key, new signing keys).
-    pub(crate) fn announce(&self, message: FeedMessage) {
-        if self.feed.is_distributed() {
-            let _ = self.outbox.send(Outgoing::Message(message));
+            let _ = self.outbox.send(revocations.to_vec());
         }
     }
 
     /// The receiving end of the outbox; the publisher task takes it once.
-    pub(crate) fn take_outbox(&self) -> Option<mpsc::UnboundedReceiver<Outgoing>> {
+    pub(crate) fn take_outbox(&self) -> Option<mpsc::UnboundedReceiver<Vec<Revocation>>> {
         self.outbox_rx.lock().expect("outbox lock").take()
     }
 
@@ -208,6 +201,10 @@ impl App {
         self.shutdown.send_replace(true);
     }
 
+    pub fn is_shutting_down(&self) -> bool {
+        *self.shutdown.borrow()
+    }
+
     /// Completes when the server begins to shut down.
     pub async fn shutting_down(&self) {
         let mut rx = self.shutdown.subscribe();
@@ -218,6 +215,9 @@ impl App {
         self.shutdown.subscribe()
     }
 }
+
+/// How far back each catch-up re-reads: far longer than any revocation transaction stays open.
+const CATCH_UP_WINDOW: chrono::Duration = chrono::Duration::seconds(120);
 
 /// Retired signing keys stay in the JWKS this long: every token they signed has expired by then.
 pub fn key_publish_window(settings: &Settings) -> Duration {

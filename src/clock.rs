@@ -1,7 +1,7 @@
 //! Time as a parameter: every rule asks a [`Clock`], never the system directly, so tests can move
 //! time forward (expired tokens, grace periods) without sleeping.
 
-use chrono::{DateTime, Duration, Utc};
+use chrono::{DateTime, Duration, SubsecRound, Utc};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
 
@@ -16,10 +16,12 @@ impl Clock {
         Self::default()
     }
 
+    /// Now, in whole microseconds: what Postgres stores, so that a value read back compares
+    /// equal to the one written.
     pub fn now(&self) -> DateTime<Utc> {
         #[allow(clippy::disallowed_methods)]
         let now = Utc::now();
-        now + Duration::milliseconds(self.offset_ms.load(Ordering::Relaxed))
+        (now + Duration::milliseconds(self.offset_ms.load(Ordering::Relaxed))).trunc_subsecs(6)
     }
 
     /// Moves this clock (and every clone of it) forward; for tests.

@@ -115,8 +115,8 @@ pub struct Settings {
     pub health_probe_interval: Duration,
     /// Prefix of every Redis key and channel, so that several deployments can share one Redis.
     pub redis_namespace: String,
-    /// How often a replica that follows the Redis feed also reads new revocations from Postgres,
-    /// in case a message was lost.
+    /// How often every replica re-reads recent revocations from Postgres, in case a feed message
+    /// was lost.
     pub revocation_resync_interval: Duration,
     /// How often the watch streams send a heartbeat.
     pub watch_heartbeat_interval: Duration,
@@ -392,7 +392,7 @@ impl Settings {
             key_refresh_interval: raw.duration("key_refresh_interval", "30s")?,
             health_probe_interval: raw.duration("health_probe_interval", "2s")?,
             redis_namespace: raw.get("redis_namespace").unwrap_or("authd").trim().to_string(),
-            revocation_resync_interval: raw.duration("revocation_resync_interval", "10s")?,
+            revocation_resync_interval: raw.duration("revocation_resync_interval", "1s")?,
             watch_heartbeat_interval: raw.duration("watch_heartbeat_interval", "15s")?,
             otel_endpoint: raw.get("otel_exporter_otlp_endpoint").map(str::to_string),
         })

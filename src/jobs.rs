@@ -4,9 +4,10 @@
 //! - the feed publisher sends this replica's revocations to Redis;
 //! - the feed follower applies other replicas' revocations, and decides when this replica's view
 //!   is synced;
+//! - the resync re-reads recent revocations from Postgres, the safety net under the feed;
 //! - upkeep writes API-key usage, reloads signing keys and forgets expired revocations.
 
-use crate::app::{App, Outgoing};
+use crate::app::App;
 use crate::revocation::FeedMessage;
 use crate::startup::{set_all, stopped};
 use crate::store;
@@ -27,6 +28,7 @@ pub fn spawn(app: Arc<App>, health: HealthReporter) -> Vec<JoinHandle<()>> {
     let mut jobs = vec![
         tokio::spawn(probe_database(app.clone(), health)),
         tokio::spawn(upkeep(app.clone())),
+        tokio::spawn(resync_revocations(app.clone())),
     ];
     if app.feed.is_distributed() {
         jobs.push(tokio::spawn(publish_feed(app.clone())));
@@ -86,23 +88,49 @@ async fn upkeep(app: Arc<App>) {
     }
 }
 
+/// Re-reads the last two minutes of revocations every `AUTHD_REVOCATION_RESYNC_INTERVAL`, in
+/// both modes: it bounds what a lost feed message, or a call cancelled between its commit and its
+/// broadcast, can leave unseen.
+async fn resync_revocations(app: Arc<App>) {
+    let mut stop = app.shutdown_signal();
+    let mut tick = tokio::time::interval(app.settings.revocation_resync_interval);
+    tick.tick().await;
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            () = stopped(&mut stop) => return,
+        }
+        if let Err(e) = app.catch_up_revocations().await {
+            tracing::debug!(error = %e, "could not re-read recent revocations");
+        }
+    }
+}
+
 /// Sends what this replica revoked or changed to the others, in order, without making any call
-/// wait for Redis.
+/// wait for Redis. Whatever is queued when shutdown begins is still sent (within a deadline), so a
+/// logout during the drain reaches the other replicas.
 async fn publish_feed(app: Arc<App>) {
     let Some(mut outbox) = app.take_outbox() else {
         return;
     };
     let mut stop = app.shutdown_signal();
     loop {
-        let next = tokio::select! {
+        let first = tokio::select! {
             next = outbox.recv() => next,
-            () = stopped(&mut stop) => None,
+            () = stopped(&mut stop) => break,
         };
-        match next {
-            Some(Outgoing::Revocations(revocations)) => app.feed.publish_revocations(&revocations).await,
-            Some(Outgoing::Message(message)) => app.feed.publish(message).await,
-            None => return,
+        let Some(mut batch) = first else { return };
+        while let Ok(more) = outbox.try_recv() {
+            batch.extend(more);
         }
+        app.feed.publish_revocations(&batch).await;
+    }
+    let mut rest = Vec::new();
+    while let Ok(more) = outbox.try_recv() {
+        rest.extend(more);
+    }
+    if !rest.is_empty() {
+        let _ = tokio::time::timeout(Duration::from_secs(2), app.feed.publish_revocations(&rest)).await;
     }
 }
 
@@ -116,8 +144,9 @@ async fn follow_feed(app: Arc<App>) {
     loop {
         match app.feed.subscribe().await {
             Ok(Some(pubsub)) => {
-                // Subscribed first, then caught up: nothing published in between is missed.
-                match app.catch_up_revocations().await {
+                // Subscribed first, then reloaded: nothing published in between is missed, and
+                // whatever was revoked while the feed was down is in Postgres.
+                match app.load_revocations().await {
                     Ok(_) => {
                         app.feed.set_synced(true);
                         if warned {
@@ -154,19 +183,18 @@ async fn follow_feed(app: Arc<App>) {
 }
 
 /// Reads one subscription until it breaks (returns false) or the server stops (returns true).
-async fn follow(app: &App, pubsub: redis::aio::PubSub, stop: &mut tokio::sync::watch::Receiver<bool>) -> bool {
+/// Nothing here waits on Postgres, so messages are applied as fast as they come.
+async fn follow(app: &Arc<App>, pubsub: redis::aio::PubSub, stop: &mut tokio::sync::watch::Receiver<bool>) -> bool {
     let (mut sink, mut stream) = pubsub.split();
     let mut ping = tokio::time::interval(FEED_PING_INTERVAL);
-    let mut resync = tokio::time::interval(app.settings.revocation_resync_interval);
     ping.tick().await;
-    resync.tick().await;
     loop {
         tokio::select! {
             message = stream.next() => {
                 let Some(message) = message else { return false };
                 let Ok(payload) = message.get_payload::<String>() else { continue };
                 match serde_json::from_str::<FeedMessage>(&payload) {
-                    Ok(message) => apply(app, message).await,
+                    Ok(message) => apply(app, message),
                     Err(e) => tracing::warn!(error = %e, "ignoring a malformed feed message"),
                 }
             }
@@ -177,17 +205,12 @@ async fn follow(app: &App, pubsub: redis::aio::PubSub, stop: &mut tokio::sync::w
                     return false;
                 }
             }
-            _ = resync.tick() => {
-                if let Err(e) = app.catch_up_revocations().await {
-                    tracing::warn!(error = %e, "could not read new revocations from Postgres");
-                }
-            }
             () = stopped(stop) => return true,
         }
     }
 }
 
-async fn apply(app: &App, message: FeedMessage) {
+fn apply(app: &Arc<App>, message: FeedMessage) {
     if message.origin() == app.feed.origin() {
         return;
     }
@@ -197,9 +220,9 @@ async fn apply(app: &App, message: FeedMessage) {
                 app.absorb(&revocation);
             }
         }
-        FeedMessage::ApiKeyChanged { id, .. } => app.forget_api_key(*id),
         FeedMessage::KeysChanged { .. } => {
-            app.reload_keys().await;
+            let app = app.clone();
+            tokio::spawn(async move { app.reload_keys().await });
         }
     }
 }

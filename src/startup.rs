@@ -175,8 +175,8 @@ impl Application {
             return Ok(());
         }
         tracing::info!("shutting down: health NOT_SERVING, draining in-flight calls");
-        set_all(&app, &health, ServingStatus::NotServing).await;
         app.begin_shutdown();
+        set_all(&app, &health, ServingStatus::NotServing).await;
         match tokio::time::timeout(app.settings.shutdown_grace, &mut server).await {
             Ok(result) => result??,
             Err(_) => {
@@ -184,19 +184,31 @@ impl Application {
                 server.abort();
             }
         }
-        for job in jobs {
-            let _ = job.await;
+        // Jobs end at the signal; a job stuck on an unreachable store is not waited for long.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
+        for mut job in jobs {
+            if tokio::time::timeout_at(deadline, &mut job).await.is_err() {
+                job.abort();
+            }
         }
         http.abort();
-        if let Err(e) = app.flush_api_key_usage().await {
-            tracing::warn!(error = %e, "could not write API key usage at shutdown");
+        match tokio::time::timeout(Duration::from_secs(2), app.flush_api_key_usage()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!(error = %e, "could not write API key usage at shutdown"),
+            Err(_) => tracing::warn!("gave up writing API key usage at shutdown"),
         }
         tracing::info!("authd stopped");
         Ok(())
     }
 }
 
+/// Sets every health entry; once shutdown has begun, only NOT_SERVING.
 pub(crate) async fn set_all(app: &App, health: &HealthReporter, status: ServingStatus) {
+    let status = if app.is_shutting_down() {
+        ServingStatus::NotServing
+    } else {
+        status
+    };
     app.set_serving(status == ServingStatus::Serving);
     health.set_service_status("", status).await;
     for name in SERVICE_NAMES {

@@ -1,1 +1,2 @@
+DROP INDEX revocations_recent;
 DROP INDEX revocations_subject;

@@ -143,6 +143,7 @@ impl App {
         // The new password and the end of the other sessions land together or not at all.
         let revocations = conn
             .transaction::<_, store::StoreError, _>(async |conn| {
+                store::users::lock(conn, user.id).await?;
                 store::users::set_password_hash(conn, user.id, &hash, now).await?;
                 self.revoke_all_sessions_in(conn, user.id, caller.session_id(), now)
                     .await

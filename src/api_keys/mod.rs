@@ -11,6 +11,7 @@ use crate::identity::Caller;
 use crate::revocation::{Revocation, RevocationKind};
 use crate::store::{self, api_keys::ApiKeyRow};
 use chrono::{DateTime, Utc};
+use diesel_async::AsyncConnection;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
@@ -59,7 +60,8 @@ pub struct ApiKeyCache {
 }
 
 enum Cached {
-    Key(Arc<CachedKey>),
+    /// A key, and when it was read.
+    Key(Arc<CachedKey>, DateTime<Utc>),
     NoKey,
     Unknown,
 }
@@ -88,7 +90,7 @@ impl ApiKeyCache {
     fn get(&self, prefix: &str, now: DateTime<Utc>) -> Cached {
         if let Some((key, at)) = self.keys.read().expect("api key cache lock").get(prefix) {
             if now - *at < CACHE_TTL {
-                return Cached::Key(key.clone());
+                return Cached::Key(key.clone(), *at);
             }
         }
         match self.misses.read().expect("api key cache lock").get(prefix) {
@@ -154,34 +156,31 @@ impl App {
         } else {
             Cached::Unknown
         };
-        let key = match cached {
-            Cached::Key(key) => key,
-            Cached::NoKey => return Ok(None),
-            Cached::Unknown => {
-                let generation = self.api_keys.generation();
-                let entry = self.load_api_key(prefix).await?;
-                self.api_keys.put(prefix, entry.clone(), generation, now);
-                match entry {
-                    Some(key) => key,
-                    None => return Ok(None),
+        let hash = token_hash(presented);
+        let mut key = match cached {
+            Cached::Key(key, loaded_at) => {
+                // A secret that matches neither hash may be newer than the copy (a rotation whose
+                // news has not arrived): read the row once more, at most once a second per key.
+                if !secret_matches(&key, &hash, now) && now - loaded_at > chrono::Duration::seconds(1) {
+                    self.api_keys.forget_prefix(prefix);
+                    self.load_and_cache(prefix, now).await?
+                } else {
+                    Some(key)
                 }
             }
+            Cached::NoKey => None,
+            Cached::Unknown => self.load_and_cache(prefix, now).await?,
         };
-        let hash = token_hash(presented);
-        let current = constant_time_eq(&hash, &key.row.secret_hash);
-        let previous = key
-            .row
-            .previous_secret_hash
-            .as_deref()
-            .is_some_and(|old| constant_time_eq(&hash, old))
-            && key.row.previous_expires_at.is_some_and(|until| until > now);
+        let Some(key) = key.take() else {
+            return Ok(None);
+        };
         let live = key.row.revoked_at.is_none()
             && key.row.expires_at.is_none_or(|exp| exp > now)
             && key.owner_active
             && !self
                 .revocations
                 .is_api_key_revoked(key.row.id, key.row.user_id, key.row.created_at);
-        if !(current || previous) || !live {
+        if !secret_matches(&key, &hash, now) || !live {
             return Ok(None);
         }
         if !synced {
@@ -202,6 +201,13 @@ impl App {
             created_at: key.row.created_at,
             expires_at: key.row.expires_at,
         }))
+    }
+
+    async fn load_and_cache(&self, prefix: &str, now: DateTime<Utc>) -> Result<Option<Arc<CachedKey>>> {
+        let generation = self.api_keys.generation();
+        let entry = self.load_api_key(prefix).await?;
+        self.api_keys.put(prefix, entry.clone(), generation, now);
+        Ok(entry)
     }
 
     async fn load_api_key(&self, prefix: &str) -> Result<Option<Arc<CachedKey>>> {
@@ -359,25 +365,31 @@ impl App {
         };
         let secret = format::new_key(&existing.prefix);
         let previous_until = now + chrono::Duration::from_std(grace).map_err(Error::internal)?;
-        let Some(row) =
-            store::api_keys::rotate(&mut conn, id, caller.user_id, &token_hash(&secret), previous_until, now).await?
-        else {
-            return Err(Error::FailedPrecondition("the api key is revoked or expired"));
+        let new_hash = token_hash(&secret);
+        // Recorded like a revocation, so every replica drops its cached copy of the key.
+        let rotated = Revocation {
+            kind: RevocationKind::SecretRotated,
+            subject_id: id.to_string(),
+            user_id: Some(caller.user_id),
+            created_at: now,
+            expires_at: now + chrono::Duration::minutes(5),
         };
+        let row = conn
+            .transaction::<_, store::StoreError, _>(async |conn| {
+                let row = store::api_keys::rotate(conn, id, caller.user_id, &new_hash, previous_until, now).await?;
+                if row.is_some() {
+                    store::revocations::insert_many(conn, &[rotated.to_row()]).await?;
+                }
+                Ok(row)
+            })
+            .await?
+            .ok_or(Error::FailedPrecondition("the api key is revoked or expired"))?;
         self.api_keys.forget_prefix(&row.prefix);
-        self.announce(crate::revocation::FeedMessage::ApiKeyChanged {
-            origin: self.feed.origin().to_string(),
-            id: row.id,
-        });
+        self.apply_revocations(&[rotated]);
         Ok(IssuedApiKey {
             key: row,
             secret: secret.into(),
         })
-    }
-
-    /// Drops a key changed on another replica.
-    pub(crate) fn forget_api_key(&self, id: Uuid) {
-        self.api_keys.forget_id(&id.to_string());
     }
 
     /// Writes the `last_used_at` stamps gathered since the last flush.
@@ -390,6 +402,18 @@ impl App {
         store::api_keys::record_usage(&mut conn, &usage).await?;
         Ok(())
     }
+}
+
+/// Whether `hash` is the key's current secret, or its previous one within the grace period.
+fn secret_matches(key: &CachedKey, hash: &[u8], now: DateTime<Utc>) -> bool {
+    let current = constant_time_eq(hash, &key.row.secret_hash);
+    let previous = key
+        .row
+        .previous_secret_hash
+        .as_deref()
+        .is_some_and(|old| constant_time_eq(hash, old))
+        && key.row.previous_expires_at.is_some_and(|until| until > now);
+    current || previous
 }
 
 pub(crate) fn parse_id(text: &str, field: &'static str) -> Result<Uuid> {

@@ -70,12 +70,26 @@ where
     Box::pin(ReceiverStream::new(rx))
 }
 
+/// Re-checks a stream's credential: a revoked or expired one ends the stream. A store that is
+/// briefly unreachable does not.
+async fn still_authorised(app: &App, credential: &str) -> Result<(), Status> {
+    match app.authenticate(Some(credential)).await {
+        Ok(caller) => caller
+            .require_scope(crate::domain::Scope::INTROSPECT)
+            .map_err(Status::from),
+        Err(Error::Unavailable) => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
 fn revocation_event(revocation: &Revocation) -> RevocationEvent {
     let kind = match revocation.kind {
         RevocationKind::Session => crate::proto::RevocationKind::Session,
         RevocationKind::User => crate::proto::RevocationKind::User,
         RevocationKind::ApiKey => crate::proto::RevocationKind::ApiKey,
         RevocationKind::Token => crate::proto::RevocationKind::Token,
+        // Never sent to watchers (App::notify_watchers filters it out).
+        RevocationKind::SecretRotated => crate::proto::RevocationKind::Unspecified,
     };
     let until = match revocation.kind {
         RevocationKind::User => revocation.created_at,
@@ -163,6 +177,7 @@ impl TokenService for TokenApi {
         // Subscribed before answering: every revocation applied from now on is delivered.
         let mut events = self.app.feed.watch();
         let app = self.app.clone();
+        let credential = bearer(request.metadata()).unwrap_or_default().to_string();
         Ok(Response::new(stream_from(app.clone(), move |tx| async move {
             let mut heartbeat = tokio::time::interval(app.settings.watch_heartbeat_interval);
             loop {
@@ -174,9 +189,15 @@ impl TokenService for TokenApi {
                         }),
                         Err(broadcast::error::RecvError::Closed) => return,
                     },
-                    _ = heartbeat.tick() => watch_revocations_response::Event::Heartbeat(Heartbeat {
-                        at: Some(convert::timestamp(app.clock.now())),
-                    }),
+                    _ = heartbeat.tick() => {
+                        if let Err(status) = still_authorised(&app, &credential).await {
+                            let _ = tx.send(Err(status)).await;
+                            return;
+                        }
+                        watch_revocations_response::Event::Heartbeat(Heartbeat {
+                            at: Some(convert::timestamp(app.clock.now())),
+                        })
+                    }
                 };
                 if tx
                     .send(Ok(WatchRevocationsResponse { event: Some(event) }))
@@ -195,6 +216,7 @@ impl TokenService for TokenApi {
         let mut version = self.app.keys.watch();
         version.borrow_and_update();
         let app = self.app.clone();
+        let credential = bearer(request.metadata()).unwrap_or_default().to_string();
         Ok(Response::new(stream_from(app.clone(), move |tx| async move {
             let mut heartbeat = tokio::time::interval(app.settings.watch_heartbeat_interval);
             heartbeat.tick().await;
@@ -216,6 +238,10 @@ impl TokenService for TokenApi {
                     },
                     _ = heartbeat.tick() => true,
                 };
+                if is_heartbeat && let Err(status) = still_authorised(&app, &credential).await {
+                    let _ = tx.send(Err(status)).await;
+                    return;
+                }
             }
         })))
     }

@@ -28,11 +28,9 @@ pub enum FeedMessage {
         kind: String,
         subject_id: String,
         user_id: Option<Uuid>,
-        created_at_ms: i64,
-        expires_at_ms: i64,
+        created_at_us: i64,
+        expires_at_us: i64,
     },
-    /// An API key's secret changed (rotation): drop any cached copy.
-    ApiKeyChanged { origin: String, id: Uuid },
     /// The signing keys changed (`authd keys rotate`): reload them now.
     KeysChanged { origin: String },
 }
@@ -40,9 +38,7 @@ pub enum FeedMessage {
 impl FeedMessage {
     pub fn origin(&self) -> &str {
         match self {
-            Self::Revocation { origin, .. } | Self::ApiKeyChanged { origin, .. } | Self::KeysChanged { origin } => {
-                origin
-            }
+            Self::Revocation { origin, .. } | Self::KeysChanged { origin } => origin,
         }
     }
 
@@ -52,8 +48,8 @@ impl FeedMessage {
             kind: revocation.kind.as_str().to_string(),
             subject_id: revocation.subject_id.clone(),
             user_id: revocation.user_id,
-            created_at_ms: revocation.created_at.timestamp_millis(),
-            expires_at_ms: revocation.expires_at.timestamp_millis(),
+            created_at_us: revocation.created_at.timestamp_micros(),
+            expires_at_us: revocation.expires_at.timestamp_micros(),
         }
     }
 
@@ -63,8 +59,8 @@ impl FeedMessage {
             kind,
             subject_id,
             user_id,
-            created_at_ms,
-            expires_at_ms,
+            created_at_us,
+            expires_at_us,
             ..
         } = self
         else {
@@ -74,8 +70,8 @@ impl FeedMessage {
             kind: RevocationKind::parse(kind)?,
             subject_id: subject_id.clone(),
             user_id: *user_id,
-            created_at: DateTime::from_timestamp_millis(*created_at_ms)?,
-            expires_at: DateTime::from_timestamp_millis(*expires_at_ms)?,
+            created_at: DateTime::from_timestamp_micros(*created_at_us)?,
+            expires_at: DateTime::from_timestamp_micros(*expires_at_us)?,
         })
     }
 }
@@ -162,7 +158,7 @@ impl Feed {
             let expires_ms = u64::try_from(revocation.expires_at.timestamp_millis()).unwrap_or(0);
             pipe.cmd("SET")
                 .arg(self.deny_key(revocation))
-                .arg(revocation.created_at.timestamp_millis())
+                .arg(revocation.created_at.timestamp_micros())
                 .arg("PXAT")
                 .arg(expires_ms)
                 .ignore();
@@ -216,7 +212,9 @@ impl Feed {
         let mut pubsub = tokio::time::timeout(REDIS_TIMEOUT * 2, client.get_async_pubsub())
             .await
             .map_err(|_| redis::RedisError::from(std::io::Error::from(std::io::ErrorKind::TimedOut)))??;
-        pubsub.subscribe(self.channel()).await?;
+        tokio::time::timeout(REDIS_TIMEOUT * 2, pubsub.subscribe(self.channel()))
+            .await
+            .map_err(|_| redis::RedisError::from(std::io::Error::from(std::io::ErrorKind::TimedOut)))??;
         Ok(Some(pubsub))
     }
 }
@@ -240,8 +238,8 @@ mod tests {
             kind: RevocationKind::Session,
             subject_id: "s".into(),
             user_id: Some(Uuid::now_v7()),
-            created_at: DateTime::from_timestamp_millis(now.timestamp_millis()).unwrap(),
-            expires_at: DateTime::from_timestamp_millis(now.timestamp_millis() + 1000).unwrap(),
+            created_at: DateTime::from_timestamp_micros(now.timestamp_micros()).unwrap(),
+            expires_at: DateTime::from_timestamp_micros(now.timestamp_micros() + 1000).unwrap(),
         };
         let message = FeedMessage::revocation("me", &revocation);
         let text = serde_json::to_string(&message).unwrap();

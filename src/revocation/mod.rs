@@ -22,6 +22,9 @@ pub enum RevocationKind {
     ApiKey,
     /// One access token, by `jti`.
     Token,
+    /// Not a revocation: an API key got a new secret, so cached copies must be dropped. Recorded
+    /// like one so that every replica learns of it, through the feed or from Postgres.
+    SecretRotated,
 }
 
 impl RevocationKind {
@@ -31,6 +34,7 @@ impl RevocationKind {
             Self::User => "user",
             Self::ApiKey => "api_key",
             Self::Token => "token",
+            Self::SecretRotated => "api_key_rotated",
         }
     }
 
@@ -40,6 +44,7 @@ impl RevocationKind {
             "user" => Some(Self::User),
             "api_key" => Some(Self::ApiKey),
             "token" => Some(Self::Token),
+            "api_key_rotated" => Some(Self::SecretRotated),
             _ => None,
         }
     }

@@ -16,18 +16,17 @@ pub struct RevocationView {
 struct Inner {
     /// Subject → (when it was revoked, until when the entry matters).
     entries: HashMap<(RevocationKind, String), (DateTime<Utc>, DateTime<Utc>)>,
-    /// The highest Postgres row id applied, to read only newer rows next time.
-    last_id: i64,
 }
 
 impl RevocationView {
-    /// Records a revocation; returns whether the view did not already hold it.
+    /// Records a revocation; returns whether it told the view something new (a new subject, or
+    /// a later revocation of one already held).
     pub fn apply(&self, revocation: &Revocation) -> bool {
         let mut inner = self.inner.write().expect("revocation view lock");
         let key = (revocation.kind, revocation.subject_id.clone());
         match inner.entries.get_mut(&key) {
             Some(entry) => {
-                let newer = revocation.created_at > entry.0 || revocation.expires_at > entry.1;
+                let newer = revocation.created_at > entry.0;
                 entry.0 = entry.0.max(revocation.created_at);
                 entry.1 = entry.1.max(revocation.expires_at);
                 newer
@@ -39,16 +38,6 @@ impl RevocationView {
                 true
             }
         }
-    }
-
-    /// Notes that every Postgres row up to `id` has been applied.
-    pub fn mark_loaded(&self, id: i64) {
-        let mut inner = self.inner.write().expect("revocation view lock");
-        inner.last_id = inner.last_id.max(id);
-    }
-
-    pub fn last_loaded_id(&self) -> i64 {
-        self.inner.read().expect("revocation view lock").last_id
     }
 
     pub fn apply_all<'a>(&self, revocations: impl IntoIterator<Item = &'a Revocation>) {

@@ -53,6 +53,11 @@ impl App {
         let session_for_tx = session.clone();
         let ended = conn
             .transaction::<_, store::StoreError, _>(async |conn| {
+                // Serialised with other logins and revocations of this user; and a user locked
+                // out or deactivated since the password check gets no session.
+                if !store::users::lock(conn, user.id).await?.is_some_and(|u| u.active) {
+                    return Ok(None);
+                }
                 store::sessions::insert(conn, &session_for_tx).await?;
                 store::sessions::insert_refresh_token(
                     conn,
@@ -69,9 +74,10 @@ impl App {
                 let revocations = self.session_revocations(&ended, user.id, now);
                 store::revocations::insert_many(conn, &revocations.iter().map(Revocation::to_row).collect::<Vec<_>>())
                     .await?;
-                Ok(revocations)
+                Ok(Some(revocations))
             })
-            .await?;
+            .await?
+            .ok_or(Error::Unauthenticated)?;
         self.apply_revocations(&ended);
         self.issue_tokens(user, &session, refresh_token)
     }
@@ -299,6 +305,7 @@ impl App {
         let mut conn = store::conn(&self.pool).await?;
         let mut revocations = conn
             .transaction::<_, store::StoreError, _>(async |conn| {
+                store::users::lock(conn, user_id).await?;
                 let mut revocations = self.revoke_all_sessions_in(conn, user_id, None, now).await?;
                 store::revocations::insert_many(conn, &[user_wide.to_row()]).await?;
                 revocations.push(user_wide.clone());

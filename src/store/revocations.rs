@@ -46,10 +46,15 @@ pub async fn live(conn: &mut Conn<'_>, now: DateTime<Utc>) -> StoreResult<Vec<Re
         .await?)
 }
 
-/// Revocations recorded after `after_id` that still matter at `now`.
-pub async fn since(conn: &mut Conn<'_>, after_id: i64, now: DateTime<Utc>) -> StoreResult<Vec<RevocationRow>> {
+/// Revocations recorded after `after` that still matter at `now`. Rows become visible in
+/// commit order, not id order, so callers ask by time with a generous overlap.
+pub async fn recorded_since(
+    conn: &mut Conn<'_>,
+    after: DateTime<Utc>,
+    now: DateTime<Utc>,
+) -> StoreResult<Vec<RevocationRow>> {
     Ok(revocations::table
-        .filter(revocations::id.gt(after_id))
+        .filter(revocations::created_at.gt(after))
         .filter(revocations::expires_at.gt(now))
         .order(revocations::id.asc())
         .select(RevocationRow::as_select())

@@ -131,3 +131,15 @@ pub async fn set_roles(conn: &mut Conn<'_>, id: Uuid, roles: &[String], at: Date
         .await?;
     Ok(())
 }
+
+/// Locks a user's row for the rest of the transaction: logins, password changes and user-wide
+/// revocations of one user happen one after another, never interleaved.
+pub async fn lock(conn: &mut Conn<'_>, id: Uuid) -> StoreResult<Option<UserRow>> {
+    Ok(users::table
+        .find(id)
+        .for_update()
+        .select(UserRow::as_select())
+        .first(conn)
+        .await
+        .optional()?)
+}

@@ -14,9 +14,10 @@ fn shared_redis() -> String {
 }
 
 /// Three replicas on one database and one Redis, all following the feed.
-async fn three_replicas() -> (Replica, Replica, Replica, Vec<(String, String)>) {
+async fn three_replicas(extra: &[(&str, &str)]) -> (Replica, Replica, Replica, Vec<(String, String)>) {
     let (_, database_url) = fresh_database().await;
-    let env = deployment_env(&database_url, Some(&shared_redis()));
+    let mut env = deployment_env(&database_url, Some(&shared_redis()));
+    env.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
     // The first one migrates and creates the signing key and the admin; then the others.
     let a = Replica::start(&env).await;
     let (b, c) = tokio::join!(Replica::start(&env), Replica::start(&env));
@@ -33,7 +34,8 @@ fn p99(mut samples: Vec<Duration>) -> Duration {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_logout_on_one_replica_reaches_the_others_within_a_second() {
-    let (a, b, c, _) = three_replicas().await;
+    // No periodic re-read from Postgres: what arrives in time arrives through the feed.
+    let (a, b, c, _) = three_replicas(&[("AUTHD_REVOCATION_RESYNC_INTERVAL", "1h")]).await;
     let introspector = a.introspector().await;
     a.register("ann").await;
     let mut latencies = Vec::new();
@@ -63,6 +65,47 @@ async fn a_logout_on_one_replica_reaches_the_others_within_a_second() {
             !replica.log().contains("lost the revocation feed"),
             "the feed dropped while Redis was healthy"
         );
+        assert_eq!(
+            replica.metric("authd_revocation_feed_synced").await,
+            Some(1.0),
+            "answers came from the feed"
+        );
+    }
+
+    // A rotated API key (no grace): the old secret stops and the new one works on every replica.
+    let owner = a.login("ann", PASSWORD).await;
+    let created = a
+        .api_keys()
+        .create_api_key(bearer(
+            CreateApiKeyRequest {
+                label: "svc".into(),
+                scopes: vec!["tasks:read".into()],
+                expires_at: None,
+            },
+            &owner.access_token,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(b.is_active(&introspector, &created.secret).await, "cached on B");
+    let rotated = a
+        .api_keys()
+        .rotate_api_key(bearer(
+            RotateApiKeyRequest {
+                id: created.api_key.unwrap().id,
+                grace_period: None,
+            },
+            &owner.access_token,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    for replica in [&b, &c] {
+        within(Duration::from_secs(1), || async {
+            !replica.is_active(&introspector, &created.secret).await
+        })
+        .await;
+        assert!(replica.is_active(&introspector, &rotated.secret).await);
     }
 
     // ChangePassword on A ends the sessions opened on B, everywhere.
@@ -94,7 +137,7 @@ async fn a_logout_on_one_replica_reaches_the_others_within_a_second() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn watch_streams_deliver_revocations_and_new_keys() {
-    let (a, b, c, env) = three_replicas().await;
+    let (a, b, c, env) = three_replicas(&[("AUTHD_WATCH_HEARTBEAT_INTERVAL", "200ms")]).await;
     let introspector = a.introspector().await;
     let tokens = a.user("bea").await;
 
@@ -131,6 +174,19 @@ async fn watch_streams_deliver_revocations_and_new_keys() {
     assert_eq!(event.kind(), RevocationKind::Session);
     assert_eq!(event.subject_id, tokens.session_id);
     assert!(!event.user_id.is_empty());
+    // Heard once: the periodic re-read from Postgres (every second) does not repeat it.
+    let repeats = tokio::time::timeout(Duration::from_millis(2500), async {
+        let mut repeats = 0;
+        while let Some(Ok(message)) = revocations.next().await {
+            if let Some(watch_revocations_response::Event::Revocation(again)) = message.event {
+                repeats += usize::from(again.subject_id == event.subject_id);
+            }
+        }
+        repeats
+    })
+    .await
+    .unwrap_or(0);
+    assert_eq!(repeats, 0, "the same revocation was streamed twice");
 
     // Streams need the introspection scope.
     let user = a.user("cid").await;
@@ -169,13 +225,46 @@ async fn watch_streams_deliver_revocations_and_new_keys() {
     .expect("WatchKeys delivered the new key set");
     assert_eq!(rotated.keys.len(), 2, "the new key, and the old one still published");
     assert!(rotated.jwks_json.contains(&initial.keys[0].kid));
+
+    // A stream lasts only as long as its credential: revoke the key and the stream ends.
+    let admin = a.admin().await;
+    let keys_of_admin = a
+        .api_keys()
+        .list_api_keys(bearer(ListApiKeysRequest {}, &admin.access_token))
+        .await
+        .unwrap()
+        .into_inner()
+        .api_keys;
+    a.api_keys()
+        .revoke_api_key(bearer(
+            RevokeApiKeyRequest {
+                id: keys_of_admin[0].id.clone(),
+            },
+            &admin.access_token,
+        ))
+        .await
+        .unwrap();
+    let ended = tokio::time::timeout(Duration::from_secs(3), async {
+        loop {
+            match keys.next().await {
+                Some(Ok(_)) => continue,
+                Some(Err(status)) => return Some(status.code()),
+                None => return None,
+            }
+        }
+    })
+    .await
+    .expect("the stream ended after its key was revoked");
+    assert_eq!(ended, Some(Code::Unauthenticated));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn revocation_holds_while_redis_is_down_and_the_feed_resumes_after() {
     let mut redis = PrivateRedis::start().await;
     let (_, database_url) = fresh_database().await;
-    let env = deployment_env(&database_url, Some(&redis.url()));
+    let mut env = deployment_env(&database_url, Some(&redis.url()));
+    // No periodic re-read: after the outage, only the reload on resubscribing can bring B up to date.
+    env.push(("AUTHD_REVOCATION_RESYNC_INTERVAL".into(), "1h".into()));
     let a = Replica::start(&env).await;
     let b = Replica::start(&env).await;
     a.await_feed(true, Duration::from_secs(10)).await;
@@ -207,6 +296,8 @@ async fn revocation_holds_while_redis_is_down_and_the_feed_resumes_after() {
     redis.resume().await;
     a.await_feed(true, Duration::from_secs(10)).await;
     b.await_feed(true, Duration::from_secs(10)).await;
+    // Back on the feed, B's view holds what was revoked during the outage.
+    assert!(!b.is_active(&introspector, &doomed.access_token).await);
     a.auth()
         .logout(LogoutRequest {
             refresh_token: kept.refresh_token.clone(),
@@ -224,11 +315,12 @@ async fn revocation_holds_while_redis_is_down_and_the_feed_resumes_after() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_outage_is_unavailable_never_fails_open_and_recovers() {
     let postgres = PrivatePostgres::start();
-    for (mode, redis) in [("single node", None), ("with Redis", Some(shared_redis()))] {
+    let mut redis = PrivateRedis::start().await;
+    for (mode, redis_url) in [("single node", None), ("with Redis", Some(redis.url()))] {
         let database_url = postgres
             .create_database(&format!("outage_{}", uuid::Uuid::new_v4().simple()))
             .await;
-        let env = deployment_env(&database_url, redis.as_deref());
+        let env = deployment_env(&database_url, redis_url.as_deref());
         let node = Replica::start(&env).await;
         node.await_feed(true, Duration::from_secs(10)).await;
         let introspector = node.introspector().await;
@@ -278,6 +370,25 @@ async fn postgres_outage_is_unavailable_never_fails_open_and_recovers() {
         // The view is current (single node, or synced through Redis): valid tokens still verify.
         assert!(node.is_active(&introspector, &valid.access_token).await, "{mode}");
 
+        if redis_url.is_some() {
+            // Redis gone too: nothing can prove the view current, so no answer is given.
+            redis.stop();
+            node.await_feed(false, Duration::from_secs(3)).await;
+            let status = node
+                .tokens()
+                .introspect(bearer(
+                    IntrospectRequest {
+                        token: valid.access_token.clone(),
+                        token_type_hint: String::new(),
+                    },
+                    &introspector,
+                ))
+                .await
+                .unwrap_err();
+            assert_eq!(status.code(), Code::Unavailable, "both stores down");
+            redis.resume().await;
+        }
+
         postgres.resume();
         within(Duration::from_secs(15), || async {
             node.auth()
@@ -300,8 +411,10 @@ async fn postgres_outage_is_unavailable_never_fails_open_and_recovers() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_lets_in_flight_calls_finish_and_exits_zero() {
     let (_, database_url) = fresh_database().await;
-    let env = deployment_env(&database_url, None);
+    // With Redis, so that the feed's jobs are part of the shutdown too.
+    let env = deployment_env(&database_url, Some(&shared_redis()));
     let mut node = Replica::start(&env).await;
+    node.await_feed(true, Duration::from_secs(10)).await;
     let introspector = node.introspector().await;
     let tokens = node.user("fox").await;
     let signalled = std::sync::Arc::new(std::sync::Mutex::new(None::<Instant>));
@@ -482,4 +595,30 @@ async fn single_session_mode_ends_every_other_session_at_login() {
     let second = app.login("ivo", PASSWORD).await;
     assert!(!app.is_active(&introspector, &first.access_token).await);
     assert!(app.is_active(&introspector, &second.access_token).await);
+}
+
+#[tokio::test]
+async fn a_missed_feed_message_is_caught_up_from_postgres() {
+    // Two replicas that share no feed at all: only the periodic re-read can carry A's logout to B.
+    let a = spawn_app_with(&[("AUTHD_REVOCATION_RESYNC_INTERVAL", "200ms")]).await;
+    let b_app = authd::startup::Application::build(
+        settings(&a.database_url, &[("AUTHD_REVOCATION_RESYNC_INTERVAL", "200ms")]),
+        authd::clock::Clock::system(),
+        false,
+    )
+    .await
+    .unwrap();
+    let b = Client::connect(b_app.local_addr()).await;
+    tokio::spawn(b_app.run_until_stopped(std::future::pending()));
+    let introspector = a.introspector().await;
+    let tokens = a.user("ida").await;
+    assert!(b.is_active(&introspector, &tokens.access_token).await);
+    a.auth()
+        .logout(bearer(LogoutRequest::default(), &tokens.access_token))
+        .await
+        .unwrap();
+    within(Duration::from_secs(2), || async {
+        !b.is_active(&introspector, &tokens.access_token).await
+    })
+    .await;
 }
