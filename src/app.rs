@@ -25,6 +25,11 @@ pub struct App {
     pub feed: Feed,
     pub hasher: PasswordHasher,
     pub api_keys: ApiKeyCache,
+    pub mailer: crate::mail::delivery::Mailer,
+    /// Wakes the delivery worker when mail was written here.
+    pub(crate) mail_ready: tokio::sync::Notify,
+    /// Bounds the requests handled after their answer was sent (mail-sending RPCs).
+    pub(crate) background: Arc<tokio::sync::Semaphore>,
     serving: AtomicBool,
     /// Turns true when the server begins to shut down; streams end on it.
     shutdown: watch::Sender<bool>,
@@ -63,6 +68,7 @@ impl App {
             settings.redis_url.as_ref().map(|u| u.expose().as_str()),
             &settings.redis_namespace,
         )?;
+        let mailer = crate::mail::delivery::Mailer::from_settings(&settings)?;
         let (outbox, outbox_rx) = mpsc::unbounded_channel();
         let app = Arc::new(Self {
             settings,
@@ -74,6 +80,9 @@ impl App {
             feed,
             hasher,
             api_keys: ApiKeyCache::default(),
+            mailer,
+            mail_ready: tokio::sync::Notify::new(),
+            background: Arc::new(tokio::sync::Semaphore::new(256)),
             serving: AtomicBool::new(false),
             shutdown: watch::channel(false).0,
             outbox,

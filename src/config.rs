@@ -120,6 +120,13 @@ pub struct Settings {
     pub revocation_resync_interval: Duration,
     /// How often the watch streams send a heartbeat.
     pub watch_heartbeat_interval: Duration,
+    /// Mails of one kind to one address per hour; beyond it requests answer OK and send nothing.
+    pub mail_rate_per_hour: u32,
+    /// How often the delivery worker looks for due mail (new mail written here wakes it at once).
+    pub mail_poll_interval: Duration,
+    /// How often housekeeping runs: purges of expired tokens, sessions, delivered mail, and of
+    /// accounts whose deletion grace has passed.
+    pub housekeeping_interval: Duration,
     pub otel_endpoint: Option<String>,
 }
 
@@ -163,6 +170,9 @@ const KEYS: &[&str] = &[
     "redis_namespace",
     "revocation_resync_interval",
     "watch_heartbeat_interval",
+    "mail_rate_per_hour",
+    "mail_poll_interval",
+    "housekeeping_interval",
 ];
 
 fn env_name(key: &str) -> String {
@@ -364,7 +374,13 @@ impl Settings {
             bootstrap_admin_email,
             bootstrap_admin_password,
             public_url: url("public_url", "http://127.0.0.1:8080")?,
-            smtp_url: raw.get("smtp_url").map(|v| Secret::new(v.to_string())),
+            smtp_url: match raw.get("smtp_url").map(str::trim) {
+                Some(url) if url.starts_with("smtp://") || url.starts_with("smtps://") => {
+                    Some(Secret::new(url.to_string()))
+                }
+                Some(_) => return Err(ConfigError::new("smtp_url", "must be an smtp:// or smtps:// URL")),
+                None => None,
+            },
             mail_dir: PathBuf::from(raw.get("mail_dir").unwrap_or("./.data/mail")),
             mail_from: raw.get("mail_from").unwrap_or("authd@localhost").trim().to_string(),
             require_verified_email: raw.boolean("require_verified_email", false)?,
@@ -394,6 +410,9 @@ impl Settings {
             redis_namespace: raw.get("redis_namespace").unwrap_or("authd").trim().to_string(),
             revocation_resync_interval: raw.duration("revocation_resync_interval", "1s")?,
             watch_heartbeat_interval: raw.duration("watch_heartbeat_interval", "15s")?,
+            mail_rate_per_hour: raw.parse("mail_rate_per_hour", 3, |v| v.parse().ok())?,
+            mail_poll_interval: raw.duration("mail_poll_interval", "5s")?,
+            housekeeping_interval: raw.duration("housekeeping_interval", "30s")?,
             otel_endpoint: raw.get("otel_exporter_otlp_endpoint").map(str::to_string),
         })
     }

@@ -1,7 +1,10 @@
 //! Small cryptographic helpers shared by every kind of secret token.
 
+use crate::secret::Secret;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use chacha20poly1305::aead::{Aead, AeadCore, KeyInit, Payload};
+use chacha20poly1305::{XChaCha20Poly1305, XNonce};
 use rand::RngCore;
 use rand::rngs::OsRng;
 use sha2::{Digest, Sha256};
@@ -30,4 +33,42 @@ pub fn b64url(bytes: &[u8]) -> String {
 
 pub fn b64url_decode(text: &str) -> Option<Vec<u8>> {
     URL_SAFE_NO_PAD.decode(text).ok()
+}
+
+/// Encrypts with XChaCha20-Poly1305 under the key-encryption key, binding `context` (a key id, a
+/// table name) as associated data: `nonce (24 bytes) || ciphertext`.
+pub fn seal(kek: &Secret<[u8; 32]>, context: &[u8], plaintext: &[u8]) -> Vec<u8> {
+    let cipher = XChaCha20Poly1305::new(kek.expose().into());
+    let nonce = XChaCha20Poly1305::generate_nonce(&mut OsRng);
+    let ciphertext = cipher
+        .encrypt(
+            &nonce,
+            Payload {
+                msg: plaintext,
+                aad: context,
+            },
+        )
+        .expect("encryption cannot fail for in-memory buffers");
+    let mut sealed = nonce.to_vec();
+    sealed.extend_from_slice(&ciphertext);
+    sealed
+}
+
+/// Reverses [`seal`]; `None` for a wrong key, a wrong context or tampered bytes.
+pub fn open(kek: &Secret<[u8; 32]>, context: &[u8], sealed: &[u8]) -> Option<Secret<Vec<u8>>> {
+    if sealed.len() < 24 {
+        return None;
+    }
+    let (nonce, ciphertext) = sealed.split_at(24);
+    let cipher = XChaCha20Poly1305::new(kek.expose().into());
+    cipher
+        .decrypt(
+            XNonce::from_slice(nonce),
+            Payload {
+                msg: ciphertext,
+                aad: context,
+            },
+        )
+        .map(Secret::new)
+        .ok()
 }

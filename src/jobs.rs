@@ -5,7 +5,10 @@
 //! - the feed follower applies other replicas' revocations, and decides when this replica's view
 //!   is synced;
 //! - the resync re-reads recent revocations from Postgres, the safety net under the feed;
-//! - upkeep writes API-key usage, reloads signing keys and forgets expired revocations.
+//! - upkeep writes API-key usage, reloads signing keys and forgets expired revocations;
+//! - mail delivery sends the outbox, with retries;
+//! - housekeeping purges accounts past their deletion grace, and expired tokens, sessions,
+//!   delivered mail and revocations.
 
 use crate::app::App;
 use crate::revocation::FeedMessage;
@@ -29,6 +32,8 @@ pub fn spawn(app: Arc<App>, health: HealthReporter) -> Vec<JoinHandle<()>> {
         tokio::spawn(probe_database(app.clone(), health)),
         tokio::spawn(upkeep(app.clone())),
         tokio::spawn(resync_revocations(app.clone())),
+        tokio::spawn(deliver_mail(app.clone())),
+        tokio::spawn(housekeeping(app.clone())),
     ];
     if app.feed.is_distributed() {
         jobs.push(tokio::spawn(publish_feed(app.clone())));
@@ -86,6 +91,118 @@ async fn upkeep(app: Arc<App>) {
             () = stopped(&mut stop) => return,
         }
     }
+}
+
+/// Mails claimed per round, and how long a claim holds.
+const MAIL_BATCH: i64 = 20;
+const MAIL_LEASE: chrono::Duration = chrono::Duration::minutes(2);
+/// Retries back off up to this, so a mail server that comes back is used within it.
+const MAIL_MAX_BACKOFF_SECS: i64 = 30;
+/// Mail still undelivered after this long is given up on (and its link dropped).
+const MAIL_GIVE_UP: chrono::Duration = chrono::Duration::days(3);
+
+/// Sends due mail from the outbox: at once when this replica wrote some, otherwise every
+/// `AUTHD_MAIL_POLL_INTERVAL` (other replicas' mail, retries).
+async fn deliver_mail(app: Arc<App>) {
+    let mut stop = app.shutdown_signal();
+    let mut tick = tokio::time::interval(app.settings.mail_poll_interval);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            () = app.mail_ready.notified() => {}
+            () = stopped(&mut stop) => return,
+        }
+        // Drain what is due, batch by batch.
+        loop {
+            match deliver_batch(&app).await {
+                Ok(n) if n as i64 == MAIL_BATCH => continue,
+                Ok(_) => break,
+                Err(e) => {
+                    tracing::debug!(error = %e.detail(), "mail delivery round failed");
+                    break;
+                }
+            }
+        }
+    }
+}
+
+async fn deliver_batch(app: &App) -> crate::error::Result<usize> {
+    let now = app.clock.now();
+    let claimed = {
+        let mut conn = store::conn(&app.pool).await?;
+        store::mail::claim_due(&mut conn, now, MAIL_LEASE, MAIL_BATCH).await?
+    };
+    for mail in &claimed {
+        let message = mail
+            .sealed_message
+            .as_deref()
+            .and_then(|sealed| crate::mail::unseal(&app.settings.key_encryption_key, sealed));
+        let result = match &message {
+            Some(message) => {
+                app.mailer
+                    .send(&app.settings.mail_from, message, mail.id, &mail.kind)
+                    .await
+            }
+            None => Err("the stored message cannot be opened (wrong AUTHD_KEY_ENCRYPTION_KEY?)".to_string()),
+        };
+        let now = app.clock.now();
+        let mut conn = store::conn(&app.pool).await?;
+        match result {
+            Ok(()) => {
+                store::mail::mark_sent(&mut conn, mail.id, now).await?;
+                tracing::info!(id = mail.id, kind = %mail.kind, "mail delivered");
+            }
+            Err(error) if message.is_none() || now - mail.created_at > MAIL_GIVE_UP => {
+                tracing::error!(id = mail.id, kind = %mail.kind, %error, "giving up on a mail");
+                store::mail::mark_abandoned(&mut conn, mail.id, &error, now).await?;
+            }
+            Err(error) => {
+                let backoff = 1i64 << mail.attempts.clamp(0, 5);
+                let next = now + chrono::Duration::seconds(backoff.min(MAIL_MAX_BACKOFF_SECS));
+                tracing::warn!(id = mail.id, kind = %mail.kind, attempt = mail.attempts + 1, %error, "mail not delivered; will retry");
+                store::mail::mark_retry(&mut conn, mail.id, &error, next).await?;
+            }
+        }
+    }
+    Ok(claimed.len())
+}
+
+/// Purges, at least once a minute, by one replica at a time.
+async fn housekeeping(app: Arc<App>) {
+    let mut stop = app.shutdown_signal();
+    let mut tick = tokio::time::interval(app.settings.housekeeping_interval);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            () = stopped(&mut stop) => return,
+        }
+        if let Err(e) = app.purge_deleted_accounts().await {
+            tracing::warn!(error = %e.detail(), "could not purge deleted accounts");
+        }
+        if let Err(e) = purge_expired(&app).await {
+            tracing::warn!(error = %e.detail(), "housekeeping failed");
+        }
+    }
+}
+
+async fn purge_expired(app: &App) -> crate::error::Result<()> {
+    use diesel_async::AsyncConnection;
+    const HOUSEKEEPING_LOCK: i64 = 7203;
+    let now = app.clock.now();
+    let day_ago = now - chrono::Duration::days(1);
+    let mut conn = store::conn(&app.pool).await?;
+    conn.transaction::<_, store::StoreError, _>(async |conn| {
+        if !store::try_lock_for_transaction(conn, HOUSEKEEPING_LOCK).await? {
+            return Ok(());
+        }
+        store::one_time_tokens::purge_expired(conn, day_ago).await?;
+        store::sessions::purge_finished(conn, day_ago).await?;
+        store::mail::purge_finished(conn, day_ago).await?;
+        store::revocations::purge_expired(conn, now).await?;
+        Ok(())
+    })
+    .await?;
+    Ok(())
 }
 
 /// Re-reads the last two minutes of revocations every `AUTHD_REVOCATION_RESYNC_INTERVAL`, in

@@ -17,6 +17,7 @@ pub mod grpc;
 pub mod http;
 pub mod identity;
 pub mod jobs;
+pub mod mail;
 pub mod revocation;
 pub mod secret;
 pub mod sessions;

@@ -1,7 +1,9 @@
 //! Registration, login, profile and password rules.
 
+mod lifecycle;
 mod password;
 
+pub use lifecycle::DeletionState;
 pub use password::{PasswordHasher, Verified};
 
 use crate::app::{App, ClientInfo};
@@ -91,6 +93,10 @@ impl App {
         let Some(user) = user.filter(|u| verified.ok && u.active) else {
             return Err(Error::Unauthenticated);
         };
+        // Told only to someone who knows the password.
+        if self.settings.require_verified_email && !user.email_verified {
+            return Err(Error::FailedPrecondition("email address not verified"));
+        }
         if verified.needs_rehash {
             let hash = self.hasher.hash(&password).await?;
             let mut conn = store::conn(&self.pool).await?;

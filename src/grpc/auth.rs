@@ -1,5 +1,6 @@
 use super::convert;
 use super::request::{bearer, client_info};
+use crate::accounts::DeletionState;
 use crate::app::App;
 use crate::error::Error;
 use crate::proto::auth_service_server::AuthService;
@@ -78,52 +79,76 @@ impl AuthService for AuthApi {
 
     async fn request_password_reset(
         &self,
-        _: Request<RequestPasswordResetRequest>,
+        request: Request<RequestPasswordResetRequest>,
     ) -> Reply<RequestPasswordResetResponse> {
-        later("RequestPasswordReset")
+        self.app.request_password_reset(&request.get_ref().email)?;
+        Ok(Response::new(RequestPasswordResetResponse {}))
     }
 
-    async fn reset_password(&self, _: Request<ResetPasswordRequest>) -> Reply<ResetPasswordResponse> {
-        later("ResetPassword")
+    async fn reset_password(&self, request: Request<ResetPasswordRequest>) -> Reply<ResetPasswordResponse> {
+        let req = request.into_inner();
+        self.app.reset_password(&req.token, &req.new_password).await?;
+        Ok(Response::new(ResetPasswordResponse {}))
     }
 
     async fn send_verification_email(
         &self,
-        _: Request<SendVerificationEmailRequest>,
+        request: Request<SendVerificationEmailRequest>,
     ) -> Reply<SendVerificationEmailResponse> {
-        later("SendVerificationEmail")
+        self.app.send_verification_email(&request.get_ref().email)?;
+        Ok(Response::new(SendVerificationEmailResponse {}))
     }
 
-    async fn verify_email(&self, _: Request<VerifyEmailRequest>) -> Reply<VerifyEmailResponse> {
-        later("VerifyEmail")
+    async fn verify_email(&self, request: Request<VerifyEmailRequest>) -> Reply<VerifyEmailResponse> {
+        self.app.verify_email(&request.get_ref().token).await?;
+        Ok(Response::new(VerifyEmailResponse {}))
     }
 
     async fn request_account_deletion(
         &self,
-        _: Request<RequestAccountDeletionRequest>,
+        request: Request<RequestAccountDeletionRequest>,
     ) -> Reply<RequestAccountDeletionResponse> {
-        later("RequestAccountDeletion")
+        self.app.request_account_deletion(&request.get_ref().email)?;
+        Ok(Response::new(RequestAccountDeletionResponse {}))
     }
 
     async fn confirm_account_deletion(
         &self,
-        _: Request<ConfirmAccountDeletionRequest>,
+        request: Request<ConfirmAccountDeletionRequest>,
     ) -> Reply<ConfirmAccountDeletionResponse> {
-        later("ConfirmAccountDeletion")
+        let scheduled_for = self.app.confirm_account_deletion(&request.get_ref().token).await?;
+        Ok(Response::new(ConfirmAccountDeletionResponse {
+            scheduled_for: Some(convert::timestamp(scheduled_for)),
+        }))
     }
 
     async fn cancel_account_deletion(
         &self,
-        _: Request<CancelAccountDeletionRequest>,
+        request: Request<CancelAccountDeletionRequest>,
     ) -> Reply<CancelAccountDeletionResponse> {
-        later("CancelAccountDeletion")
+        let token = request.get_ref().token.trim();
+        let caller = match bearer(request.metadata()) {
+            Some(credential) if token.is_empty() => Some(self.app.authenticate_user(Some(credential)).await?),
+            _ => None,
+        };
+        self.app.cancel_account_deletion(Some(token), caller.as_ref()).await?;
+        Ok(Response::new(CancelAccountDeletionResponse {}))
     }
 
     async fn get_account_deletion_status(
         &self,
-        _: Request<GetAccountDeletionStatusRequest>,
+        request: Request<GetAccountDeletionStatusRequest>,
     ) -> Reply<GetAccountDeletionStatusResponse> {
-        later("GetAccountDeletionStatus")
+        let caller = self.app.authenticate_user(bearer(request.metadata())).await?;
+        let (state, scheduled_for) = match self.app.account_deletion_status(&caller).await? {
+            DeletionState::None => (AccountDeletionState::None, None),
+            DeletionState::Requested => (AccountDeletionState::Requested, None),
+            DeletionState::Scheduled(at) => (AccountDeletionState::Scheduled, Some(convert::timestamp(at))),
+        };
+        Ok(Response::new(GetAccountDeletionStatusResponse {
+            state: state.into(),
+            scheduled_for,
+        }))
     }
 
     async fn list_providers(&self, _: Request<ListProvidersRequest>) -> Reply<ListProvidersResponse> {

@@ -42,6 +42,9 @@ impl UserService for UserApi {
     async fn update_me(&self, request: Request<UpdateMeRequest>) -> Reply<UpdateMeResponse> {
         let caller = self.app.authenticate_user(bearer(request.metadata())).await?;
         let req = request.into_inner();
+        if let Some(email) = req.email.as_deref() {
+            self.app.request_email_change(&caller, email).await?;
+        }
         let user = self.app.update_me(&caller, req.username.as_deref()).await?;
         Ok(Response::new(UpdateMeResponse {
             user: Some(convert::user(&user, self.app.clock.now())),

@@ -294,6 +294,25 @@ impl App {
     /// itself changes hands or standing (password reset, lock, deactivation, deletion).
     pub async fn revoke_user(&self, user_id: Uuid) -> Result<()> {
         let now = self.clock.now();
+        let mut conn = store::conn(&self.pool).await?;
+        let revocations = conn
+            .transaction::<_, store::StoreError, _>(async |conn| {
+                store::users::lock(conn, user_id).await?;
+                self.revoke_user_in(conn, user_id, now).await
+            })
+            .await?;
+        self.apply_revocations(&revocations);
+        Ok(())
+    }
+
+    /// The database half of [`App::revoke_user`], in the caller's transaction (which should hold
+    /// the user's row lock); the caller applies the result once it commits.
+    pub(crate) async fn revoke_user_in(
+        &self,
+        conn: &mut Conn<'_>,
+        user_id: Uuid,
+        now: DateTime<Utc>,
+    ) -> store::StoreResult<Vec<Revocation>> {
         let user_wide = Revocation {
             kind: RevocationKind::User,
             subject_id: user_id.to_string(),
@@ -302,19 +321,10 @@ impl App {
             // API keys can outlive any access token: the entry lasts as long as a key could.
             expires_at: now + chrono::Duration::days(365 * 100),
         };
-        let mut conn = store::conn(&self.pool).await?;
-        let mut revocations = conn
-            .transaction::<_, store::StoreError, _>(async |conn| {
-                store::users::lock(conn, user_id).await?;
-                let mut revocations = self.revoke_all_sessions_in(conn, user_id, None, now).await?;
-                store::revocations::insert_many(conn, &[user_wide.to_row()]).await?;
-                revocations.push(user_wide.clone());
-                Ok(revocations)
-            })
-            .await?;
-        revocations.dedup();
-        self.apply_revocations(&revocations);
-        Ok(())
+        let mut revocations = self.revoke_all_sessions_in(conn, user_id, None, now).await?;
+        store::revocations::insert_many(conn, &[user_wide.to_row()]).await?;
+        revocations.push(user_wide);
+        Ok(revocations)
     }
 
     pub async fn list_sessions(&self, caller: &Caller) -> Result<Vec<SessionRow>> {

@@ -2,6 +2,8 @@
 //! table. Nothing outside this module writes SQL.
 
 pub mod api_keys;
+pub mod mail;
+pub mod one_time_tokens;
 pub mod revocations;
 #[rustfmt::skip]
 pub mod schema;
@@ -170,4 +172,21 @@ pub async fn ping(pool: &Pool) -> StoreResult<()> {
     let mut conn = conn(pool).await?;
     conn.batch_execute("SELECT 1").await?;
     Ok(())
+}
+
+/// Takes a transaction-scoped advisory lock if free: one replica at a time does the work it
+/// guards, the others skip it this round.
+pub async fn try_lock_for_transaction(conn: &mut Conn<'_>, key: i64) -> StoreResult<bool> {
+    use diesel::sql_types::{BigInt, Bool};
+    #[derive(diesel::QueryableByName)]
+    struct Locked {
+        #[diesel(sql_type = Bool)]
+        locked: bool,
+    }
+    use diesel_async::RunQueryDsl;
+    let row: Locked = diesel::sql_query("SELECT pg_try_advisory_xact_lock($1) AS locked")
+        .bind::<BigInt, _>(key)
+        .get_result(conn)
+        .await?;
+    Ok(row.locked)
 }

@@ -113,3 +113,12 @@ pub async fn api_key_revoked(
     .get_result(conn)
     .await?)
 }
+
+/// Deletes revocations that no longer concern any credential.
+pub async fn purge_expired(conn: &mut Conn<'_>, now: DateTime<Utc>) -> StoreResult<usize> {
+    Ok(
+        diesel::delete(revocations::table.filter(revocations::expires_at.lt(now)))
+            .execute(conn)
+            .await?,
+    )
+}

@@ -19,6 +19,34 @@ diesel::table! {
 }
 
 diesel::table! {
+    mail_outbox (id) {
+        id -> Int8,
+        kind -> Text,
+        recipient -> Text,
+        sealed_message -> Nullable<Bytea>,
+        created_at -> Timestamptz,
+        attempts -> Int4,
+        next_attempt_at -> Timestamptz,
+        lease_until -> Nullable<Timestamptz>,
+        sent_at -> Nullable<Timestamptz>,
+        failed_at -> Nullable<Timestamptz>,
+        last_error -> Nullable<Text>,
+    }
+}
+
+diesel::table! {
+    one_time_tokens (token_hash) {
+        token_hash -> Bytea,
+        user_id -> Uuid,
+        purpose -> Text,
+        email -> Text,
+        created_at -> Timestamptz,
+        expires_at -> Timestamptz,
+        used_at -> Nullable<Timestamptz>,
+    }
+}
+
+diesel::table! {
     refresh_tokens (token_hash) {
         token_hash -> Bytea,
         session_id -> Uuid,
@@ -79,16 +107,21 @@ diesel::table! {
         failed_logins -> Int4,
         created_at -> Timestamptz,
         updated_at -> Timestamptz,
-        last_login_at -> Nullable<Timestamptz>,
+                last_login_at -> Nullable<Timestamptz>,
+        deletion_requested_at -> Nullable<Timestamptz>,
+        deletion_scheduled_for -> Nullable<Timestamptz>,
     }
 }
 
 diesel::joinable!(api_keys -> users (user_id));
+diesel::joinable!(one_time_tokens -> users (user_id));
 diesel::joinable!(refresh_tokens -> sessions (session_id));
 diesel::joinable!(sessions -> users (user_id));
 
 diesel::allow_tables_to_appear_in_same_query!(
-    api_keys,
+        api_keys,
+    mail_outbox,
+    one_time_tokens,
     refresh_tokens,
     revocations,
     sessions,

@@ -128,3 +128,12 @@ pub async fn revoke_all_for_user(
     .get_results(conn)
     .await?)
 }
+
+/// Deletes sessions (and their refresh tokens) that expired or were revoked before `before`.
+pub async fn purge_finished(conn: &mut Conn<'_>, before: DateTime<Utc>) -> StoreResult<usize> {
+    Ok(
+        diesel::delete(sessions::table.filter(sessions::expires_at.lt(before).or(sessions::revoked_at.lt(before))))
+            .execute(conn)
+            .await?,
+    )
+}

@@ -22,6 +22,8 @@ pub struct UserRow {
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
     pub last_login_at: Option<DateTime<Utc>>,
+    pub deletion_requested_at: Option<DateTime<Utc>>,
+    pub deletion_scheduled_for: Option<DateTime<Utc>>,
 }
 
 /// Shows who, never the password hash.
@@ -142,4 +144,70 @@ pub async fn lock(conn: &mut Conn<'_>, id: Uuid) -> StoreResult<Option<UserRow>>
         .first(conn)
         .await
         .optional()?)
+}
+
+pub async fn mark_email_verified(conn: &mut Conn<'_>, id: Uuid, at: DateTime<Utc>) -> StoreResult<()> {
+    diesel::update(users::table.find(id))
+        .set((users::email_verified.eq(true), users::updated_at.eq(at)))
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// Replaces the address with one just verified.
+pub async fn set_verified_email(
+    conn: &mut Conn<'_>,
+    id: Uuid,
+    email: &str,
+    normalized: &str,
+    at: DateTime<Utc>,
+) -> StoreResult<()> {
+    diesel::update(users::table.find(id))
+        .set((
+            users::email.eq(email),
+            users::email_normalized.eq(normalized),
+            users::email_verified.eq(true),
+            users::updated_at.eq(at),
+        ))
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+pub async fn set_deletion(
+    conn: &mut Conn<'_>,
+    id: Uuid,
+    requested_at: Option<DateTime<Utc>>,
+    scheduled_for: Option<DateTime<Utc>>,
+) -> StoreResult<()> {
+    diesel::update(users::table.find(id))
+        .set((
+            users::deletion_requested_at.eq(requested_at),
+            users::deletion_scheduled_for.eq(scheduled_for),
+        ))
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// Deletes up to `limit` accounts whose deletion is due (their sessions, keys and tokens go with
+/// them); rows another replica is purging are skipped. Returns the ids deleted.
+pub async fn purge_due_deletions(conn: &mut Conn<'_>, now: DateTime<Utc>, limit: i64) -> StoreResult<Vec<Uuid>> {
+    use diesel_async::AsyncConnection;
+    Ok(conn
+        .transaction::<_, diesel::result::Error, _>(async |conn| {
+            let due: Vec<Uuid> = users::table
+                .filter(users::deletion_scheduled_for.le(now))
+                .select(users::id)
+                .limit(limit)
+                .for_update()
+                .skip_locked()
+                .load(conn)
+                .await?;
+            diesel::delete(users::table.filter(users::id.eq_any(due)))
+                .returning(users::id)
+                .get_results(conn)
+                .await
+        })
+        .await?)
 }

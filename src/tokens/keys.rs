@@ -7,8 +7,6 @@ use crate::crypto::b64url;
 use crate::secret::Secret;
 use crate::store::signing_keys::{self, SigningKeyRow};
 use crate::store::{self, Pool, StoreError};
-use chacha20poly1305::aead::{Aead, AeadCore, KeyInit, Payload};
-use chacha20poly1305::{XChaCha20Poly1305, XNonce};
 use chrono::{DateTime, Utc};
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey};
 use rand::rngs::OsRng;
@@ -272,41 +270,12 @@ pub fn generate(kek: &Secret<[u8; 32]>, alg: SigningAlg, now: DateTime<Utc>) -> 
     })
 }
 
-/// XChaCha20-Poly1305 with the kid as associated data: `nonce (24 bytes) || ciphertext`.
 fn seal(kek: &Secret<[u8; 32]>, kid: &str, plaintext: &[u8]) -> Vec<u8> {
-    let cipher = XChaCha20Poly1305::new(kek.expose().into());
-    let nonce = XChaCha20Poly1305::generate_nonce(&mut OsRng);
-    let ciphertext = cipher
-        .encrypt(
-            &nonce,
-            Payload {
-                msg: plaintext,
-                aad: kid.as_bytes(),
-            },
-        )
-        .expect("encryption cannot fail for in-memory buffers");
-    let mut sealed = nonce.to_vec();
-    sealed.extend_from_slice(&ciphertext);
-    sealed
+    crate::crypto::seal(kek, kid.as_bytes(), plaintext)
 }
 
 fn open(kek: &Secret<[u8; 32]>, kid: &str, sealed: &[u8]) -> Result<Secret<Vec<u8>>, KeyError> {
-    let err = || KeyError::Decrypt { kid: kid.to_string() };
-    if sealed.len() < 24 {
-        return Err(err());
-    }
-    let (nonce, ciphertext) = sealed.split_at(24);
-    let cipher = XChaCha20Poly1305::new(kek.expose().into());
-    cipher
-        .decrypt(
-            XNonce::from_slice(nonce),
-            Payload {
-                msg: ciphertext,
-                aad: kid.as_bytes(),
-            },
-        )
-        .map(Secret::new)
-        .map_err(|_| err())
+    crate::crypto::open(kek, kid.as_bytes(), sealed).ok_or_else(|| KeyError::Decrypt { kid: kid.to_string() })
 }
 
 #[cfg(test)]

@@ -154,6 +154,7 @@ async fn login_by_email_or_username_then_profile() {
         .update_me(bearer(
             UpdateMeRequest {
                 username: Some("dora2".into()),
+                email: None,
             },
             &by_email.access_token,
         ))
@@ -170,6 +171,7 @@ async fn login_by_email_or_username_then_profile() {
         .update_me(bearer(
             UpdateMeRequest {
                 username: Some("EVE".into()),
+                email: None,
             },
             &by_email.access_token,
         ))

@@ -257,6 +257,7 @@ async fn an_api_key_cannot_manage_its_owners_account() {
             .update_me(bearer(
                 UpdateMeRequest {
                     username: Some("tia2".into()),
+                    email: None,
                 },
                 &secret,
             ))

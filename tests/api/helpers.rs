@@ -23,6 +23,15 @@ pub const ADMIN_EMAIL: &str = "admin@example.com";
 pub const ADMIN_PASSWORD: &str = "admin-password-for-tests";
 pub const PASSWORD: &str = "correct horse battery";
 
+/// Background jobs that read the database on their own schedule, pushed far apart, for tests
+/// that count the queries a call makes (the jobs' first round runs at start, before counting).
+pub const QUIET_BACKGROUND: &[(&str, &str)] = &[
+    ("AUTHD_HEALTH_PROBE_INTERVAL", "1h"),
+    ("AUTHD_REVOCATION_RESYNC_INTERVAL", "1h"),
+    ("AUTHD_MAIL_POLL_INTERVAL", "1h"),
+    ("AUTHD_HOUSEKEEPING_INTERVAL", "1h"),
+];
+
 /// The Postgres superuser URL given by `scripts/test.sh`.
 pub fn server_url() -> String {
     std::env::var("AUTHD_TEST_DATABASE_URL")
@@ -139,6 +148,9 @@ pub fn settings(database_url: &str, overrides: &[(&str, &str)]) -> Settings {
     .iter()
     .map(|(k, v)| (k.to_string(), v.to_string()))
     .collect();
+    // Mail goes to a throwaway directory unless a test says otherwise (never into the checkout).
+    let mail_dir = std::env::temp_dir().join("authd-test-mail");
+    env.insert("AUTHD_MAIL_DIR".into(), mail_dir.display().to_string());
     for (k, v) in overrides {
         env.insert(k.to_string(), v.to_string());
     }

@@ -333,11 +333,7 @@ async fn a_valid_introspection_issues_no_database_query() {
         #[diesel(sql_type = BigInt)]
         calls: i64,
     }
-    let app = spawn_app_with(&[
-        ("AUTHD_HEALTH_PROBE_INTERVAL", "1h"),
-        ("AUTHD_REVOCATION_RESYNC_INTERVAL", "1h"),
-    ])
-    .await;
+    let app = spawn_app_with(QUIET_BACKGROUND).await;
     let introspector = app.introspector().await;
     let tokens = app.user("cal").await;
     let user_key = {

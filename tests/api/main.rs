@@ -7,6 +7,8 @@ mod accounts;
 mod api_keys;
 mod cli;
 mod introspection;
+mod mail;
 mod replicas;
 mod server;
 mod sessions;
+mod smtp;

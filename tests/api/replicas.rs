@@ -479,13 +479,12 @@ async fn with_redis_healthy_a_valid_introspection_issues_no_database_query() {
     }
     let namespace = format!("authd-test-{}", uuid::Uuid::new_v4().simple());
     let redis = shared_redis();
-    let app = spawn_app_with(&[
-        ("AUTHD_REDIS_URL", &redis),
-        ("AUTHD_REDIS_NAMESPACE", &namespace),
-        ("AUTHD_HEALTH_PROBE_INTERVAL", "1h"),
-        ("AUTHD_REVOCATION_RESYNC_INTERVAL", "1h"),
-    ])
-    .await;
+    let mut overrides = vec![
+        ("AUTHD_REDIS_URL", redis.as_str()),
+        ("AUTHD_REDIS_NAMESPACE", namespace.as_str()),
+    ];
+    overrides.extend_from_slice(QUIET_BACKGROUND);
+    let app = spawn_app_with(&overrides).await;
     within(Duration::from_secs(10), || async { app.app.feed.is_synced() }).await;
     // The feed stays up on its own (its liveness pings succeed).
     tokio::time::sleep(Duration::from_millis(2500)).await;

@@ -83,8 +83,10 @@ async fn rpcs_of_later_issues_answer_unimplemented_and_admin_rpcs_refuse_users()
     let user = app.user("carol").await;
     let err = app
         .auth()
-        .request_password_reset(authd::proto::RequestPasswordResetRequest {
-            email: "carol@example.com".into(),
+        .login_with_provider(authd::proto::LoginWithProviderRequest {
+            provider: "google".into(),
+            id_token: "x".into(),
+            device_name: None,
         })
         .await
         .unwrap_err();

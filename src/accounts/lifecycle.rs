@@ -1,0 +1,323 @@
+//! The account lifecycle by mail: email verification (and change of address), password reset,
+//! and deletion with a grace period.
+//!
+//! Requests that name an address (`RequestPasswordReset`, `SendVerificationEmail`,
+//! `RequestAccountDeletion`) are answered at once, the same way for every address, and handled
+//! afterwards: whether the address has an account shows neither in the answer nor in its timing
+//! (security rule 8).
+
+use crate::app::App;
+use crate::crypto::{random_token, token_hash};
+use crate::domain::{Email, Password};
+use crate::error::{Error, Result};
+use crate::identity::Caller;
+use crate::mail::{self, Enqueued, MailKind, Message};
+use crate::store::{self, StoreError, one_time_tokens::OneTimeTokenRow, users::UserRow};
+use chrono::{DateTime, Utc};
+use diesel_async::AsyncConnection;
+use std::sync::Arc;
+use uuid::Uuid;
+
+const RESET_TTL: chrono::Duration = chrono::Duration::minutes(30);
+const VERIFY_TTL: chrono::Duration = chrono::Duration::hours(24);
+const DELETE_TTL: chrono::Duration = chrono::Duration::hours(1);
+
+fn lifetime(kind: MailKind) -> (chrono::Duration, &'static str) {
+    match kind {
+        MailKind::ResetPassword => (RESET_TTL, "30 minutes"),
+        MailKind::VerifyEmail => (VERIFY_TTL, "24 hours"),
+        MailKind::DeleteAccount => (DELETE_TTL, "1 hour"),
+    }
+}
+
+/// Where an account stands on its way to deletion.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeletionState {
+    None,
+    Requested,
+    Scheduled(DateTime<Utc>),
+}
+
+fn invalid_token() -> Error {
+    Error::invalid("token", "is invalid, expired or already used")
+}
+
+impl App {
+    pub fn request_password_reset(self: &Arc<Self>, email: &str) -> Result<()> {
+        self.mail_in_background(Email::parse(email)?, MailKind::ResetPassword)
+    }
+
+    pub fn send_verification_email(self: &Arc<Self>, email: &str) -> Result<()> {
+        self.mail_in_background(Email::parse(email)?, MailKind::VerifyEmail)
+    }
+
+    pub fn request_account_deletion(self: &Arc<Self>, email: &str) -> Result<()> {
+        self.mail_in_background(Email::parse(email)?, MailKind::DeleteAccount)
+    }
+
+    /// Answers now; looks the address up and mails afterwards. When too many requests are already
+    /// being handled, this one is dropped (and logged): it costs an attacker as much as a user.
+    fn mail_in_background(self: &Arc<Self>, email: Email, kind: MailKind) -> Result<()> {
+        let Ok(permit) = self.background.clone().try_acquire_owned() else {
+            tracing::warn!(kind = kind.as_str(), "too many mail requests in progress; dropping one");
+            return Ok(());
+        };
+        let app = self.clone();
+        tokio::spawn(async move {
+            let _permit = permit;
+            if let Err(e) = app.mail_one_time_link(&email, kind).await {
+                tracing::warn!(kind = kind.as_str(), error = %e.detail(), "could not handle a mail request");
+            }
+        });
+        Ok(())
+    }
+
+    /// Issues a one-time token and writes its mail, in one transaction, if the address belongs to
+    /// an account that needs it and the per-address limit allows.
+    async fn mail_one_time_link(&self, email: &Email, kind: MailKind) -> Result<()> {
+        let now = self.clock.now();
+        let mut conn = store::conn(&self.pool).await?;
+        let written = conn
+            .transaction::<_, StoreError, _>(async |conn| {
+                let Some(found) = store::users::find_by_email(conn, email.normalized()).await? else {
+                    return Ok(false);
+                };
+                // One request per account at a time, so the per-address limit counts exactly.
+                let Some(user) = store::users::lock(conn, found.id).await? else {
+                    return Ok(false);
+                };
+                if kind == MailKind::VerifyEmail && user.email_verified {
+                    return Ok(false);
+                }
+                let written = self.write_one_time_link(conn, &user, &user.email, kind, now).await?;
+                if written && kind == MailKind::DeleteAccount {
+                    store::users::set_deletion(conn, user.id, Some(now), user.deletion_scheduled_for).await?;
+                }
+                Ok(written)
+            })
+            .await?;
+        if written {
+            self.mail_ready.notify_one();
+        }
+        Ok(())
+    }
+
+    /// The token row and its mail, in the caller's transaction; false when throttled.
+    async fn write_one_time_link(
+        &self,
+        conn: &mut store::Conn<'_>,
+        user: &UserRow,
+        to: &str,
+        kind: MailKind,
+        now: DateTime<Utc>,
+    ) -> store::StoreResult<bool> {
+        let (ttl, valid_for) = lifetime(kind);
+        let token = random_token();
+        let message = Message::new(kind, to, &self.settings.public_url, &token, valid_for);
+        let settings = &self.settings;
+        let enqueued = mail::enqueue(
+            conn,
+            &settings.key_encryption_key,
+            kind,
+            &message,
+            settings.mail_rate_per_hour,
+            now,
+        )
+        .await?;
+        if enqueued == Enqueued::Throttled {
+            tracing::info!(kind = kind.as_str(), "mail limit reached for an address; not sending");
+            return Ok(false);
+        }
+        let row = OneTimeTokenRow {
+            token_hash: token_hash(&token),
+            user_id: user.id,
+            purpose: kind.as_str().to_string(),
+            email: to.to_string(),
+            created_at: now,
+            expires_at: now + ttl,
+            used_at: None,
+        };
+        store::one_time_tokens::replace(conn, &row).await?;
+        Ok(true)
+    }
+
+    /// Starts a change of address: the new address gets a verification link; the account keeps
+    /// its current address until the link is followed.
+    pub async fn request_email_change(&self, caller: &Caller, new_email: &str) -> Result<()> {
+        let email = Email::parse(new_email)?;
+        let now = self.clock.now();
+        let mut conn = store::conn(&self.pool).await?;
+        let written = conn
+            .transaction::<_, StoreError, _>(async |conn| {
+                let user = store::users::lock(conn, caller.user_id)
+                    .await?
+                    .ok_or(StoreError::NotFound)?;
+                if user.email_normalized == email.normalized() {
+                    return Ok(None);
+                }
+                if store::users::find_by_email(conn, email.normalized()).await?.is_some() {
+                    return Err(StoreError::Conflict("users_email_normalized_key".into()));
+                }
+                self.write_one_time_link(conn, &user, email.as_str(), MailKind::VerifyEmail, now)
+                    .await
+                    .map(Some)
+            })
+            .await
+            .map_err(|e| match e {
+                StoreError::Conflict(_) => Error::AlreadyExists("email"),
+                other => other.into(),
+            })?;
+        if written == Some(true) {
+            self.mail_ready.notify_one();
+        }
+        Ok(())
+    }
+
+    /// Marks the address of a verification token verified (or moves the account to it).
+    pub async fn verify_email(&self, token: &str) -> Result<()> {
+        let hash = token_hash(token.trim());
+        let now = self.clock.now();
+        let mut conn = store::conn(&self.pool).await?;
+        conn.transaction::<_, StoreError, _>(async |conn| {
+            let Some(spent) = store::one_time_tokens::consume(conn, &hash, MailKind::VerifyEmail.as_str(), now).await?
+            else {
+                return Err(StoreError::NotFound);
+            };
+            let user = store::users::lock(conn, spent.user_id)
+                .await?
+                .ok_or(StoreError::NotFound)?;
+            let email = Email::parse(&spent.email).map_err(|_| StoreError::NotFound)?;
+            if email.normalized() == user.email_normalized {
+                store::users::mark_email_verified(conn, user.id, now).await
+            } else {
+                store::users::set_verified_email(conn, user.id, email.as_str(), email.normalized(), now).await
+            }
+        })
+        .await
+        .map_err(|e| match e {
+            StoreError::NotFound => invalid_token(),
+            StoreError::Conflict(_) => Error::AlreadyExists("email"),
+            other => other.into(),
+        })
+    }
+
+    /// Sets a new password with a reset token, then ends every session and revokes every earlier
+    /// token of the account (the user-wide path).
+    pub async fn reset_password(&self, token: &str, new_password: &str) -> Result<()> {
+        // Checked before the token is spent, so a refused password leaves the link usable.
+        let password = Password::parse(new_password, "new_password")?;
+        let hash = self.hasher.hash(&password).await?;
+        let token = token_hash(token.trim());
+        let now = self.clock.now();
+        let mut conn = store::conn(&self.pool).await?;
+        let revocations = conn
+            .transaction::<_, StoreError, _>(async |conn| {
+                let Some(spent) =
+                    store::one_time_tokens::consume(conn, &token, MailKind::ResetPassword.as_str(), now).await?
+                else {
+                    return Err(StoreError::NotFound);
+                };
+                store::users::lock(conn, spent.user_id)
+                    .await?
+                    .ok_or(StoreError::NotFound)?;
+                store::users::set_password_hash(conn, spent.user_id, &hash, now).await?;
+                // Following the link proved control of the address.
+                store::users::mark_email_verified(conn, spent.user_id, now).await?;
+                self.revoke_user_in(conn, spent.user_id, now).await
+            })
+            .await
+            .map_err(|e| match e {
+                StoreError::NotFound => invalid_token(),
+                other => other.into(),
+            })?;
+        self.apply_revocations(&revocations);
+        Ok(())
+    }
+
+    /// Schedules the deletion `AUTHD_ACCOUNT_DELETION_GRACE` ahead and ends every session.
+    pub async fn confirm_account_deletion(&self, token: &str) -> Result<DateTime<Utc>> {
+        let token = token_hash(token.trim());
+        let now = self.clock.now();
+        let scheduled_for =
+            now + chrono::Duration::from_std(self.settings.account_deletion_grace).map_err(Error::internal)?;
+        let mut conn = store::conn(&self.pool).await?;
+        let revocations = conn
+            .transaction::<_, StoreError, _>(async |conn| {
+                let Some(spent) =
+                    store::one_time_tokens::consume(conn, &token, MailKind::DeleteAccount.as_str(), now).await?
+                else {
+                    return Err(StoreError::NotFound);
+                };
+                let user = store::users::lock(conn, spent.user_id)
+                    .await?
+                    .ok_or(StoreError::NotFound)?;
+                store::users::set_deletion(
+                    conn,
+                    user.id,
+                    user.deletion_requested_at.or(Some(now)),
+                    Some(scheduled_for),
+                )
+                .await?;
+                self.revoke_user_in(conn, user.id, now).await
+            })
+            .await
+            .map_err(|e| match e {
+                StoreError::NotFound => invalid_token(),
+                other => other.into(),
+            })?;
+        self.apply_revocations(&revocations);
+        Ok(scheduled_for)
+    }
+
+    /// Cancels a requested or scheduled deletion, with the mailed token or as the signed-in user.
+    pub async fn cancel_account_deletion(&self, token: Option<&str>, caller: Option<&Caller>) -> Result<()> {
+        let now = self.clock.now();
+        let mut conn = store::conn(&self.pool).await?;
+        let user_id = match (token.map(str::trim).filter(|t| !t.is_empty()), caller) {
+            (Some(token), _) => {
+                let row = store::one_time_tokens::find(&mut conn, &token_hash(token), MailKind::DeleteAccount.as_str())
+                    .await?;
+                let user = match &row {
+                    Some(row) => store::users::find(&mut conn, row.user_id).await?,
+                    None => None,
+                };
+                // Only the token of the pending request: an older one cannot cancel a newer request.
+                match (row, user) {
+                    (Some(row), Some(user)) if user.deletion_requested_at.is_some_and(|at| row.created_at >= at) => {
+                        user.id
+                    }
+                    _ => return Err(invalid_token()),
+                }
+            }
+            (None, Some(caller)) => caller.user_id,
+            (None, None) => return Err(Error::Unauthenticated),
+        };
+        conn.transaction::<_, StoreError, _>(async |conn| {
+            store::users::set_deletion(conn, user_id, None, None).await?;
+            store::one_time_tokens::retire_all(conn, user_id, MailKind::DeleteAccount.as_str(), now).await
+        })
+        .await?;
+        Ok(())
+    }
+
+    pub async fn account_deletion_status(&self, caller: &Caller) -> Result<DeletionState> {
+        let user = self.get_me(caller).await?;
+        let now = self.clock.now();
+        Ok(match (user.deletion_scheduled_for, user.deletion_requested_at) {
+            (Some(at), _) => DeletionState::Scheduled(at),
+            (None, Some(requested)) if requested + DELETE_TTL > now => DeletionState::Requested,
+            _ => DeletionState::None,
+        })
+    }
+
+    /// Deletes the accounts whose grace has passed; safe with several replicas at once.
+    pub async fn purge_deleted_accounts(&self) -> Result<Vec<Uuid>> {
+        let now = self.clock.now();
+        let mut conn = store::conn(&self.pool).await?;
+        let purged = store::users::purge_due_deletions(&mut conn, now, 100).await?;
+        for id in &purged {
+            tracing::info!(user_id = %id, "purged an account after its deletion grace");
+        }
+        Ok(purged)
+    }
+}

@@ -1,0 +1,182 @@
+//! Mail: messages built from templates, written to the outbox in the same transaction as the
+//! change that needs them, and delivered by a worker ([`delivery`]) with retries.
+
+pub mod delivery;
+
+use crate::crypto;
+use crate::secret::Secret;
+use crate::store::{self, Conn, StoreResult};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+/// Why a mail is sent; also the purpose of the one-time token it carries.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MailKind {
+    VerifyEmail,
+    ResetPassword,
+    DeleteAccount,
+}
+
+impl MailKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::VerifyEmail => "verify_email",
+            Self::ResetPassword => "reset_password",
+            Self::DeleteAccount => "delete_account",
+        }
+    }
+
+    /// The path of the page the link opens, under `AUTHD_PUBLIC_URL`.
+    fn path(self) -> &'static str {
+        match self {
+            Self::VerifyEmail => "/verify-email",
+            Self::ResetPassword => "/reset-password",
+            Self::DeleteAccount => "/confirm-deletion",
+        }
+    }
+}
+
+/// A message ready to send. Its bodies hold a one-time link, so it is never logged.
+#[derive(Clone, Serialize, Deserialize)]
+pub struct Message {
+    pub to: String,
+    pub subject: String,
+    pub text: String,
+    pub html: String,
+}
+
+impl std::fmt::Debug for Message {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Message")
+            .field("subject", &self.subject)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Message {
+    /// The message for `kind`, with a link built from the configured base URL only (never from
+    /// anything in the request), carrying the token as the query parameter `token`.
+    pub fn new(kind: MailKind, to: &str, public_url: &str, token: &str, valid_for: &str) -> Self {
+        let link = format!("{}{}?token={token}", public_url.trim_end_matches('/'), kind.path());
+        let (subject, intro, action, outro) = match kind {
+            MailKind::VerifyEmail => (
+                "Confirm your email address",
+                "Please confirm that this address belongs to your account.",
+                "Confirm my address",
+                "If you did not ask for this, ignore this mail.",
+            ),
+            MailKind::ResetPassword => (
+                "Reset your password",
+                "Someone asked to reset the password of the account with this address.",
+                "Choose a new password",
+                "If it was not you, ignore this mail: your password stays as it is.",
+            ),
+            MailKind::DeleteAccount => (
+                "Confirm the deletion of your account",
+                "Someone asked to delete the account with this address.",
+                "Delete my account",
+                "If it was not you, ignore this mail: nothing will be deleted.",
+            ),
+        };
+        let text = format!("{intro}\n\n{action}: {link}\n\nThe link works once, for {valid_for}.\n\n{outro}\n");
+        let html = format!(
+            "<!doctype html><html><body><p>{}</p><p><a href=\"{}\">{}</a></p><p>The link works once, for {}.</p><p>{}</p></body></html>",
+            escape(intro),
+            escape(&link),
+            escape(action),
+            escape(valid_for),
+            escape(outro)
+        );
+        Self {
+            to: to.to_string(),
+            subject: subject.to_string(),
+            text,
+            html,
+        }
+    }
+}
+
+fn escape(text: &str) -> String {
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+/// Why a mail was not written.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Enqueued {
+    Written,
+    /// The address already got `AUTHD_MAIL_RATE_PER_HOUR` mails of this kind in the last hour.
+    Throttled,
+}
+
+/// Writes a mail to the outbox inside the caller's transaction, unless the per-address limit is
+/// reached. The message is sealed under the key-encryption key: the link in it is a secret.
+pub async fn enqueue(
+    conn: &mut Conn<'_>,
+    kek: &Secret<[u8; 32]>,
+    kind: MailKind,
+    message: &Message,
+    per_hour: u32,
+    now: DateTime<Utc>,
+) -> StoreResult<Enqueued> {
+    let recipient = message.to.trim().to_ascii_lowercase();
+    let sent = store::mail::count_recent(conn, &recipient, kind.as_str(), now - chrono::Duration::hours(1)).await?;
+    if sent >= i64::from(per_hour) {
+        return Ok(Enqueued::Throttled);
+    }
+    let plaintext = serde_json::to_vec(message).expect("serialisable");
+    let sealed = crypto::seal(kek, OUTBOX_CONTEXT, &plaintext);
+    store::mail::insert(
+        conn,
+        &store::mail::NewOutboxRow {
+            kind: kind.as_str(),
+            recipient: &recipient,
+            sealed_message: Some(&sealed),
+            created_at: now,
+            next_attempt_at: now,
+        },
+    )
+    .await?;
+    Ok(Enqueued::Written)
+}
+
+/// Associated data of sealed outbox messages.
+const OUTBOX_CONTEXT: &[u8] = b"mail_outbox";
+
+pub fn unseal(kek: &Secret<[u8; 32]>, sealed: &[u8]) -> Option<Message> {
+    let plaintext = crypto::open(kek, OUTBOX_CONTEXT, sealed)?;
+    serde_json::from_slice(plaintext.expose()).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn links_come_from_the_configured_base_only() {
+        let message = Message::new(
+            MailKind::ResetPassword,
+            "a@example.com",
+            "https://id.example.com/",
+            "abc_DEF-123",
+            "30 minutes",
+        );
+        assert!(
+            message
+                .text
+                .contains("https://id.example.com/reset-password?token=abc_DEF-123")
+        );
+        assert!(
+            message
+                .html
+                .contains("href=\"https://id.example.com/reset-password?token=abc_DEF-123\"")
+        );
+        assert!(!format!("{message:?}").contains("abc_DEF"));
+        let kek = Secret::new([3u8; 32]);
+        let sealed = crypto::seal(&kek, OUTBOX_CONTEXT, &serde_json::to_vec(&message).unwrap());
+        assert_eq!(unseal(&kek, &sealed).unwrap().text, message.text);
+        assert!(unseal(&Secret::new([4u8; 32]), &sealed).is_none());
+    }
+}

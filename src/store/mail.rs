@@ -1,0 +1,131 @@
+use super::schema::mail_outbox;
+use super::{Conn, StoreResult};
+use chrono::{DateTime, Utc};
+use diesel::prelude::*;
+use diesel_async::RunQueryDsl;
+
+#[derive(Clone, Queryable, Selectable)]
+#[diesel(table_name = mail_outbox, check_for_backend(diesel::pg::Pg))]
+pub struct OutboxRow {
+    pub id: i64,
+    pub kind: String,
+    pub recipient: String,
+    pub sealed_message: Option<Vec<u8>>,
+    pub attempts: i32,
+    pub created_at: DateTime<Utc>,
+}
+
+#[derive(Insertable)]
+#[diesel(table_name = mail_outbox)]
+pub struct NewOutboxRow<'a> {
+    pub kind: &'a str,
+    pub recipient: &'a str,
+    pub sealed_message: Option<&'a [u8]>,
+    pub created_at: DateTime<Utc>,
+    pub next_attempt_at: DateTime<Utc>,
+}
+
+pub async fn insert(conn: &mut Conn<'_>, row: &NewOutboxRow<'_>) -> StoreResult<()> {
+    diesel::insert_into(mail_outbox::table)
+        .values(row)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// Mails of a kind written for an address since `since`, delivered or not.
+pub async fn count_recent(conn: &mut Conn<'_>, recipient: &str, kind: &str, since: DateTime<Utc>) -> StoreResult<i64> {
+    Ok(mail_outbox::table
+        .filter(mail_outbox::recipient.eq(recipient))
+        .filter(mail_outbox::kind.eq(kind))
+        .filter(mail_outbox::created_at.gt(since))
+        .count()
+        .get_result(conn)
+        .await?)
+}
+
+/// Claims up to `limit` due mails for `lease`, skipping rows another worker holds: safe with any
+/// number of replicas delivering at once.
+pub async fn claim_due(
+    conn: &mut Conn<'_>,
+    now: DateTime<Utc>,
+    lease: chrono::Duration,
+    limit: i64,
+) -> StoreResult<Vec<OutboxRow>> {
+    use diesel_async::AsyncConnection;
+    Ok(conn
+        .transaction::<_, diesel::result::Error, _>(async |conn| {
+            let due: Vec<i64> = mail_outbox::table
+                .filter(mail_outbox::sent_at.is_null())
+                .filter(mail_outbox::failed_at.is_null())
+                .filter(mail_outbox::next_attempt_at.le(now))
+                .filter(mail_outbox::lease_until.is_null().or(mail_outbox::lease_until.lt(now)))
+                .order(mail_outbox::id.asc())
+                .limit(limit)
+                .select(mail_outbox::id)
+                .for_update()
+                .skip_locked()
+                .load(conn)
+                .await?;
+            diesel::update(mail_outbox::table.filter(mail_outbox::id.eq_any(due)))
+                .set(mail_outbox::lease_until.eq(now + lease))
+                .returning(OutboxRow::as_returning())
+                .get_results(conn)
+                .await
+        })
+        .await?)
+}
+
+/// Delivered: the sealed message is dropped at once.
+pub async fn mark_sent(conn: &mut Conn<'_>, id: i64, now: DateTime<Utc>) -> StoreResult<()> {
+    diesel::update(mail_outbox::table.find(id))
+        .set((
+            mail_outbox::sent_at.eq(now),
+            mail_outbox::sealed_message.eq(None::<Vec<u8>>),
+            mail_outbox::lease_until.eq(None::<DateTime<Utc>>),
+            mail_outbox::last_error.eq(None::<String>),
+        ))
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// Not delivered this time: try again at `next`.
+pub async fn mark_retry(conn: &mut Conn<'_>, id: i64, error: &str, next: DateTime<Utc>) -> StoreResult<()> {
+    diesel::update(mail_outbox::table.find(id))
+        .set((
+            mail_outbox::attempts.eq(mail_outbox::attempts + 1),
+            mail_outbox::next_attempt_at.eq(next),
+            mail_outbox::lease_until.eq(None::<DateTime<Utc>>),
+            mail_outbox::last_error.eq(error),
+        ))
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// Given up on: the message (and the link in it) is dropped.
+pub async fn mark_abandoned(conn: &mut Conn<'_>, id: i64, error: &str, now: DateTime<Utc>) -> StoreResult<()> {
+    diesel::update(mail_outbox::table.find(id))
+        .set((
+            mail_outbox::attempts.eq(mail_outbox::attempts + 1),
+            mail_outbox::failed_at.eq(now),
+            mail_outbox::lease_until.eq(None::<DateTime<Utc>>),
+            mail_outbox::last_error.eq(error),
+            mail_outbox::sealed_message.eq(None::<Vec<u8>>),
+        ))
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// Deletes delivered or abandoned mail older than `before`.
+pub async fn purge_finished(conn: &mut Conn<'_>, before: DateTime<Utc>) -> StoreResult<usize> {
+    Ok(
+        diesel::delete(
+            mail_outbox::table.filter(mail_outbox::sent_at.lt(before).or(mail_outbox::failed_at.lt(before))),
+        )
+        .execute(conn)
+        .await?,
+    )
+}
