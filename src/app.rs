@@ -28,8 +28,10 @@ pub struct App {
     pub mailer: crate::mail::delivery::Mailer,
     /// Wakes the delivery worker when mail was written here.
     pub(crate) mail_ready: tokio::sync::Notify,
-    /// Bounds the requests handled after their answer was sent (mail-sending RPCs).
-    pub(crate) background: Arc<tokio::sync::Semaphore>,
+    /// Requests handled after their answer was sent (mail-sending RPCs): how many may wait, and
+    /// how many run at once (a quarter of the pool, so a flood cannot starve other calls).
+    pub(crate) background_queue: Arc<tokio::sync::Semaphore>,
+    pub(crate) background_workers: Arc<tokio::sync::Semaphore>,
     serving: AtomicBool,
     /// Turns true when the server begins to shut down; streams end on it.
     shutdown: watch::Sender<bool>,
@@ -69,6 +71,7 @@ impl App {
             &settings.redis_namespace,
         )?;
         let mailer = crate::mail::delivery::Mailer::from_settings(&settings)?;
+        let pool_size = settings.database_pool_size as usize;
         let (outbox, outbox_rx) = mpsc::unbounded_channel();
         let app = Arc::new(Self {
             settings,
@@ -82,7 +85,8 @@ impl App {
             api_keys: ApiKeyCache::default(),
             mailer,
             mail_ready: tokio::sync::Notify::new(),
-            background: Arc::new(tokio::sync::Semaphore::new(256)),
+            background_queue: Arc::new(tokio::sync::Semaphore::new(1024)),
+            background_workers: Arc::new(tokio::sync::Semaphore::new((pool_size / 4).max(2))),
             serving: AtomicBool::new(false),
             shutdown: watch::channel(false).0,
             outbox,

@@ -105,6 +105,7 @@ pub struct Settings {
     pub audit_retention: Duration,
     pub request_timeout: Duration,
     pub argon2: Argon2Params,
+    pub password_policy: crate::domain::PasswordPolicy,
     /// Calls allowed to hash passwords at once; 0 means one per CPU core.
     pub password_hash_concurrency: usize,
     /// How often API-key `last_used_at` stamps gathered in memory are written out.
@@ -163,6 +164,10 @@ const KEYS: &[&str] = &[
     "argon2_memory_kib",
     "argon2_iterations",
     "argon2_parallelism",
+    "password_min_score",
+    "password_require_uppercase",
+    "password_require_digit",
+    "password_require_symbol",
     "password_hash_concurrency",
     "usage_flush_interval",
     "key_refresh_interval",
@@ -403,6 +408,12 @@ impl Settings {
             audit_retention: raw.duration("audit_retention", "90d")?,
             request_timeout: raw.duration("request_timeout", "30s")?,
             argon2,
+            password_policy: crate::domain::PasswordPolicy {
+                min_score: raw.parse("password_min_score", 2, |v| v.parse().ok().filter(|s| *s <= 4))?,
+                require_uppercase: raw.boolean("password_require_uppercase", false)?,
+                require_digit: raw.boolean("password_require_digit", false)?,
+                require_symbol: raw.boolean("password_require_symbol", false)?,
+            },
             password_hash_concurrency: raw.parse("password_hash_concurrency", 0, |v| v.parse().ok())?,
             usage_flush_interval: raw.duration("usage_flush_interval", "30s")?,
             key_refresh_interval: raw.duration("key_refresh_interval", "30s")?,

@@ -11,6 +11,7 @@
 //!   delivered mail and revocations.
 
 use crate::app::App;
+use crate::mail::delivery::SendError;
 use crate::revocation::FeedMessage;
 use crate::startup::{set_all, stopped};
 use crate::store;
@@ -93,13 +94,16 @@ async fn upkeep(app: Arc<App>) {
     }
 }
 
-/// Mails claimed per round, and how long a claim holds.
-const MAIL_BATCH: i64 = 20;
-const MAIL_LEASE: chrono::Duration = chrono::Duration::minutes(2);
+/// Mails claimed per round, how long one send may take, and how long a claim holds (longer than
+/// a whole batch of sends).
+const MAIL_BATCH: i64 = 5;
+const MAIL_SEND_TIMEOUT: Duration = Duration::from_secs(30);
+const MAIL_LEASE: chrono::Duration = chrono::Duration::minutes(5);
 /// Retries back off up to this, so a mail server that comes back is used within it.
 const MAIL_MAX_BACKOFF_SECS: i64 = 30;
-/// Mail still undelivered after this long is given up on (and its link dropped).
-const MAIL_GIVE_UP: chrono::Duration = chrono::Duration::days(3);
+/// Mail still undelivered after this long is given up on (and its link dropped): no link in it
+/// lives longer.
+const MAIL_GIVE_UP: chrono::Duration = chrono::Duration::days(1);
 
 /// Sends due mail from the outbox: at once when this replica wrote some, otherwise every
 /// `AUTHD_MAIL_POLL_INTERVAL` (other replicas' mail, retries).
@@ -118,7 +122,7 @@ async fn deliver_mail(app: Arc<App>) {
                 Ok(n) if n as i64 == MAIL_BATCH => continue,
                 Ok(_) => break,
                 Err(e) => {
-                    tracing::debug!(error = %e.detail(), "mail delivery round failed");
+                    tracing::warn!(error = %e.detail(), "mail delivery round failed");
                     break;
                 }
             }
@@ -133,38 +137,53 @@ async fn deliver_batch(app: &App) -> crate::error::Result<usize> {
         store::mail::claim_due(&mut conn, now, MAIL_LEASE, MAIL_BATCH).await?
     };
     for mail in &claimed {
-        let message = mail
+        let outcome = match mail
             .sealed_message
             .as_deref()
-            .and_then(|sealed| crate::mail::unseal(&app.settings.key_encryption_key, sealed));
-        let result = match &message {
-            Some(message) => {
-                app.mailer
-                    .send(&app.settings.mail_from, message, mail.id, &mail.kind)
-                    .await
-            }
-            None => Err("the stored message cannot be opened (wrong AUTHD_KEY_ENCRYPTION_KEY?)".to_string()),
+            .and_then(|sealed| crate::mail::unseal(&app.settings.key_encryption_key, sealed))
+        {
+            Some(message) => tokio::time::timeout(
+                MAIL_SEND_TIMEOUT,
+                app.mailer.send(&app.settings.mail_from, &message, mail.id, &mail.kind),
+            )
+            .await
+            .unwrap_or_else(|_| Err(SendError::transient("timed out"))),
+            // Perhaps sealed by a replica with another key (a rolling change): keep it for one that can.
+            None => Err(SendError::transient(
+                "the stored message cannot be opened here (another AUTHD_KEY_ENCRYPTION_KEY?)",
+            )),
         };
-        let now = app.clock.now();
-        let mut conn = store::conn(&app.pool).await?;
-        match result {
-            Ok(()) => {
-                store::mail::mark_sent(&mut conn, mail.id, now).await?;
-                tracing::info!(id = mail.id, kind = %mail.kind, "mail delivered");
-            }
-            Err(error) if message.is_none() || now - mail.created_at > MAIL_GIVE_UP => {
-                tracing::error!(id = mail.id, kind = %mail.kind, %error, "giving up on a mail");
-                store::mail::mark_abandoned(&mut conn, mail.id, &error, now).await?;
-            }
-            Err(error) => {
-                let backoff = 1i64 << mail.attempts.clamp(0, 5);
-                let next = now + chrono::Duration::seconds(backoff.min(MAIL_MAX_BACKOFF_SECS));
-                tracing::warn!(id = mail.id, kind = %mail.kind, attempt = mail.attempts + 1, %error, "mail not delivered; will retry");
-                store::mail::mark_retry(&mut conn, mail.id, &error, next).await?;
-            }
+        if let Err(e) = record_outcome(app, mail, outcome).await {
+            tracing::warn!(id = mail.id, error = %e.detail(), "could not record a mail's delivery");
         }
     }
     Ok(claimed.len())
+}
+
+async fn record_outcome(
+    app: &App,
+    mail: &store::mail::OutboxRow,
+    outcome: Result<(), SendError>,
+) -> crate::error::Result<()> {
+    let now = app.clock.now();
+    let mut conn = store::conn(&app.pool).await?;
+    match outcome {
+        Ok(()) => {
+            store::mail::mark_sent(&mut conn, mail.id, now).await?;
+            tracing::info!(id = mail.id, kind = %mail.kind, "mail delivered");
+        }
+        Err(error) if error.permanent || now - mail.created_at > MAIL_GIVE_UP => {
+            tracing::error!(id = mail.id, kind = %mail.kind, error = %error.message, "giving up on a mail");
+            store::mail::mark_abandoned(&mut conn, mail.id, &error.message, now).await?;
+        }
+        Err(error) => {
+            let backoff = 1i64 << mail.attempts.clamp(0, 5);
+            let next = now + chrono::Duration::seconds(backoff.min(MAIL_MAX_BACKOFF_SECS));
+            tracing::warn!(id = mail.id, kind = %mail.kind, attempt = mail.attempts + 1, error = %error.message, "mail not delivered; will retry");
+            store::mail::mark_retry(&mut conn, mail.id, &error.message, next).await?;
+        }
+    }
+    Ok(())
 }
 
 /// Purges, at least once a minute, by one replica at a time.

@@ -56,15 +56,18 @@ impl App {
     }
 
     /// Answers now; looks the address up and mails afterwards. When too many requests are already
-    /// being handled, this one is dropped (and logged): it costs an attacker as much as a user.
+    /// waiting, this one is dropped (and logged).
     fn mail_in_background(self: &Arc<Self>, email: Email, kind: MailKind) -> Result<()> {
-        let Ok(permit) = self.background.clone().try_acquire_owned() else {
-            tracing::warn!(kind = kind.as_str(), "too many mail requests in progress; dropping one");
+        let Ok(queued) = self.background_queue.clone().try_acquire_owned() else {
+            tracing::warn!(kind = kind.as_str(), "too many mail requests waiting; dropping one");
             return Ok(());
         };
         let app = self.clone();
         tokio::spawn(async move {
-            let _permit = permit;
+            let _queued = queued;
+            let Ok(_working) = app.background_workers.clone().acquire_owned().await else {
+                return;
+            };
             if let Err(e) = app.mail_one_time_link(&email, kind).await {
                 tracing::warn!(kind = kind.as_str(), error = %e.detail(), "could not handle a mail request");
             }
@@ -152,21 +155,18 @@ impl App {
                 let user = store::users::lock(conn, caller.user_id)
                     .await?
                     .ok_or(StoreError::NotFound)?;
-                if user.email_normalized == email.normalized() {
+                // An address taken by another account gets no mail, and the caller the same answer
+                // (the conflict would surface only when a link is followed).
+                if user.email_normalized == email.normalized()
+                    || store::users::find_by_email(conn, email.normalized()).await?.is_some()
+                {
                     return Ok(None);
-                }
-                if store::users::find_by_email(conn, email.normalized()).await?.is_some() {
-                    return Err(StoreError::Conflict("users_email_normalized_key".into()));
                 }
                 self.write_one_time_link(conn, &user, email.as_str(), MailKind::VerifyEmail, now)
                     .await
                     .map(Some)
             })
-            .await
-            .map_err(|e| match e {
-                StoreError::Conflict(_) => Error::AlreadyExists("email"),
-                other => other.into(),
-            })?;
+            .await?;
         if written == Some(true) {
             self.mail_ready.notify_one();
         }
@@ -190,7 +190,12 @@ impl App {
             if email.normalized() == user.email_normalized {
                 store::users::mark_email_verified(conn, user.id, now).await
             } else {
-                store::users::set_verified_email(conn, user.id, email.as_str(), email.normalized(), now).await
+                store::users::set_verified_email(conn, user.id, email.as_str(), email.normalized(), now).await?;
+                // Links mailed to the old address die with it.
+                for kind in [MailKind::ResetPassword, MailKind::DeleteAccount, MailKind::VerifyEmail] {
+                    store::one_time_tokens::retire_all(conn, user.id, kind.as_str(), now).await?;
+                }
+                Ok(())
             }
         })
         .await
@@ -206,6 +211,7 @@ impl App {
     pub async fn reset_password(&self, token: &str, new_password: &str) -> Result<()> {
         // Checked before the token is spent, so a refused password leaves the link usable.
         let password = Password::parse(new_password, "new_password")?;
+        self.settings.password_policy.check(&password, "new_password", &[])?;
         let hash = self.hasher.hash(&password).await?;
         let token = token_hash(token.trim());
         let now = self.clock.now();
@@ -258,6 +264,8 @@ impl App {
                     Some(scheduled_for),
                 )
                 .await?;
+                // The mailed link can cancel for the whole grace period.
+                store::one_time_tokens::extend(conn, &spent.token_hash, scheduled_for).await?;
                 self.revoke_user_in(conn, user.id, now).await
             })
             .await
@@ -272,32 +280,41 @@ impl App {
     /// Cancels a requested or scheduled deletion, with the mailed token or as the signed-in user.
     pub async fn cancel_account_deletion(&self, token: Option<&str>, caller: Option<&Caller>) -> Result<()> {
         let now = self.clock.now();
+        let token = token.map(str::trim).filter(|t| !t.is_empty()).map(token_hash);
+        if token.is_none() && caller.is_none() {
+            return Err(Error::Unauthenticated);
+        }
         let mut conn = store::conn(&self.pool).await?;
-        let user_id = match (token.map(str::trim).filter(|t| !t.is_empty()), caller) {
-            (Some(token), _) => {
-                let row = store::one_time_tokens::find(&mut conn, &token_hash(token), MailKind::DeleteAccount.as_str())
-                    .await?;
-                let user = match &row {
-                    Some(row) => store::users::find(&mut conn, row.user_id).await?,
-                    None => None,
-                };
-                // Only the token of the pending request: an older one cannot cancel a newer request.
-                match (row, user) {
-                    (Some(row), Some(user)) if user.deletion_requested_at.is_some_and(|at| row.created_at >= at) => {
-                        user.id
-                    }
-                    _ => return Err(invalid_token()),
-                }
-            }
-            (None, Some(caller)) => caller.user_id,
-            (None, None) => return Err(Error::Unauthenticated),
-        };
         conn.transaction::<_, StoreError, _>(async |conn| {
+            let user_id = match &token {
+                Some(hash) => {
+                    let row = store::one_time_tokens::find(conn, hash, MailKind::DeleteAccount.as_str()).await?;
+                    let row = row.filter(|row| row.expires_at > now).ok_or(StoreError::NotFound)?;
+                    let user = store::users::lock(conn, row.user_id)
+                        .await?
+                        .ok_or(StoreError::NotFound)?;
+                    // Only the token of the pending request: an older one cannot cancel a newer one.
+                    if user.deletion_requested_at.is_none_or(|at| row.created_at < at) {
+                        return Err(StoreError::NotFound);
+                    }
+                    user.id
+                }
+                None => {
+                    let caller = caller.expect("checked above");
+                    store::users::lock(conn, caller.user_id)
+                        .await?
+                        .ok_or(StoreError::NotFound)?
+                        .id
+                }
+            };
             store::users::set_deletion(conn, user_id, None, None).await?;
             store::one_time_tokens::retire_all(conn, user_id, MailKind::DeleteAccount.as_str(), now).await
         })
-        .await?;
-        Ok(())
+        .await
+        .map_err(|e| match e {
+            StoreError::NotFound => invalid_token(),
+            other => other.into(),
+        })
     }
 
     pub async fn account_deletion_status(&self, caller: &Caller) -> Result<DeletionState> {
@@ -310,11 +327,23 @@ impl App {
         })
     }
 
-    /// Deletes the accounts whose grace has passed; safe with several replicas at once.
+    /// Deletes the accounts whose grace has passed, revoking everything they still hold (a login
+    /// during the grace got fresh tokens); safe with several replicas at once.
     pub async fn purge_deleted_accounts(&self) -> Result<Vec<Uuid>> {
         let now = self.clock.now();
         let mut conn = store::conn(&self.pool).await?;
-        let purged = store::users::purge_due_deletions(&mut conn, now, 100).await?;
+        let (purged, revocations) = conn
+            .transaction::<_, StoreError, _>(async |conn| {
+                let due = store::users::lock_due_deletions(conn, now, 100).await?;
+                let mut revocations = Vec::new();
+                for id in &due {
+                    revocations.extend(self.revoke_user_in(conn, *id, now).await?);
+                }
+                store::users::delete(conn, &due).await?;
+                Ok((due, revocations))
+            })
+            .await?;
+        self.apply_revocations(&revocations);
         for id in &purged {
             tracing::info!(user_id = %id, "purged an account after its deletion grace");
         }

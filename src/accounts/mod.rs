@@ -26,6 +26,9 @@ impl App {
         let email = Email::parse(email)?;
         let username = Username::parse(username)?;
         let password = Password::parse(password, "password")?;
+        self.settings
+            .password_policy
+            .check(&password, "password", &[email.as_str(), username.as_str()])?;
         self.create_user(&email, &username, &password, vec![ROLE_USER.to_string()])
             .await
     }
@@ -143,6 +146,9 @@ impl App {
             return Err(Error::invalid("current_password", "is incorrect"));
         }
         let new = Password::parse(new, "new_password")?;
+        self.settings
+            .password_policy
+            .check(&new, "new_password", &[&user.email, &user.username])?;
         let hash = self.hasher.hash(&new).await?;
         let now = self.clock.now();
         let mut conn = store::conn(&self.pool).await?;

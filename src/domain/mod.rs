@@ -7,7 +7,7 @@ mod scope;
 mod username;
 
 pub use email::Email;
-pub use password::Password;
+pub use password::{Password, PasswordPolicy};
 pub use scope::{Scope, Scopes};
 pub use username::Username;
 

@@ -40,6 +40,66 @@ impl Password {
     }
 }
 
+/// What a new password must be beyond its length: hard to guess (zxcvbn's score, 0 to 4, with
+/// the account's own email and username counted as guessable), and optionally composed of
+/// certain kinds of character.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PasswordPolicy {
+    pub min_score: u8,
+    pub require_uppercase: bool,
+    pub require_digit: bool,
+    pub require_symbol: bool,
+}
+
+impl Default for PasswordPolicy {
+    fn default() -> Self {
+        Self {
+            min_score: 2,
+            require_uppercase: false,
+            require_digit: false,
+            require_symbol: false,
+        }
+    }
+}
+
+impl PasswordPolicy {
+    /// Refuses a password that breaks the policy, saying why (never echoing it).
+    pub fn check(&self, password: &Password, field: &'static str, user_inputs: &[&str]) -> Result<(), Error> {
+        let text = password.expose();
+        let missing = [
+            (
+                self.require_uppercase && !text.chars().any(char::is_uppercase),
+                "an upper-case letter",
+            ),
+            (
+                self.require_digit && !text.chars().any(|c| c.is_ascii_digit()),
+                "a digit",
+            ),
+            (
+                self.require_symbol && text.chars().all(char::is_alphanumeric),
+                "a symbol",
+            ),
+        ];
+        if let Some((_, what)) = missing.iter().find(|(lacks, _)| *lacks) {
+            return Err(Error::invalid(field, format!("must contain {what}")));
+        }
+        let inputs: Vec<&str> = user_inputs.iter().copied().filter(|s| !s.is_empty()).collect();
+        let estimate = zxcvbn::zxcvbn(text, &inputs);
+        if u8::from(estimate.score()) < self.min_score {
+            let reason = estimate
+                .feedback()
+                .and_then(|f| f.warning())
+                .map(|w| w.to_string())
+                .unwrap_or_else(|| "it is too easy to guess".to_string());
+            return Err(Error::invalid(
+                field,
+                format!("is too weak: {}", reason.trim_end_matches('.')),
+            ));
+        }
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -53,5 +113,39 @@ mod tests {
         assert!(Password::parse(&"x".repeat(129), "password").is_err());
         assert!(Password::presented(&"x".repeat(1 << 20)).is_none());
         assert!(!format!("{:?}", Password::parse("sup3r-secret", "p").unwrap()).contains("sup3r"));
+    }
+
+    #[test]
+    fn common_and_personal_passwords_are_refused() {
+        let policy = PasswordPolicy::default();
+        let check =
+            |p: &str, inputs: &[&str]| policy.check(&Password::parse(p, "password").unwrap(), "password", inputs);
+        let err = check("password123", &[]).unwrap_err();
+        assert!(matches!(err, Error::InvalidArgument { field: "password", .. }));
+        assert!(!err.to_string().contains("password123"));
+        assert!(check("qwertyuiop", &[]).is_err());
+        assert!(check("correct horse battery", &[]).is_ok());
+        assert!(
+            check(
+                "alice.smith.1990",
+                &["alice.smith.1990@example.com", "alice.smith.1990"]
+            )
+            .is_err()
+        );
+        let strict = PasswordPolicy {
+            require_uppercase: true,
+            require_digit: true,
+            require_symbol: true,
+            ..PasswordPolicy::default()
+        };
+        let refused = strict
+            .check(&Password::parse("correct horse battery", "p").unwrap(), "p", &[])
+            .unwrap_err();
+        assert!(refused.to_string().contains("upper-case"));
+        assert!(
+            strict
+                .check(&Password::parse("Correct horse battery 7!", "p").unwrap(), "p", &[])
+                .is_ok()
+        );
     }
 }

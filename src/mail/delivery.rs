@@ -8,6 +8,29 @@ use lettre::{AsyncSmtpTransport, AsyncTransport, Tokio1Executor};
 use std::path::PathBuf;
 use std::time::Duration;
 
+/// Why a mail was not sent; a permanent failure (a 5xx reply, a bad address) is not retried.
+#[derive(Debug)]
+pub struct SendError {
+    pub permanent: bool,
+    pub message: String,
+}
+
+impl SendError {
+    pub fn transient(message: impl Into<String>) -> Self {
+        Self {
+            permanent: false,
+            message: message.into(),
+        }
+    }
+
+    fn permanent(message: impl Into<String>) -> Self {
+        Self {
+            permanent: true,
+            message: message.into(),
+        }
+    }
+}
+
 pub enum Mailer {
     Smtp(AsyncSmtpTransport<Tokio1Executor>),
     Directory(PathBuf),
@@ -29,9 +52,14 @@ impl Mailer {
 
     /// Sends one message; the error is a short description for the outbox row and the log
     /// (never the message itself).
-    pub async fn send(&self, from: &str, message: &Message, id: i64, kind: &str) -> Result<(), String> {
-        let from: Mailbox = from.parse().map_err(|e| format!("AUTHD_MAIL_FROM: {e}"))?;
-        let to: Mailbox = message.to.parse().map_err(|e| format!("recipient: {e}"))?;
+    pub async fn send(&self, from: &str, message: &Message, id: i64, kind: &str) -> Result<(), SendError> {
+        let from: Mailbox = from
+            .parse()
+            .map_err(|e| SendError::permanent(format!("AUTHD_MAIL_FROM: {e}")))?;
+        let to: Mailbox = message
+            .to
+            .parse()
+            .map_err(|e| SendError::permanent(format!("recipient: {e}")))?;
         let email = lettre::Message::builder()
             .from(from)
             .to(to)
@@ -40,19 +68,29 @@ impl Mailer {
                 message.text.clone(),
                 message.html.clone(),
             ))
-            .map_err(|e| format!("building the message: {e}"))?;
+            .map_err(|e| SendError::permanent(format!("building the message: {e}")))?;
         match self {
-            Self::Smtp(transport) => transport.send(email).await.map(drop).map_err(|e| format!("SMTP: {e}")),
+            Self::Smtp(transport) => transport.send(email).await.map(drop).map_err(|e| {
+                let text: String = format!("SMTP: {e}").chars().take(300).collect();
+                if e.is_permanent() {
+                    SendError::permanent(text)
+                } else {
+                    SendError::transient(text)
+                }
+            }),
             Self::Directory(dir) => {
+                // Written aside, then renamed: a reader never sees half a mail.
                 let path = dir.join(format!("{id:010}-{kind}.eml"));
+                let partial = dir.join(format!(".{id:010}-{kind}.eml.partial"));
                 let (target, bytes) = (dir.clone(), email.formatted());
                 tokio::task::spawn_blocking(move || {
                     std::fs::create_dir_all(&target)?;
-                    std::fs::write(&path, bytes)
+                    std::fs::write(&partial, bytes)?;
+                    std::fs::rename(&partial, &path)
                 })
                 .await
-                .map_err(|e| e.to_string())?
-                .map_err(|e| format!("writing {}: {e}", dir.display()))
+                .map_err(|e| SendError::transient(e.to_string()))?
+                .map_err(|e| SendError::transient(format!("writing to {}: {e}", dir.display())))
             }
         }
     }

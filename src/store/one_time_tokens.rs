@@ -68,6 +68,15 @@ pub async fn find(conn: &mut Conn<'_>, hash: &[u8], purpose: &str) -> StoreResul
         .optional()?)
 }
 
+/// Moves a token's expiry (a deletion link stays able to cancel until the purge).
+pub async fn extend(conn: &mut Conn<'_>, hash: &[u8], until: DateTime<Utc>) -> StoreResult<()> {
+    diesel::update(one_time_tokens::table.find(hash))
+        .set(one_time_tokens::expires_at.eq(until))
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
 /// Makes every token of the user with this purpose unusable.
 pub async fn retire_all(conn: &mut Conn<'_>, user_id: Uuid, purpose: &str, now: DateTime<Utc>) -> StoreResult<()> {
     diesel::update(

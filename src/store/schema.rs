@@ -19,6 +19,20 @@ diesel::table! {
 }
 
 diesel::table! {
+    audit_events (id) {
+        id -> Int8,
+        #[sql_name = "type"]
+        event_type -> Text,
+        user_id -> Nullable<Uuid>,
+        occurred_at -> Timestamptz,
+        ip_address -> Nullable<Text>,
+        user_agent -> Nullable<Text>,
+        outcome -> Text,
+        details -> Text,
+    }
+}
+
+diesel::table! {
     mail_outbox (id) {
         id -> Int8,
         kind -> Text,
@@ -109,7 +123,8 @@ diesel::table! {
         updated_at -> Timestamptz,
                 last_login_at -> Nullable<Timestamptz>,
         deletion_requested_at -> Nullable<Timestamptz>,
-        deletion_scheduled_for -> Nullable<Timestamptz>,
+                deletion_scheduled_for -> Nullable<Timestamptz>,
+        lock_reason -> Nullable<Text>,
     }
 }
 
@@ -119,7 +134,8 @@ diesel::joinable!(refresh_tokens -> sessions (session_id));
 diesel::joinable!(sessions -> users (user_id));
 
 diesel::allow_tables_to_appear_in_same_query!(
-        api_keys,
+    api_keys,
+    audit_events,
     mail_outbox,
     one_time_tokens,
     refresh_tokens,

@@ -24,6 +24,7 @@ pub struct UserRow {
     pub last_login_at: Option<DateTime<Utc>>,
     pub deletion_requested_at: Option<DateTime<Utc>>,
     pub deletion_scheduled_for: Option<DateTime<Utc>>,
+    pub lock_reason: Option<String>,
 }
 
 /// Shows who, never the password hash.
@@ -190,24 +191,22 @@ pub async fn set_deletion(
     Ok(())
 }
 
-/// Deletes up to `limit` accounts whose deletion is due (their sessions, keys and tokens go with
-/// them); rows another replica is purging are skipped. Returns the ids deleted.
-pub async fn purge_due_deletions(conn: &mut Conn<'_>, now: DateTime<Utc>, limit: i64) -> StoreResult<Vec<Uuid>> {
-    use diesel_async::AsyncConnection;
-    Ok(conn
-        .transaction::<_, diesel::result::Error, _>(async |conn| {
-            let due: Vec<Uuid> = users::table
-                .filter(users::deletion_scheduled_for.le(now))
-                .select(users::id)
-                .limit(limit)
-                .for_update()
-                .skip_locked()
-                .load(conn)
-                .await?;
-            diesel::delete(users::table.filter(users::id.eq_any(due)))
-                .returning(users::id)
-                .get_results(conn)
-                .await
-        })
+/// Locks up to `limit` accounts whose deletion is due, skipping rows another replica holds; for
+/// the caller's transaction.
+pub async fn lock_due_deletions(conn: &mut Conn<'_>, now: DateTime<Utc>, limit: i64) -> StoreResult<Vec<Uuid>> {
+    Ok(users::table
+        .filter(users::deletion_scheduled_for.le(now))
+        .select(users::id)
+        .limit(limit)
+        .for_update()
+        .skip_locked()
+        .load(conn)
+        .await?)
+}
+
+/// Deletes accounts; their sessions, keys and one-time tokens go with them.
+pub async fn delete(conn: &mut Conn<'_>, ids: &[Uuid]) -> StoreResult<usize> {
+    Ok(diesel::delete(users::table.filter(users::id.eq_any(ids)))
+        .execute(conn)
         .await?)
 }

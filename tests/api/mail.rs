@@ -201,6 +201,31 @@ async fn unknown_addresses_get_the_same_answer_and_no_mail() {
     smtp.wait_for("dee@example.com", 3, Duration::from_secs(10)).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert!(smtp.to("nobody@example.com").is_empty());
+    // Nothing was stored for it either: no token, no mail in the outbox.
+    {
+        use diesel::sql_types::BigInt;
+        use diesel_async::RunQueryDsl;
+        #[derive(diesel::QueryableByName)]
+        struct Count {
+            #[diesel(sql_type = BigInt)]
+            n: i64,
+        }
+        let mut db = app.db().await;
+        let stored: Count = diesel::sql_query(
+            "SELECT (SELECT COUNT(*) FROM mail_outbox WHERE recipient = 'nobody@example.com') \
+                  + (SELECT COUNT(*) FROM one_time_tokens WHERE email = 'nobody@example.com') AS n",
+        )
+        .get_result(&mut db)
+        .await
+        .unwrap();
+        assert_eq!(stored.n, 0);
+        let known: Count =
+            diesel::sql_query("SELECT COUNT(*) AS n FROM mail_outbox WHERE recipient = 'dee@example.com'")
+                .get_result(&mut db)
+                .await
+                .unwrap();
+        assert_eq!(known.n, 3, "the check above can fail");
+    }
     // A malformed address is refused the same way whether or not anyone has it.
     let bad = app
         .auth()
@@ -214,7 +239,7 @@ async fn unknown_addresses_get_the_same_answer_and_no_mail() {
 
 #[tokio::test]
 async fn mail_waits_for_the_smtp_server_to_come_back() {
-    let mut smtp = SmtpServer::down();
+    let smtp = SmtpServer::down().await;
     let app = app_with_smtp(&smtp, &[]).await;
     app.register("eva").await;
     app.auth()
@@ -225,7 +250,7 @@ async fn mail_waits_for_the_smtp_server_to_come_back() {
         .unwrap();
     // Several delivery attempts fail while nothing listens.
     tokio::time::sleep(Duration::from_secs(4)).await;
-    smtp.resume().await;
+    smtp.resume();
     let mail = smtp.wait_for("eva@example.com", 1, Duration::from_secs(90)).await;
     assert!(mail.token(&link_prefix("/reset-password")).is_some());
     // Delivered once, not once per attempt.
@@ -303,6 +328,9 @@ async fn deletion_with_a_grace_period_purges_the_account_and_frees_the_address()
         !app.is_active(&introspector, &tokens.access_token).await,
         "sessions end at confirmation"
     );
+    // Signing in during the grace is allowed (to cancel); what it hands out dies with the account.
+    let during_grace = app.login("gus", PASSWORD).await;
+    assert!(app.is_active(&introspector, &during_grace.access_token).await);
     // Gone within a minute; the address can register again.
     crate::cluster::within(Duration::from_secs(60), || async {
         app.auth()
@@ -323,6 +351,10 @@ async fn deletion_with_a_grace_period_purges_the_account_and_frees_the_address()
         })
         .await
         .expect("the address is free again");
+    assert!(
+        !app.is_active(&introspector, &during_grace.access_token).await,
+        "purged with the account"
+    );
 }
 
 #[tokio::test]
@@ -331,19 +363,45 @@ async fn a_cancelled_deletion_leaves_the_account_working() {
     let app = app_with_smtp(
         &smtp,
         &[
-            ("AUTHD_ACCOUNT_DELETION_GRACE", "2s"),
+            ("AUTHD_ACCOUNT_DELETION_GRACE", "5s"),
             ("AUTHD_HOUSEKEEPING_INTERVAL", "1s"),
+            ("AUTHD_MAIL_RATE_PER_HOUR", "10"),
         ],
     )
     .await;
     app.register("hal").await;
+    // A superseded request's token can neither confirm nor cancel.
+    for n in 1..=2 {
+        app.auth()
+            .request_account_deletion(RequestAccountDeletionRequest {
+                email: "hal@example.com".into(),
+            })
+            .await
+            .unwrap();
+        smtp.wait_for("hal@example.com", n, Duration::from_secs(10)).await;
+    }
+    let stale = smtp.to("hal@example.com")[0]
+        .token(&link_prefix("/confirm-deletion"))
+        .unwrap();
+    let err = app
+        .auth()
+        .confirm_account_deletion(ConfirmAccountDeletionRequest { token: stale.clone() })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    let err = app
+        .auth()
+        .cancel_account_deletion(CancelAccountDeletionRequest { token: stale })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
     app.auth()
         .request_account_deletion(RequestAccountDeletionRequest {
             email: "hal@example.com".into(),
         })
         .await
         .unwrap();
-    let mail = smtp.wait_for("hal@example.com", 1, Duration::from_secs(10)).await;
+    let mail = smtp.wait_for("hal@example.com", 3, Duration::from_secs(10)).await;
     let token = mail.token(&link_prefix("/confirm-deletion")).unwrap();
     app.auth()
         .confirm_account_deletion(ConfirmAccountDeletionRequest { token: token.clone() })
@@ -353,7 +411,7 @@ async fn a_cancelled_deletion_leaves_the_account_working() {
         .cancel_account_deletion(CancelAccountDeletionRequest { token: token.clone() })
         .await
         .unwrap();
-    tokio::time::sleep(Duration::from_secs(4)).await;
+    tokio::time::sleep(Duration::from_secs(6)).await;
     let tokens = app.login("hal", PASSWORD).await;
     let status = app
         .auth()
@@ -376,7 +434,7 @@ async fn a_cancelled_deletion_leaves_the_account_working() {
         })
         .await
         .unwrap();
-    let mail = smtp.wait_for("hal@example.com", 2, Duration::from_secs(10)).await;
+    let mail = smtp.wait_for("hal@example.com", 4, Duration::from_secs(10)).await;
     app.auth()
         .confirm_account_deletion(ConfirmAccountDeletionRequest {
             token: mail.token(&link_prefix("/confirm-deletion")).unwrap(),
@@ -388,7 +446,7 @@ async fn a_cancelled_deletion_leaves_the_account_working() {
         .cancel_account_deletion(bearer(CancelAccountDeletionRequest::default(), &tokens.access_token))
         .await
         .unwrap();
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    tokio::time::sleep(Duration::from_secs(6)).await;
     app.login("hal", PASSWORD).await;
 }
 
@@ -439,6 +497,14 @@ async fn changing_the_address_takes_effect_once_verified() {
     let smtp = SmtpServer::start().await;
     let app = app_with_smtp(&smtp, &[]).await;
     let tokens = app.user("jan").await;
+    app.auth()
+        .request_password_reset(RequestPasswordResetRequest {
+            email: "jan@example.com".into(),
+        })
+        .await
+        .unwrap();
+    let old_link = smtp.wait_for("jan@example.com", 1, Duration::from_secs(10)).await;
+    let old_reset = old_link.token(&link_prefix("/reset-password")).unwrap();
     let updated = app
         .users()
         .update_me(bearer(
@@ -472,10 +538,9 @@ async fn changing_the_address_takes_effect_once_verified() {
     assert_eq!(me.email, "jan.new@example.com");
     assert!(me.email_verified);
     app.login("jan.new@example.com", PASSWORD).await;
-    // Someone else's address cannot be taken.
+    // Another account's address: the same answer (nothing revealed), and no mail goes there.
     app.register("kim").await;
-    let taken = app
-        .users()
+    app.users()
         .update_me(bearer(
             UpdateMeRequest {
                 username: None,
@@ -484,8 +549,19 @@ async fn changing_the_address_takes_effect_once_verified() {
             &tokens.access_token,
         ))
         .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(smtp.to("kim@example.com").is_empty());
+    // The reset link mailed to the old address died when the address moved.
+    let dead = app
+        .auth()
+        .reset_password(ResetPasswordRequest {
+            token: old_reset,
+            new_password: "a different new password".into(),
+        })
+        .await
         .unwrap_err();
-    assert_eq!(taken.code(), Code::AlreadyExists);
+    assert_eq!(dead.code(), Code::InvalidArgument);
 }
 
 #[tokio::test]
@@ -501,11 +577,20 @@ async fn without_smtp_mail_is_written_as_eml_files() {
         .await
         .unwrap();
     let file = crate::cluster::within(Duration::from_secs(10), || async {
-        std::fs::read_dir(&dir).map(|d| d.count() > 0).unwrap_or(false)
+        std::fs::read_dir(&dir)
+            .map(|d| {
+                d.filter_map(Result::ok)
+                    .any(|e| !e.file_name().to_string_lossy().starts_with('.'))
+            })
+            .unwrap_or(false)
     })
     .await;
     let _ = file;
-    let entry = std::fs::read_dir(&dir).unwrap().next().unwrap().unwrap();
+    let entry = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(Result::unwrap)
+        .find(|e| !e.file_name().to_string_lossy().starts_with('.'))
+        .expect("a finished .eml file");
     assert!(entry.file_name().to_string_lossy().ends_with("-reset_password.eml"));
     let data = std::fs::read_to_string(entry.path()).unwrap();
     let mail = crate::smtp::Received { to: vec![], data };

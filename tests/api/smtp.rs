@@ -54,26 +54,39 @@ impl Received {
 pub struct SmtpServer {
     pub port: u16,
     mails: Arc<Mutex<Vec<Received>>>,
-    tasks: Option<JoinSet<()>>,
+    /// While false, connections are dropped at once: the server is "down", its port still ours.
+    up: Arc<std::sync::atomic::AtomicBool>,
+    _tasks: JoinSet<()>,
 }
 
 impl SmtpServer {
     pub async fn start() -> Self {
-        let mut server = Self {
-            port: crate::cluster::free_port(),
-            mails: Arc::default(),
-            tasks: None,
-        };
-        server.resume().await;
+        let server = Self::down().await;
+        server.resume();
         server
     }
 
-    /// A server that is down from the start (nothing listens on its port yet).
-    pub fn down() -> Self {
+    /// A server that refuses every session until [`SmtpServer::resume`].
+    pub async fn down() -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind an SMTP port");
+        let port = listener.local_addr().unwrap().port();
+        let mails: Arc<Mutex<Vec<Received>>> = Arc::default();
+        let up: Arc<std::sync::atomic::AtomicBool> = Arc::default();
+        let mut tasks = JoinSet::new();
+        let (accept_mails, accept_up) = (mails.clone(), up.clone());
+        tasks.spawn(async move {
+            let mut connections = JoinSet::new();
+            while let Ok((stream, _)) = listener.accept().await {
+                if accept_up.load(std::sync::atomic::Ordering::SeqCst) {
+                    connections.spawn(serve(stream, accept_mails.clone()));
+                }
+            }
+        });
         Self {
-            port: crate::cluster::free_port(),
-            mails: Arc::default(),
-            tasks: None,
+            port,
+            mails,
+            up,
+            _tasks: tasks,
         }
     }
 
@@ -81,19 +94,8 @@ impl SmtpServer {
         format!("smtp://127.0.0.1:{}", self.port)
     }
 
-    pub async fn resume(&mut self) {
-        let listener = TcpListener::bind(("127.0.0.1", self.port))
-            .await
-            .expect("bind the SMTP port");
-        let mails = self.mails.clone();
-        let mut tasks = JoinSet::new();
-        tasks.spawn(async move {
-            let mut connections = JoinSet::new();
-            while let Ok((stream, _)) = listener.accept().await {
-                connections.spawn(serve(stream, mails.clone()));
-            }
-        });
-        self.tasks = Some(tasks);
+    pub fn resume(&self) {
+        self.up.store(true, std::sync::atomic::Ordering::SeqCst);
     }
 
     pub fn to(&self, address: &str) -> Vec<Received> {
