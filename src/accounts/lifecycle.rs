@@ -18,6 +18,9 @@ use diesel_async::AsyncConnection;
 use std::sync::Arc;
 use uuid::Uuid;
 
+/// `lock_reason` of a lock set by failed logins.
+pub(crate) const LOCKOUT: &str = "lockout";
+
 const RESET_TTL: chrono::Duration = chrono::Duration::minutes(30);
 const VERIFY_TTL: chrono::Duration = chrono::Duration::hours(24);
 const DELETE_TTL: chrono::Duration = chrono::Duration::hours(1);
@@ -223,10 +226,15 @@ impl App {
                 else {
                     return Err(StoreError::NotFound);
                 };
-                store::users::lock(conn, spent.user_id)
+                let user = store::users::lock(conn, spent.user_id)
                     .await?
                     .ok_or(StoreError::NotFound)?;
                 store::users::set_password_hash(conn, spent.user_id, &hash, now).await?;
+                // A lockout (what an attacker can cause) ends with the reset; an administrator's
+                // lock does not.
+                if user.lock_reason.as_deref() == Some(LOCKOUT) {
+                    store::users::set_lock(conn, user.id, None, None, now).await?;
+                }
                 // Following the link proved control of the address.
                 store::users::mark_email_verified(conn, spent.user_id, now).await?;
                 self.revoke_user_in(conn, spent.user_id, now).await

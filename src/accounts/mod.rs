@@ -1,5 +1,6 @@
 //! Registration, login, profile and password rules.
 
+mod admin;
 mod lifecycle;
 mod password;
 
@@ -93,9 +94,22 @@ impl App {
             .hasher
             .verify(&password, user.as_ref().and_then(|u| u.password_hash.as_deref()))
             .await?;
-        let Some(user) = user.filter(|u| verified.ok && u.active) else {
+        // Every refusal below comes after the same hashing work, with the same answer: unknown
+        // user, wrong password, locked or deactivated account look alike (security rule 8).
+        let Some(user) = user else {
             return Err(Error::Unauthenticated);
         };
+        let now = self.clock.now();
+        if user.locked_until.is_some_and(|until| until > now) {
+            return Err(Error::Unauthenticated);
+        }
+        if !verified.ok {
+            self.count_failed_login(user.id).await?;
+            return Err(Error::Unauthenticated);
+        }
+        if !user.active {
+            return Err(Error::Unauthenticated);
+        }
         // Told only to someone who knows the password.
         if self.settings.require_verified_email && !user.email_verified {
             return Err(Error::FailedPrecondition("email address not verified"));
@@ -107,6 +121,26 @@ impl App {
         }
         let tokens = self.start_session(&user, device_name, client).await?;
         Ok(LoggedIn { user, tokens })
+    }
+
+    /// One more consecutive failure; at `AUTHD_LOCKOUT_THRESHOLD` password login locks for
+    /// `AUTHD_LOCKOUT_DURATION` (existing sessions are untouched: a lockout is what an attacker
+    /// can cause, so it must not cost the owner more than their password login).
+    async fn count_failed_login(&self, user_id: Uuid) -> Result<()> {
+        let settings = &self.settings;
+        let now = self.clock.now();
+        let until = now + chrono::Duration::from_std(settings.lockout_duration).map_err(Error::internal)?;
+        let mut conn = store::conn(&self.pool).await?;
+        let locked = conn
+            .transaction::<_, StoreError, _>(async |conn| match store::users::lock(conn, user_id).await? {
+                Some(user) => store::users::record_failed_login(conn, &user, settings.lockout_threshold, until).await,
+                None => Ok(false),
+            })
+            .await?;
+        if locked {
+            tracing::warn!(%user_id, "too many failed logins: password login locked");
+        }
+        Ok(())
     }
 
     pub async fn get_me(&self, caller: &Caller) -> Result<UserRow> {

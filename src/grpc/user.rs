@@ -17,13 +17,8 @@ impl UserApi {
         Self { app }
     }
 
-    /// Administrative RPCs: authenticated, then refused to everyone but admins until implemented.
-    async fn admin_only<T>(&self, request: &Request<T>, what: &'static str) -> Result<(), Status> {
-        let caller = self.app.authenticate_user(bearer(request.metadata())).await?;
-        if !caller.is_admin() {
-            return Err(Error::PermissionDenied("role admin required").into());
-        }
-        Err(Error::Unimplemented(what).into())
+    fn user(&self, row: &crate::store::users::UserRow) -> User {
+        convert::user(row, self.app.clock.now())
     }
 }
 
@@ -52,26 +47,63 @@ impl UserService for UserApi {
     }
 
     async fn list_users(&self, request: Request<ListUsersRequest>) -> Reply<ListUsersResponse> {
-        self.admin_only(&request, "ListUsers").await.map(|_| unreachable!())
+        let caller = self.app.authenticate_user(bearer(request.metadata())).await?;
+        let req = request.into_inner();
+        let (users, next_page_token) = self
+            .app
+            .list_users(&caller, req.page_size, &req.page_token, &req.query)
+            .await?;
+        Ok(Response::new(ListUsersResponse {
+            users: users.iter().map(|u| self.user(u)).collect(),
+            next_page_token,
+        }))
     }
 
     async fn get_user(&self, request: Request<GetUserRequest>) -> Reply<GetUserResponse> {
-        self.admin_only(&request, "GetUser").await.map(|_| unreachable!())
+        let caller = self.app.authenticate_user(bearer(request.metadata())).await?;
+        let user = self.app.get_user(&caller, &request.get_ref().user_id).await?;
+        Ok(Response::new(GetUserResponse {
+            user: Some(self.user(&user)),
+        }))
     }
 
     async fn update_user(&self, request: Request<UpdateUserRequest>) -> Reply<UpdateUserResponse> {
-        self.admin_only(&request, "UpdateUser").await.map(|_| unreachable!())
+        let caller = self.app.authenticate_user(bearer(request.metadata())).await?;
+        let req = request.into_inner();
+        let roles = req.roles.map(|r| r.roles);
+        let user = self
+            .app
+            .update_user(&caller, &req.user_id, roles.as_deref(), req.active)
+            .await?;
+        Ok(Response::new(UpdateUserResponse {
+            user: Some(self.user(&user)),
+        }))
     }
 
     async fn lock_user(&self, request: Request<LockUserRequest>) -> Reply<LockUserResponse> {
-        self.admin_only(&request, "LockUser").await.map(|_| unreachable!())
+        let caller = self.app.authenticate_user(bearer(request.metadata())).await?;
+        let req = request.into_inner();
+        let duration = match &req.duration {
+            Some(d) => Some(convert::from_duration(d).ok_or(Error::invalid("duration", "must be positive"))?),
+            None => None,
+        };
+        let user = self.app.lock_user(&caller, &req.user_id, duration).await?;
+        Ok(Response::new(LockUserResponse {
+            user: Some(self.user(&user)),
+        }))
     }
 
     async fn unlock_user(&self, request: Request<UnlockUserRequest>) -> Reply<UnlockUserResponse> {
-        self.admin_only(&request, "UnlockUser").await.map(|_| unreachable!())
+        let caller = self.app.authenticate_user(bearer(request.metadata())).await?;
+        let user = self.app.unlock_user(&caller, &request.get_ref().user_id).await?;
+        Ok(Response::new(UnlockUserResponse {
+            user: Some(self.user(&user)),
+        }))
     }
 
     async fn delete_user(&self, request: Request<DeleteUserRequest>) -> Reply<DeleteUserResponse> {
-        self.admin_only(&request, "DeleteUser").await.map(|_| unreachable!())
+        let caller = self.app.authenticate_user(bearer(request.metadata())).await?;
+        self.app.delete_user(&caller, &request.get_ref().user_id).await?;
+        Ok(Response::new(DeleteUserResponse {}))
     }
 }

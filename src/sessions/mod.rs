@@ -55,7 +55,10 @@ impl App {
             .transaction::<_, store::StoreError, _>(async |conn| {
                 // Serialised with other logins and revocations of this user; and a user locked
                 // out or deactivated since the password check gets no session.
-                if !store::users::lock(conn, user.id).await?.is_some_and(|u| u.active) {
+                let usable = store::users::lock(conn, user.id)
+                    .await?
+                    .is_some_and(|u| u.active && u.locked_until.is_none_or(|until| until <= now));
+                if !usable {
                     return Ok(None);
                 }
                 store::sessions::insert(conn, &session_for_tx).await?;

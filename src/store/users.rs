@@ -210,3 +210,84 @@ pub async fn delete(conn: &mut Conn<'_>, ids: &[Uuid]) -> StoreResult<usize> {
         .execute(conn)
         .await?)
 }
+
+/// Counts a failed password for a user (whose row the caller has locked) and, at `threshold`
+/// consecutive failures, locks password login until `lock_until`. Returns whether it locked.
+pub async fn record_failed_login(
+    conn: &mut Conn<'_>,
+    user: &UserRow,
+    threshold: u32,
+    lock_until: DateTime<Utc>,
+) -> StoreResult<bool> {
+    let failures = user.failed_logins.saturating_add(1);
+    let lock = threshold > 0 && failures >= i32::try_from(threshold).unwrap_or(i32::MAX);
+    let query = diesel::update(users::table.find(user.id));
+    if lock {
+        query
+            .set((
+                users::failed_logins.eq(0),
+                users::locked_until.eq(lock_until),
+                users::lock_reason.eq("lockout"),
+            ))
+            .execute(conn)
+            .await?;
+    } else {
+        query.set(users::failed_logins.eq(failures)).execute(conn).await?;
+    }
+    Ok(lock)
+}
+
+/// Sets or lifts a lock (`until` None lifts it) and clears the failure count.
+pub async fn set_lock(
+    conn: &mut Conn<'_>,
+    id: Uuid,
+    until: Option<DateTime<Utc>>,
+    reason: Option<&str>,
+    at: DateTime<Utc>,
+) -> StoreResult<UserRow> {
+    Ok(diesel::update(users::table.find(id))
+        .set((
+            users::locked_until.eq(until),
+            users::lock_reason.eq(reason),
+            users::failed_logins.eq(0),
+            users::updated_at.eq(at),
+        ))
+        .returning(UserRow::as_returning())
+        .get_result(conn)
+        .await?)
+}
+
+pub async fn set_active(conn: &mut Conn<'_>, id: Uuid, active: bool, at: DateTime<Utc>) -> StoreResult<()> {
+    diesel::update(users::table.find(id))
+        .set((users::active.eq(active), users::updated_at.eq(at)))
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// Users in creation order after `after`, optionally those whose email or username starts with
+/// `prefix` (lower case, LIKE wildcards escaped by the caller).
+pub async fn list(
+    conn: &mut Conn<'_>,
+    prefix: Option<&str>,
+    after: Option<Uuid>,
+    limit: i64,
+) -> StoreResult<Vec<UserRow>> {
+    let mut query = users::table
+        .select(UserRow::as_select())
+        .order(users::id.asc())
+        .limit(limit)
+        .into_boxed();
+    if let Some(after) = after {
+        query = query.filter(users::id.gt(after));
+    }
+    if let Some(prefix) = prefix {
+        let pattern = format!("{prefix}%");
+        query = query.filter(
+            users::email_normalized
+                .like(pattern.clone())
+                .or(users::username_normalized.like(pattern)),
+        );
+    }
+    Ok(query.load(conn).await?)
+}

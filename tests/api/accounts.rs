@@ -277,3 +277,32 @@ async fn passwords_are_stored_as_argon2id_and_rehashed_when_parameters_change() 
         .unwrap_or_else(|_| panic!("login"));
     assert!(stored(&mut conn).await.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"));
 }
+
+#[tokio::test]
+async fn common_passwords_are_refused_with_the_reason() {
+    let app = spawn_app().await;
+    let status = register_err(&app, "pat@example.com", "pat", "password123").await;
+    assert_eq!(status.code(), Code::InvalidArgument);
+    assert_eq!(bad_request_field(&status).as_deref(), Some("password"));
+    assert!(status.message().contains("too weak"), "{}", status.message());
+    assert!(
+        !status.message().contains("password123"),
+        "the password is never echoed"
+    );
+    // A password made of the account's own name is guessable too.
+    let status = register_err(&app, "quentin.blake@example.com", "quentin.blake", "quentin.blake").await;
+    assert_eq!(bad_request_field(&status).as_deref(), Some("password"));
+    let tokens = app.user("pat").await;
+    let change = app
+        .auth()
+        .change_password(bearer(
+            ChangePasswordRequest {
+                current_password: PASSWORD.into(),
+                new_password: "password123".into(),
+            },
+            &tokens.access_token,
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(bad_request_field(&change).as_deref(), Some("new_password"));
+}

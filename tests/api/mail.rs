@@ -84,6 +84,15 @@ async fn password_reset_by_mail_ends_every_session() {
         Some("new_password"),
         "refused before the token is spent"
     );
+    let common = app
+        .auth()
+        .reset_password(ResetPasswordRequest {
+            token: token.clone(),
+            new_password: "password123".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(bad_request_field(&common).as_deref(), Some("new_password"));
     app.auth()
         .reset_password(ResetPasswordRequest {
             token: token.clone(),

@@ -4,6 +4,7 @@ mod cluster;
 mod helpers;
 
 mod accounts;
+mod admin;
 mod api_keys;
 mod cli;
 mod introspection;

@@ -1,0 +1,217 @@
+//! What administrators do to other accounts: list and read them, change roles and standing,
+//! lock, unlock and delete. Every change that lowers what an account may do revokes what it
+//! holds (its tokens carry its roles, and a lock or deletion must take effect at once).
+
+use crate::app::App;
+use crate::domain::ROLES;
+use crate::error::{Error, Result};
+use crate::identity::Caller;
+use crate::store::{self, StoreError, users::UserRow};
+use diesel_async::AsyncConnection;
+use uuid::Uuid;
+
+/// `lock_reason` of a lock set by an administrator; only `UnlockUser` lifts it.
+const ADMIN_LOCK: &str = "admin";
+const DEFAULT_PAGE: i64 = 50;
+const MAX_PAGE: i64 = 200;
+
+fn require_admin(caller: &Caller) -> Result<()> {
+    if caller.is_admin() {
+        Ok(())
+    } else {
+        Err(Error::PermissionDenied("role admin required"))
+    }
+}
+
+fn user_id(text: &str) -> Result<Uuid> {
+    crate::api_keys::parse_id(text, "user_id")
+}
+
+fn not_yourself(caller: &Caller, target: Uuid, what: &'static str) -> Result<()> {
+    if caller.user_id == target {
+        Err(Error::FailedPrecondition(what))
+    } else {
+        Ok(())
+    }
+}
+
+impl App {
+    /// A page of users in creation order, optionally those whose email or username starts with
+    /// `query`; the token of the next page is empty on the last one.
+    pub async fn list_users(
+        &self,
+        caller: &Caller,
+        page_size: i32,
+        page_token: &str,
+        query: &str,
+    ) -> Result<(Vec<UserRow>, String)> {
+        require_admin(caller)?;
+        let limit = match i64::from(page_size) {
+            0 => DEFAULT_PAGE,
+            n if n < 0 => return Err(Error::invalid("page_size", "must not be negative")),
+            n => n.min(MAX_PAGE),
+        };
+        let after = match page_token.trim() {
+            "" => None,
+            token => Some(
+                Uuid::parse_str(token)
+                    .map_err(|_| Error::invalid("page_token", "is not a token from a previous page"))?,
+            ),
+        };
+        let prefix = query.trim().to_ascii_lowercase();
+        if prefix.chars().count() > 254 {
+            return Err(Error::invalid("query", "is too long"));
+        }
+        // LIKE wildcards in the query match literally.
+        let escaped = prefix.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_");
+        let mut conn = store::conn(&self.pool).await?;
+        let mut users = store::users::list(
+            &mut conn,
+            (!escaped.is_empty()).then_some(escaped.as_str()),
+            after,
+            limit + 1,
+        )
+        .await?;
+        let next = if users.len() as i64 > limit {
+            users.truncate(limit as usize);
+            users.last().map(|u| u.id.to_string()).unwrap_or_default()
+        } else {
+            String::new()
+        };
+        Ok((users, next))
+    }
+
+    pub async fn get_user(&self, caller: &Caller, id: &str) -> Result<UserRow> {
+        require_admin(caller)?;
+        let id = user_id(id)?;
+        let mut conn = store::conn(&self.pool).await?;
+        store::users::find(&mut conn, id).await?.ok_or(Error::NotFound("user"))
+    }
+
+    /// Replaces roles and/or sets the account active or not. Nobody changes their own roles.
+    pub async fn update_user(
+        &self,
+        caller: &Caller,
+        id: &str,
+        roles: Option<&[String]>,
+        active: Option<bool>,
+    ) -> Result<UserRow> {
+        require_admin(caller)?;
+        let id = user_id(id)?;
+        let roles = match roles {
+            Some(roles) => {
+                if caller.user_id == id {
+                    return Err(Error::PermissionDenied("nobody changes their own roles"));
+                }
+                let mut roles: Vec<String> = roles.iter().map(|r| r.trim().to_string()).collect();
+                if let Some(unknown) = roles.iter().find(|r| !ROLES.contains(&r.as_str())) {
+                    return Err(Error::invalid(
+                        "roles",
+                        format!(
+                            "`{}` is not one of {}",
+                            unknown.chars().take(32).collect::<String>(),
+                            ROLES.join(", ")
+                        ),
+                    ));
+                }
+                roles.sort();
+                roles.dedup();
+                Some(roles)
+            }
+            None => None,
+        };
+        if active == Some(false) {
+            not_yourself(caller, id, "you cannot deactivate yourself")?;
+        }
+        let now = self.clock.now();
+        let mut conn = store::conn(&self.pool).await?;
+        let (user, revocations) = conn
+            .transaction::<_, StoreError, _>(async |conn| {
+                let before = store::users::lock(conn, id).await?.ok_or(StoreError::NotFound)?;
+                let mut revoke = false;
+                if let Some(roles) = &roles {
+                    if *roles != before.roles {
+                        store::users::set_roles(conn, id, roles, now).await?;
+                        revoke = true;
+                    }
+                }
+                if let Some(active) = active {
+                    store::users::set_active(conn, id, active, now).await?;
+                    revoke |= !active && before.active;
+                }
+                let revocations = if revoke {
+                    self.revoke_user_in(conn, id, now).await?
+                } else {
+                    Vec::new()
+                };
+                let user = store::users::find(conn, id).await?.ok_or(StoreError::NotFound)?;
+                Ok((user, revocations))
+            })
+            .await
+            .map_err(not_found)?;
+        self.apply_revocations(&revocations);
+        Ok(user)
+    }
+
+    /// Locks login (for `duration`, or until unlocked) and ends everything the user holds.
+    pub async fn lock_user(&self, caller: &Caller, id: &str, duration: Option<std::time::Duration>) -> Result<UserRow> {
+        require_admin(caller)?;
+        let id = user_id(id)?;
+        not_yourself(caller, id, "you cannot lock yourself")?;
+        let now = self.clock.now();
+        let until = match duration {
+            Some(d) => now + chrono::Duration::from_std(d).map_err(|_| Error::invalid("duration", "is too long"))?,
+            None => now + chrono::Duration::days(365 * 100),
+        };
+        let mut conn = store::conn(&self.pool).await?;
+        let (user, revocations) = conn
+            .transaction::<_, StoreError, _>(async |conn| {
+                store::users::lock(conn, id).await?.ok_or(StoreError::NotFound)?;
+                let user = store::users::set_lock(conn, id, Some(until), Some(ADMIN_LOCK), now).await?;
+                Ok((user, self.revoke_user_in(conn, id, now).await?))
+            })
+            .await
+            .map_err(not_found)?;
+        self.apply_revocations(&revocations);
+        Ok(user)
+    }
+
+    /// Lifts any lock, an administrator's or a lockout after failed logins.
+    pub async fn unlock_user(&self, caller: &Caller, id: &str) -> Result<UserRow> {
+        require_admin(caller)?;
+        let id = user_id(id)?;
+        let now = self.clock.now();
+        let mut conn = store::conn(&self.pool).await?;
+        store::users::find(&mut conn, id)
+            .await?
+            .ok_or(Error::NotFound("user"))?;
+        Ok(store::users::set_lock(&mut conn, id, None, None, now).await?)
+    }
+
+    /// Deletes an account at once, revoking everything it held.
+    pub async fn delete_user(&self, caller: &Caller, id: &str) -> Result<()> {
+        require_admin(caller)?;
+        let id = user_id(id)?;
+        not_yourself(caller, id, "you cannot delete yourself")?;
+        let now = self.clock.now();
+        let mut conn = store::conn(&self.pool).await?;
+        let revocations = conn
+            .transaction::<_, StoreError, _>(async |conn| {
+                store::users::lock(conn, id).await?.ok_or(StoreError::NotFound)?;
+                let revocations = self.revoke_user_in(conn, id, now).await?;
+                store::users::delete(conn, &[id]).await?;
+                Ok(revocations)
+            })
+            .await
+            .map_err(not_found)?;
+        self.apply_revocations(&revocations);
+        Ok(())
+    }
+}
+
+fn not_found(err: StoreError) -> Error {
+    match err {
+        StoreError::NotFound => Error::NotFound("user"),
+        other => other.into(),
+    }
+}
