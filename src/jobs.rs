@@ -218,6 +218,8 @@ async fn purge_expired(app: &App) -> crate::error::Result<()> {
         store::sessions::purge_finished(conn, day_ago).await?;
         store::mail::purge_finished(conn, day_ago).await?;
         store::revocations::purge_expired(conn, now).await?;
+        let retention = chrono::Duration::from_std(app.settings.audit_retention).unwrap_or(chrono::Duration::days(90));
+        store::audit::purge_older(conn, now - retention).await?;
         Ok(())
     })
     .await?;

@@ -7,6 +7,7 @@ pub mod proto {
 pub mod accounts;
 pub mod api_keys;
 pub mod app;
+pub mod audit;
 pub mod cli;
 pub mod clock;
 pub mod config;

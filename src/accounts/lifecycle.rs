@@ -7,6 +7,7 @@
 //! (security rule 8).
 
 use crate::app::App;
+use crate::audit::Event;
 use crate::crypto::{random_token, token_hash};
 use crate::domain::{Email, Password};
 use crate::error::{Error, Result};
@@ -86,22 +87,27 @@ impl App {
         let written = conn
             .transaction::<_, StoreError, _>(async |conn| {
                 let Some(found) = store::users::find_by_email(conn, email.normalized()).await? else {
-                    return Ok(false);
+                    return Ok(None);
                 };
                 // One request per account at a time, so the per-address limit counts exactly.
                 let Some(user) = store::users::lock(conn, found.id).await? else {
-                    return Ok(false);
+                    return Ok(None);
                 };
                 if kind == MailKind::VerifyEmail && user.email_verified {
-                    return Ok(false);
+                    return Ok(None);
                 }
                 let written = self.write_one_time_link(conn, &user, &user.email, kind, now).await?;
                 if written && kind == MailKind::DeleteAccount {
                     store::users::set_deletion(conn, user.id, Some(now), user.deletion_scheduled_for).await?;
                 }
-                Ok(written)
+                Ok(written.then_some(user.id))
             })
             .await?;
+        if let (Some(user_id), MailKind::DeleteAccount) = (written, kind) {
+            self.audit(Event::success("account_deletion.requested").user(user_id))
+                .await;
+        }
+        let written = written.is_some();
         if written {
             self.mail_ready.notify_one();
         }
@@ -177,7 +183,8 @@ impl App {
     }
 
     /// Marks the address of a verification token verified (or moves the account to it).
-    pub async fn verify_email(&self, token: &str) -> Result<()> {
+    /// Returns the account whose address was verified.
+    pub async fn verify_email(&self, token: &str) -> Result<Uuid> {
         let hash = token_hash(token.trim());
         let now = self.clock.now();
         let mut conn = store::conn(&self.pool).await?;
@@ -191,14 +198,16 @@ impl App {
                 .ok_or(StoreError::NotFound)?;
             let email = Email::parse(&spent.email).map_err(|_| StoreError::NotFound)?;
             if email.normalized() == user.email_normalized {
-                store::users::mark_email_verified(conn, user.id, now).await
+                store::users::mark_email_verified(conn, user.id, now)
+                    .await
+                    .map(|()| user.id)
             } else {
                 store::users::set_verified_email(conn, user.id, email.as_str(), email.normalized(), now).await?;
                 // Links mailed to the old address die with it.
                 for kind in [MailKind::ResetPassword, MailKind::DeleteAccount, MailKind::VerifyEmail] {
                     store::one_time_tokens::retire_all(conn, user.id, kind.as_str(), now).await?;
                 }
-                Ok(())
+                Ok(user.id)
             }
         })
         .await
@@ -211,7 +220,8 @@ impl App {
 
     /// Sets a new password with a reset token, then ends every session and revokes every earlier
     /// token of the account (the user-wide path).
-    pub async fn reset_password(&self, token: &str, new_password: &str) -> Result<()> {
+    /// Returns the account whose password was reset.
+    pub async fn reset_password(&self, token: &str, new_password: &str) -> Result<Uuid> {
         // Checked before the token is spent, so a refused password leaves the link usable.
         let password = Password::parse(new_password, "new_password")?;
         self.settings.password_policy.check(&password, "new_password", &[])?;
@@ -237,19 +247,21 @@ impl App {
                 }
                 // Following the link proved control of the address.
                 store::users::mark_email_verified(conn, spent.user_id, now).await?;
-                self.revoke_user_in(conn, spent.user_id, now).await
+                Ok((user.id, self.revoke_user_in(conn, spent.user_id, now).await?))
             })
             .await
             .map_err(|e| match e {
                 StoreError::NotFound => invalid_token(),
                 other => other.into(),
             })?;
+        let (user_id, revocations) = revocations;
         self.apply_revocations(&revocations);
-        Ok(())
+        Ok(user_id)
     }
 
     /// Schedules the deletion `AUTHD_ACCOUNT_DELETION_GRACE` ahead and ends every session.
-    pub async fn confirm_account_deletion(&self, token: &str) -> Result<DateTime<Utc>> {
+    /// Returns when the account will be purged, and which account it is.
+    pub async fn confirm_account_deletion(&self, token: &str) -> Result<(DateTime<Utc>, Uuid)> {
         let token = token_hash(token.trim());
         let now = self.clock.now();
         let scheduled_for =
@@ -274,19 +286,21 @@ impl App {
                 .await?;
                 // The mailed link can cancel for the whole grace period.
                 store::one_time_tokens::extend(conn, &spent.token_hash, scheduled_for).await?;
-                self.revoke_user_in(conn, user.id, now).await
+                Ok((user.id, self.revoke_user_in(conn, user.id, now).await?))
             })
             .await
             .map_err(|e| match e {
                 StoreError::NotFound => invalid_token(),
                 other => other.into(),
             })?;
+        let (user_id, revocations) = revocations;
         self.apply_revocations(&revocations);
-        Ok(scheduled_for)
+        Ok((scheduled_for, user_id))
     }
 
-    /// Cancels a requested or scheduled deletion, with the mailed token or as the signed-in user.
-    pub async fn cancel_account_deletion(&self, token: Option<&str>, caller: Option<&Caller>) -> Result<()> {
+    /// Cancels a requested or scheduled deletion, with the mailed token or as the signed-in user;
+    /// returns the account.
+    pub async fn cancel_account_deletion(&self, token: Option<&str>, caller: Option<&Caller>) -> Result<Uuid> {
         let now = self.clock.now();
         let token = token.map(str::trim).filter(|t| !t.is_empty()).map(token_hash);
         if token.is_none() && caller.is_none() {
@@ -316,7 +330,8 @@ impl App {
                 }
             };
             store::users::set_deletion(conn, user_id, None, None).await?;
-            store::one_time_tokens::retire_all(conn, user_id, MailKind::DeleteAccount.as_str(), now).await
+            store::one_time_tokens::retire_all(conn, user_id, MailKind::DeleteAccount.as_str(), now).await?;
+            Ok(user_id)
         })
         .await
         .map_err(|e| match e {
@@ -354,6 +369,7 @@ impl App {
         self.apply_revocations(&revocations);
         for id in &purged {
             tracing::info!(user_id = %id, "purged an account after its deletion grace");
+            self.audit(Event::success("account_deletion.purged").user(*id)).await;
         }
         Ok(purged)
     }

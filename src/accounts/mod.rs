@@ -8,6 +8,7 @@ pub use lifecycle::DeletionState;
 pub use password::{PasswordHasher, Verified};
 
 use crate::app::{App, ClientInfo};
+use crate::audit::Event;
 use crate::domain::{Email, Password, ROLE_ADMIN, ROLE_USER, Username};
 use crate::error::{Error, Result};
 use crate::identity::Caller;
@@ -96,22 +97,34 @@ impl App {
             .await?;
         // Every refusal below comes after the same hashing work, with the same answer: unknown
         // user, wrong password, locked or deactivated account look alike (security rule 8).
+        let failed = |reason: &'static str| {
+            let shown: String = identifier.chars().take(64).collect();
+            Event::failure("login.failed")
+                .client(client)
+                .detail("reason", reason)
+                .detail("identifier", shown)
+        };
         let Some(user) = user else {
+            self.audit(failed("unknown_user")).await;
             return Err(Error::Unauthenticated);
         };
         let now = self.clock.now();
         if user.locked_until.is_some_and(|until| until > now) {
+            self.audit(failed("locked").user(user.id)).await;
             return Err(Error::Unauthenticated);
         }
         if !verified.ok {
             self.count_failed_login(user.id).await?;
+            self.audit(failed("wrong_password").user(user.id)).await;
             return Err(Error::Unauthenticated);
         }
         if !user.active {
+            self.audit(failed("inactive").user(user.id)).await;
             return Err(Error::Unauthenticated);
         }
         // Told only to someone who knows the password.
         if self.settings.require_verified_email && !user.email_verified {
+            self.audit(failed("email_not_verified").user(user.id)).await;
             return Err(Error::FailedPrecondition("email address not verified"));
         }
         if verified.needs_rehash {
@@ -120,6 +133,13 @@ impl App {
             store::users::set_password_hash(&mut conn, user.id, &hash, self.clock.now()).await?;
         }
         let tokens = self.start_session(&user, device_name, client).await?;
+        self.audit(
+            Event::success("login.succeeded")
+                .user(user.id)
+                .client(client)
+                .detail("session_id", tokens.session_id.to_string()),
+        )
+        .await;
         Ok(LoggedIn { user, tokens })
     }
 

@@ -1,6 +1,7 @@
 use super::convert;
-use super::request::bearer;
+use super::request::{bearer, client_info};
 use crate::app::App;
+use crate::audit::Event;
 use crate::error::Error;
 use crate::proto::api_key_service_server::ApiKeyService;
 use crate::proto::*;
@@ -24,6 +25,7 @@ type Reply<T> = Result<Response<T>, Status>;
 impl ApiKeyService for ApiKeyApi {
     async fn create_api_key(&self, request: Request<CreateApiKeyRequest>) -> Reply<CreateApiKeyResponse> {
         let caller = self.app.authenticate_user(bearer(request.metadata())).await?;
+        let client = client_info(&request);
         let req = request.into_inner();
         let expires_at = match &req.expires_at {
             Some(ts) => Some(convert::from_timestamp(ts).ok_or(Error::invalid("expires_at", "is out of range"))?),
@@ -33,6 +35,14 @@ impl ApiKeyService for ApiKeyApi {
             .app
             .create_api_key(&caller, &req.label, &req.scopes, expires_at)
             .await?;
+        let event = Event::success("api_key.created").user(caller.user_id).client(&client);
+        self.app
+            .audit(
+                event
+                    .detail("api_key_id", issued.key.id.to_string())
+                    .detail("scopes", issued.key.scopes.clone()),
+            )
+            .await;
         Ok(Response::new(CreateApiKeyResponse {
             api_key: Some(convert::api_key(&issued.key)),
             secret: issued.secret.expose().clone(),
@@ -50,17 +60,28 @@ impl ApiKeyService for ApiKeyApi {
     async fn revoke_api_key(&self, request: Request<RevokeApiKeyRequest>) -> Reply<RevokeApiKeyResponse> {
         let caller = self.app.authenticate_user(bearer(request.metadata())).await?;
         self.app.revoke_api_key(&caller, &request.get_ref().id).await?;
+        let event = Event::success("api_key.revoked")
+            .user(caller.user_id)
+            .client(&client_info(&request));
+        self.app
+            .audit(event.detail("api_key_id", request.get_ref().id.clone()))
+            .await;
         Ok(Response::new(RevokeApiKeyResponse {}))
     }
 
     async fn rotate_api_key(&self, request: Request<RotateApiKeyRequest>) -> Reply<RotateApiKeyResponse> {
         let caller = self.app.authenticate_user(bearer(request.metadata())).await?;
+        let client = client_info(&request);
         let req = request.into_inner();
         let grace = match &req.grace_period {
             Some(d) => convert::from_duration(d).ok_or(Error::invalid("grace_period", "must not be negative"))?,
             None => std::time::Duration::ZERO,
         };
         let issued = self.app.rotate_api_key(&caller, &req.id, grace).await?;
+        let event = Event::success("api_key.rotated").user(caller.user_id).client(&client);
+        self.app
+            .audit(event.detail("api_key_id", issued.key.id.to_string()))
+            .await;
         Ok(Response::new(RotateApiKeyResponse {
             api_key: Some(convert::api_key(&issued.key)),
             secret: issued.secret.expose().clone(),

@@ -1,3 +1,4 @@
+use super::convert;
 use super::request::bearer;
 use crate::app::App;
 use crate::error::Error;
@@ -17,13 +18,54 @@ impl AuditApi {
     }
 }
 
+fn instant(
+    ts: &Option<prost_types::Timestamp>,
+    field: &'static str,
+) -> Result<Option<chrono::DateTime<chrono::Utc>>, Status> {
+    match ts {
+        Some(ts) => Ok(Some(
+            convert::from_timestamp(ts).ok_or(Error::invalid(field, "is out of range"))?,
+        )),
+        None => Ok(None),
+    }
+}
+
 #[tonic::async_trait]
 impl AuditService for AuditApi {
     async fn list_audit_events(
         &self,
         request: Request<ListAuditEventsRequest>,
     ) -> Result<Response<ListAuditEventsResponse>, Status> {
-        self.app.authenticate(bearer(request.metadata())).await?;
-        Err(Error::Unimplemented("ListAuditEvents").into())
+        let caller = self.app.authenticate_user(bearer(request.metadata())).await?;
+        let req = request.into_inner();
+        let (since, until) = (instant(&req.since, "since")?, instant(&req.until, "until")?);
+        let (rows, next_page_token) = self
+            .app
+            .list_audit_events(
+                &caller,
+                req.page_size,
+                &req.page_token,
+                &req.user_id,
+                &req.r#type,
+                since,
+                until,
+            )
+            .await?;
+        Ok(Response::new(ListAuditEventsResponse {
+            events: rows
+                .into_iter()
+                .map(|row| AuditEvent {
+                    id: row.id.to_string(),
+                    r#type: row.event_type,
+                    user_id: row.user_id.map(|id| id.to_string()).unwrap_or_default(),
+                    occurred_at: Some(convert::timestamp(row.occurred_at)),
+                    ip_address: row.ip_address.unwrap_or_default(),
+                    user_agent: row.user_agent.unwrap_or_default(),
+                    outcome: row.outcome,
+                    details: row.details,
+                })
+                .collect(),
+            next_page_token,
+        }))
     }
 }

@@ -2,6 +2,7 @@ use super::convert;
 use super::request::{bearer, client_info};
 use crate::accounts::DeletionState;
 use crate::app::App;
+use crate::audit::Event;
 use crate::error::Error;
 use crate::proto::auth_service_server::AuthService;
 use crate::proto::*;
@@ -28,8 +29,12 @@ fn later<T>(what: &'static str) -> Reply<T> {
 #[tonic::async_trait]
 impl AuthService for AuthApi {
     async fn register(&self, request: Request<RegisterRequest>) -> Reply<RegisterResponse> {
+        let client = client_info(&request);
         let req = request.into_inner();
         let user = self.app.register(&req.email, &req.username, &req.password).await?;
+        self.app
+            .audit(Event::success("user.registered").user(user.id).client(&client))
+            .await;
         Ok(Response::new(RegisterResponse {
             user: Some(convert::user(&user, self.app.clock.now())),
         }))
@@ -49,7 +54,8 @@ impl AuthService for AuthApi {
     }
 
     async fn refresh(&self, request: Request<RefreshRequest>) -> Reply<RefreshResponse> {
-        let tokens = self.app.refresh(&request.into_inner().refresh_token).await?;
+        let client = client_info(&request);
+        let tokens = self.app.refresh(&request.into_inner().refresh_token, &client).await?;
         Ok(Response::new(RefreshResponse {
             tokens: Some(convert::tokens(tokens)),
         }))
@@ -62,18 +68,34 @@ impl AuthService for AuthApi {
             }
             _ => None,
         };
-        self.app
+        let client = client_info(&request);
+        if let Some(user_id) = self
+            .app
             .logout(Some(&request.get_ref().refresh_token), caller.as_ref())
-            .await?;
+            .await?
+        {
+            self.app
+                .audit(Event::success("logout").user(user_id).client(&client))
+                .await;
+        }
         Ok(Response::new(LogoutResponse {}))
     }
 
     async fn change_password(&self, request: Request<ChangePasswordRequest>) -> Reply<ChangePasswordResponse> {
         let caller = self.app.authenticate_user(bearer(request.metadata())).await?;
+        let client = client_info(&request);
         let req = request.into_inner();
-        self.app
+        let changed = self
+            .app
             .change_password(&caller, &req.current_password, &req.new_password)
-            .await?;
+            .await;
+        let event = if changed.is_ok() {
+            Event::success("password.changed")
+        } else {
+            Event::failure("password.changed")
+        };
+        self.app.audit(event.user(caller.user_id).client(&client)).await;
+        changed?;
         Ok(Response::new(ChangePasswordResponse {}))
     }
 
@@ -86,8 +108,12 @@ impl AuthService for AuthApi {
     }
 
     async fn reset_password(&self, request: Request<ResetPasswordRequest>) -> Reply<ResetPasswordResponse> {
+        let client = client_info(&request);
         let req = request.into_inner();
-        self.app.reset_password(&req.token, &req.new_password).await?;
+        let user_id = self.app.reset_password(&req.token, &req.new_password).await?;
+        self.app
+            .audit(Event::success("password.reset").user(user_id).client(&client))
+            .await;
         Ok(Response::new(ResetPasswordResponse {}))
     }
 
@@ -100,7 +126,14 @@ impl AuthService for AuthApi {
     }
 
     async fn verify_email(&self, request: Request<VerifyEmailRequest>) -> Reply<VerifyEmailResponse> {
-        self.app.verify_email(&request.get_ref().token).await?;
+        let user_id = self.app.verify_email(&request.get_ref().token).await?;
+        self.app
+            .audit(
+                Event::success("email.verified")
+                    .user(user_id)
+                    .client(&client_info(&request)),
+            )
+            .await;
         Ok(Response::new(VerifyEmailResponse {}))
     }
 
@@ -116,7 +149,13 @@ impl AuthService for AuthApi {
         &self,
         request: Request<ConfirmAccountDeletionRequest>,
     ) -> Reply<ConfirmAccountDeletionResponse> {
-        let scheduled_for = self.app.confirm_account_deletion(&request.get_ref().token).await?;
+        let (scheduled_for, user_id) = self.app.confirm_account_deletion(&request.get_ref().token).await?;
+        let event = Event::success("account_deletion.confirmed")
+            .user(user_id)
+            .client(&client_info(&request));
+        self.app
+            .audit(event.detail("scheduled_for", scheduled_for.to_rfc3339()))
+            .await;
         Ok(Response::new(ConfirmAccountDeletionResponse {
             scheduled_for: Some(convert::timestamp(scheduled_for)),
         }))
@@ -131,7 +170,14 @@ impl AuthService for AuthApi {
             Some(credential) if token.is_empty() => Some(self.app.authenticate_user(Some(credential)).await?),
             _ => None,
         };
-        self.app.cancel_account_deletion(Some(token), caller.as_ref()).await?;
+        let user_id = self.app.cancel_account_deletion(Some(token), caller.as_ref()).await?;
+        self.app
+            .audit(
+                Event::success("account_deletion.cancelled")
+                    .user(user_id)
+                    .client(&client_info(&request)),
+            )
+            .await;
         Ok(Response::new(CancelAccountDeletionResponse {}))
     }
 

@@ -1,6 +1,7 @@
 use super::convert;
-use super::request::bearer;
+use super::request::{bearer, client_info};
 use crate::app::App;
+use crate::audit::Event;
 use crate::proto::session_service_server::SessionService;
 use crate::proto::*;
 use std::sync::Arc;
@@ -35,6 +36,12 @@ impl SessionService for SessionApi {
     async fn revoke_session(&self, request: Request<RevokeSessionRequest>) -> Reply<RevokeSessionResponse> {
         let caller = self.app.authenticate_user(bearer(request.metadata())).await?;
         self.app.revoke_session(&caller, &request.get_ref().session_id).await?;
+        let event = Event::success("session.revoked")
+            .user(caller.user_id)
+            .client(&client_info(&request));
+        self.app
+            .audit(event.detail("session_id", request.get_ref().session_id.clone()))
+            .await;
         Ok(Response::new(RevokeSessionResponse {}))
     }
 
@@ -49,6 +56,10 @@ impl SessionService for SessionApi {
             None
         };
         let revoked = self.app.revoke_all_sessions(caller.user_id, keep).await?;
+        let event = Event::success("session.revoked")
+            .user(caller.user_id)
+            .client(&client_info(&request));
+        self.app.audit(event.detail("all", true).detail("count", revoked)).await;
         Ok(Response::new(RevokeAllSessionsResponse {
             revoked: i32::try_from(revoked).unwrap_or(i32::MAX),
         }))

@@ -1,6 +1,7 @@
 use super::convert;
-use super::request::bearer;
+use super::request::{bearer, client_info};
 use crate::app::App;
+use crate::audit::Event;
 use crate::error::Error;
 use crate::proto::user_service_server::UserService;
 use crate::proto::*;
@@ -69,12 +70,31 @@ impl UserService for UserApi {
 
     async fn update_user(&self, request: Request<UpdateUserRequest>) -> Reply<UpdateUserResponse> {
         let caller = self.app.authenticate_user(bearer(request.metadata())).await?;
+        let client = client_info(&request);
         let req = request.into_inner();
         let roles = req.roles.map(|r| r.roles);
         let user = self
             .app
             .update_user(&caller, &req.user_id, roles.as_deref(), req.active)
             .await?;
+        if roles.is_some() {
+            let event = Event::success("user.roles_changed")
+                .user(user.id)
+                .client(&client)
+                .detail("by", caller.user_id.to_string());
+            self.app.audit(event.detail("roles", user.roles.clone())).await;
+        }
+        if let Some(active) = req.active {
+            let kind = if active { "user.activated" } else { "user.deactivated" };
+            self.app
+                .audit(
+                    Event::success(kind)
+                        .user(user.id)
+                        .client(&client)
+                        .detail("by", caller.user_id.to_string()),
+                )
+                .await;
+        }
         Ok(Response::new(UpdateUserResponse {
             user: Some(self.user(&user)),
         }))
@@ -82,12 +102,19 @@ impl UserService for UserApi {
 
     async fn lock_user(&self, request: Request<LockUserRequest>) -> Reply<LockUserResponse> {
         let caller = self.app.authenticate_user(bearer(request.metadata())).await?;
+        let client = client_info(&request);
         let req = request.into_inner();
         let duration = match &req.duration {
             Some(d) => Some(convert::from_duration(d).ok_or(Error::invalid("duration", "must be positive"))?),
             None => None,
         };
         let user = self.app.lock_user(&caller, &req.user_id, duration).await?;
+        let event = Event::success("user.locked")
+            .user(user.id)
+            .client(&client)
+            .detail("by", caller.user_id.to_string());
+        let reason: String = req.reason.chars().take(200).collect();
+        self.app.audit(event.detail("reason", reason)).await;
         Ok(Response::new(LockUserResponse {
             user: Some(self.user(&user)),
         }))
@@ -96,6 +123,10 @@ impl UserService for UserApi {
     async fn unlock_user(&self, request: Request<UnlockUserRequest>) -> Reply<UnlockUserResponse> {
         let caller = self.app.authenticate_user(bearer(request.metadata())).await?;
         let user = self.app.unlock_user(&caller, &request.get_ref().user_id).await?;
+        let event = Event::success("user.unlocked")
+            .user(user.id)
+            .client(&client_info(&request));
+        self.app.audit(event.detail("by", caller.user_id.to_string())).await;
         Ok(Response::new(UnlockUserResponse {
             user: Some(self.user(&user)),
         }))
@@ -104,6 +135,11 @@ impl UserService for UserApi {
     async fn delete_user(&self, request: Request<DeleteUserRequest>) -> Reply<DeleteUserResponse> {
         let caller = self.app.authenticate_user(bearer(request.metadata())).await?;
         self.app.delete_user(&caller, &request.get_ref().user_id).await?;
+        let target = crate::api_keys::parse_id(&request.get_ref().user_id, "user_id")?;
+        let event = Event::success("user.deleted")
+            .user(target)
+            .client(&client_info(&request));
+        self.app.audit(event.detail("by", caller.user_id.to_string())).await;
         Ok(Response::new(DeleteUserResponse {}))
     }
 }

@@ -2,6 +2,7 @@
 //! (security rule 5), and revocation that reaches every access token of the session.
 
 use crate::app::{App, ClientInfo};
+use crate::audit::Event;
 use crate::crypto::{random_token, token_hash};
 use crate::error::{Error, Result};
 use crate::identity::Caller;
@@ -155,7 +156,7 @@ impl App {
 
     /// Exchanges a refresh token for a new pair. Exactly one of concurrent uses wins; a token used
     /// before is a replay, and ends its whole session.
-    pub async fn refresh(&self, refresh_token: &str) -> Result<IssuedTokens> {
+    pub async fn refresh(&self, refresh_token: &str, client: &ClientInfo) -> Result<IssuedTokens> {
         let presented = refresh_token.trim();
         if presented.is_empty() || presented.len() > 256 {
             return Err(Error::Unauthenticated);
@@ -207,11 +208,15 @@ impl App {
         match outcome {
             Outcome::Rotated(found) => {
                 let (session, user) = *found;
+                let event = Event::success("token.refreshed").user(user.id).client(client);
+                self.audit(event.detail("session_id", session.id.to_string())).await;
                 self.issue_tokens(&user, &session, next_token)
             }
             Outcome::Replayed(session_id, user_id) => {
                 tracing::warn!(%session_id, %user_id, "refresh token replayed; ending the session");
                 self.end_sessions(&[session_id], user_id).await?;
+                let event = Event::failure("refresh_token.reused").user(user_id).client(client);
+                self.audit(event.detail("session_id", session_id.to_string())).await;
                 Err(Error::Unauthenticated)
             }
             Outcome::Refused => Err(Error::Unauthenticated),
@@ -219,7 +224,8 @@ impl App {
     }
 
     /// Ends the session of a refresh token, or the caller's own session.
-    pub async fn logout(&self, refresh_token: Option<&str>, caller: Option<&Caller>) -> Result<()> {
+    /// Returns the user whose session ended, if any did.
+    pub async fn logout(&self, refresh_token: Option<&str>, caller: Option<&Caller>) -> Result<Option<Uuid>> {
         if let Some(token) = refresh_token.map(str::trim).filter(|t| !t.is_empty()) {
             let hash = token_hash(token);
             let mut conn = store::conn(&self.pool).await?;
@@ -229,16 +235,17 @@ impl App {
             };
             drop(conn);
             // An unknown token gets the same answer: logging out is idempotent.
-            if let Some(session) = session {
+            if let Some(session) = &session {
                 self.end_sessions(&[session.id], session.user_id).await?;
             }
-            return Ok(());
+            return Ok(session.map(|s| s.user_id));
         }
         let caller = caller.ok_or(Error::Unauthenticated)?;
         let session_id = caller.session_id().ok_or(Error::FailedPrecondition(
             "logout needs a refresh token or an access token; API keys have no session",
         ))?;
-        self.end_sessions(&[session_id], caller.user_id).await.map(drop)
+        self.end_sessions(&[session_id], caller.user_id).await?;
+        Ok(Some(caller.user_id))
     }
 
     /// Revokes sessions in Postgres (with their revocation records) and in the local view.

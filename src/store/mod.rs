@@ -2,6 +2,7 @@
 //! table. Nothing outside this module writes SQL.
 
 pub mod api_keys;
+pub mod audit;
 pub mod mail;
 pub mod one_time_tokens;
 pub mod revocations;

@@ -253,6 +253,9 @@ impl Client {
     pub fn api_keys(&self) -> ApiKeyServiceClient<Channel> {
         ApiKeyServiceClient::new(self.channel.clone())
     }
+    pub fn audit_events(&self) -> authd::proto::audit_service_client::AuditServiceClient<Channel> {
+        authd::proto::audit_service_client::AuditServiceClient::new(self.channel.clone())
+    }
     pub fn tokens(&self) -> TokenServiceClient<Channel> {
         TokenServiceClient::new(self.channel.clone())
     }

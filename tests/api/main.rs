@@ -6,6 +6,7 @@ mod helpers;
 mod accounts;
 mod admin;
 mod api_keys;
+mod audit;
 mod cli;
 mod introspection;
 mod mail;

@@ -1,0 +1,139 @@
+//! The audit trail: who did what, from where, and how it went. Recording is best effort (a
+//! failure is logged, the call goes on); nothing secret is ever recorded.
+
+use crate::app::{App, ClientInfo};
+use crate::error::{Error, Result};
+use crate::identity::Caller;
+use crate::store::{self, audit::AuditFilter, audit::AuditRow};
+use chrono::{DateTime, Utc};
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+/// One event about to be recorded.
+#[derive(Debug)]
+pub struct Event {
+    kind: &'static str,
+    user_id: Option<Uuid>,
+    success: bool,
+    client: ClientInfo,
+    details: Value,
+}
+
+impl Event {
+    pub fn success(kind: &'static str) -> Self {
+        Self {
+            kind,
+            user_id: None,
+            success: true,
+            client: ClientInfo::default(),
+            details: json!({}),
+        }
+    }
+
+    pub fn failure(kind: &'static str) -> Self {
+        Self {
+            success: false,
+            ..Self::success(kind)
+        }
+    }
+
+    pub fn user(mut self, id: Uuid) -> Self {
+        self.user_id = Some(id);
+        self
+    }
+
+    pub fn client(mut self, client: &ClientInfo) -> Self {
+        self.client = client.clone();
+        self
+    }
+
+    /// Facts about the event (reasons, ids); never a secret.
+    pub fn detail(mut self, key: &str, value: impl Into<Value>) -> Self {
+        self.details[key] = value.into();
+        self
+    }
+}
+
+const DEFAULT_PAGE: i64 = 50;
+const MAX_PAGE: i64 = 200;
+
+impl App {
+    pub async fn audit(&self, event: Event) {
+        let row = AuditRow {
+            id: 0,
+            event_type: event.kind.to_string(),
+            user_id: event.user_id,
+            occurred_at: self.clock.now(),
+            ip_address: event.client.ip_address,
+            user_agent: event.client.user_agent,
+            outcome: if event.success { "success" } else { "failure" }.to_string(),
+            details: event.details.to_string(),
+        };
+        let result = async {
+            let mut conn = store::conn(&self.pool).await?;
+            store::audit::insert(&mut conn, &row).await
+        }
+        .await;
+        if let Err(e) = result {
+            tracing::warn!(kind = event.kind, error = %e, "could not record an audit event");
+        }
+    }
+
+    /// Events newest first. Administrators see anyone's (all, or `user_id`'s); others their own.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn list_audit_events(
+        &self,
+        caller: &Caller,
+        page_size: i32,
+        page_token: &str,
+        user_id: &str,
+        event_type: &str,
+        since: Option<DateTime<Utc>>,
+        until: Option<DateTime<Utc>>,
+    ) -> Result<(Vec<AuditRow>, String)> {
+        let requested = match user_id.trim() {
+            "" => None,
+            id => Some(crate::api_keys::parse_id(id, "user_id")?),
+        };
+        let user_id = if caller.is_admin() {
+            requested
+        } else {
+            match requested {
+                Some(id) if id != caller.user_id => {
+                    return Err(Error::PermissionDenied("only administrators see other users' events"));
+                }
+                _ => Some(caller.user_id),
+            }
+        };
+        let limit = match i64::from(page_size) {
+            0 => DEFAULT_PAGE,
+            n if n < 0 => return Err(Error::invalid("page_size", "must not be negative")),
+            n => n.min(MAX_PAGE),
+        };
+        let before_id = match page_token.trim() {
+            "" => None,
+            token => Some(
+                token
+                    .parse()
+                    .map_err(|_| Error::invalid("page_token", "is not a token from a previous page"))?,
+            ),
+        };
+        let event_type = Some(event_type.trim()).filter(|t| !t.is_empty());
+        let filter = AuditFilter {
+            user_id,
+            event_type,
+            since,
+            until,
+            before_id,
+        };
+        let mut conn = store::conn(&self.pool).await?;
+        let mut rows = store::audit::list(&mut conn, &filter, limit + 1).await?;
+        let next = if rows.len() as i64 > limit {
+            rows.truncate(limit as usize);
+            rows.last().map(|r| r.id.to_string()).unwrap_or_default()
+        } else {
+            String::new()
+        };
+        Ok((rows, next))
+    }
+}

@@ -1,0 +1,71 @@
+use super::schema::audit_events;
+use super::{Conn, StoreResult};
+use chrono::{DateTime, Utc};
+use diesel::prelude::*;
+use diesel_async::RunQueryDsl;
+use uuid::Uuid;
+
+#[derive(Clone, Debug, Queryable, Selectable, Insertable)]
+#[diesel(table_name = audit_events, check_for_backend(diesel::pg::Pg))]
+pub struct AuditRow {
+    #[diesel(skip_insertion)]
+    pub id: i64,
+    pub event_type: String,
+    pub user_id: Option<Uuid>,
+    pub occurred_at: DateTime<Utc>,
+    pub ip_address: Option<String>,
+    pub user_agent: Option<String>,
+    pub outcome: String,
+    pub details: String,
+}
+
+pub async fn insert(conn: &mut Conn<'_>, row: &AuditRow) -> StoreResult<()> {
+    diesel::insert_into(audit_events::table)
+        .values(row)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// What to list.
+#[derive(Debug, Default)]
+pub struct AuditFilter<'a> {
+    pub user_id: Option<Uuid>,
+    pub event_type: Option<&'a str>,
+    pub since: Option<DateTime<Utc>>,
+    pub until: Option<DateTime<Utc>>,
+    /// Newest first: events older than this id.
+    pub before_id: Option<i64>,
+}
+
+pub async fn list(conn: &mut Conn<'_>, filter: &AuditFilter<'_>, limit: i64) -> StoreResult<Vec<AuditRow>> {
+    let mut query = audit_events::table
+        .select(AuditRow::as_select())
+        .order(audit_events::id.desc())
+        .limit(limit)
+        .into_boxed();
+    if let Some(user_id) = filter.user_id {
+        query = query.filter(audit_events::user_id.eq(user_id));
+    }
+    if let Some(event_type) = filter.event_type {
+        query = query.filter(audit_events::event_type.eq(event_type.to_string()));
+    }
+    if let Some(since) = filter.since {
+        query = query.filter(audit_events::occurred_at.ge(since));
+    }
+    if let Some(until) = filter.until {
+        query = query.filter(audit_events::occurred_at.lt(until));
+    }
+    if let Some(before) = filter.before_id {
+        query = query.filter(audit_events::id.lt(before));
+    }
+    Ok(query.load(conn).await?)
+}
+
+pub async fn purge_older(conn: &mut Conn<'_>, before: DateTime<Utc>) -> StoreResult<usize> {
+    Ok(
+        diesel::delete(audit_events::table.filter(audit_events::occurred_at.lt(before)))
+            .execute(conn)
+            .await?,
+    )
+}
