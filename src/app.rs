@@ -26,6 +26,7 @@ pub struct App {
     pub hasher: PasswordHasher,
     pub api_keys: ApiKeyCache,
     pub mailer: crate::mail::delivery::Mailer,
+    pub rate_limits: crate::ratelimit::RateLimiter,
     /// Wakes the delivery worker when mail was written here.
     pub(crate) mail_ready: tokio::sync::Notify,
     /// Requests handled after their answer was sent (mail-sending RPCs): how many may wait, and
@@ -71,6 +72,11 @@ impl App {
             &settings.redis_namespace,
         )?;
         let mailer = crate::mail::delivery::Mailer::from_settings(&settings)?;
+        let rate_limits = crate::ratelimit::RateLimiter::new(
+            settings.rate_limits,
+            settings.redis_url.as_ref().map(|u| u.expose().as_str()),
+            &settings.redis_namespace,
+        )?;
         let pool_size = settings.database_pool_size as usize;
         let (outbox, outbox_rx) = mpsc::unbounded_channel();
         let app = Arc::new(Self {
@@ -84,6 +90,7 @@ impl App {
             hasher,
             api_keys: ApiKeyCache::default(),
             mailer,
+            rate_limits,
             mail_ready: tokio::sync::Notify::new(),
             background_queue: Arc::new(tokio::sync::Semaphore::new(1024)),
             background_workers: Arc::new(tokio::sync::Semaphore::new((pool_size / 4).max(2))),
@@ -197,6 +204,20 @@ impl App {
             Err(e) => {
                 tracing::warn!(error = %e, "could not reload signing keys");
                 false
+            }
+        }
+    }
+
+    /// Counts a call against a limit; over it, records the hit and refuses.
+    pub async fn enforce(&self, limit: crate::ratelimit::Limit, subject: &str, client: &ClientInfo) -> Result<()> {
+        match self.rate_limits.check(limit, subject, self.clock.now()).await {
+            Ok(()) => Ok(()),
+            Err(retry_after) => {
+                let event = crate::audit::Event::failure("rate_limit.hit")
+                    .client(client)
+                    .detail("limit", limit.name);
+                self.audit(event).await;
+                Err(crate::error::Error::RateLimited(retry_after))
             }
         }
     }

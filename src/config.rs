@@ -97,7 +97,7 @@ pub struct Settings {
     pub rate_limits: bool,
     pub lockout_threshold: u32,
     pub lockout_duration: Duration,
-    pub trusted_proxies: Vec<String>,
+    pub trusted_proxies: Vec<crate::net::Cidr>,
     pub account_deletion_grace: Duration,
     pub max_sessions_per_user: u32,
     pub single_session: bool,
@@ -394,13 +394,16 @@ impl Settings {
             lockout_duration: raw.duration("lockout_duration", "30m")?,
             trusted_proxies: raw
                 .get("trusted_proxies")
-                .map(|v| {
-                    v.split(',')
-                        .map(|s| s.trim().to_string())
-                        .filter(|s| !s.is_empty())
-                        .collect()
+                .unwrap_or_default()
+                .split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(|s| {
+                    crate::net::Cidr::parse(s).ok_or_else(|| {
+                        ConfigError::new("trusted_proxies", format!("`{s}` is not an address or a CIDR block"))
+                    })
                 })
-                .unwrap_or_default(),
+                .collect::<Result<_, _>>()?,
             account_deletion_grace: raw.duration("account_deletion_grace", "30d")?,
             max_sessions_per_user: raw.parse("max_sessions_per_user", 5, |v| v.parse().ok())?,
             single_session: raw.boolean("single_session", false)?,

@@ -19,6 +19,9 @@ pub enum Error {
     FailedPrecondition(&'static str),
     #[error("{0} is not implemented yet")]
     Unimplemented(&'static str),
+    /// Over a rate limit; try again after this long.
+    #[error("too many requests")]
+    RateLimited(std::time::Duration),
     /// The database (or another store) cannot be reached.
     #[error("service temporarily unavailable")]
     Unavailable,

@@ -19,6 +19,8 @@ pub mod http;
 pub mod identity;
 pub mod jobs;
 pub mod mail;
+pub mod net;
+pub mod ratelimit;
 pub mod revocation;
 pub mod secret;
 pub mod sessions;

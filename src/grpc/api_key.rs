@@ -25,7 +25,7 @@ type Reply<T> = Result<Response<T>, Status>;
 impl ApiKeyService for ApiKeyApi {
     async fn create_api_key(&self, request: Request<CreateApiKeyRequest>) -> Reply<CreateApiKeyResponse> {
         let caller = self.app.authenticate_user(bearer(request.metadata())).await?;
-        let client = client_info(&request);
+        let client = client_info(&self.app, &request);
         let req = request.into_inner();
         let expires_at = match &req.expires_at {
             Some(ts) => Some(convert::from_timestamp(ts).ok_or(Error::invalid("expires_at", "is out of range"))?),
@@ -62,7 +62,7 @@ impl ApiKeyService for ApiKeyApi {
         self.app.revoke_api_key(&caller, &request.get_ref().id).await?;
         let event = Event::success("api_key.revoked")
             .user(caller.user_id)
-            .client(&client_info(&request));
+            .client(&client_info(&self.app, &request));
         self.app
             .audit(event.detail("api_key_id", request.get_ref().id.clone()))
             .await;
@@ -71,7 +71,7 @@ impl ApiKeyService for ApiKeyApi {
 
     async fn rotate_api_key(&self, request: Request<RotateApiKeyRequest>) -> Reply<RotateApiKeyResponse> {
         let caller = self.app.authenticate_user(bearer(request.metadata())).await?;
-        let client = client_info(&request);
+        let client = client_info(&self.app, &request);
         let req = request.into_inner();
         let grace = match &req.grace_period {
             Some(d) => convert::from_duration(d).ok_or(Error::invalid("grace_period", "must not be negative"))?,

@@ -1,11 +1,12 @@
 use super::convert;
 use super::request::{bearer, client_info};
 use crate::accounts::DeletionState;
-use crate::app::App;
+use crate::app::{App, ClientInfo};
 use crate::audit::Event;
 use crate::error::Error;
 use crate::proto::auth_service_server::AuthService;
 use crate::proto::*;
+use crate::ratelimit;
 use std::sync::Arc;
 use tonic::{Request, Response, Status};
 
@@ -22,6 +23,11 @@ impl AuthApi {
 
 type Reply<T> = Result<Response<T>, Status>;
 
+/// The subject of per-address limits.
+fn address(client: &ClientInfo) -> &str {
+    client.ip_address.as_deref().unwrap_or("unknown")
+}
+
 fn later<T>(what: &'static str) -> Reply<T> {
     Err(Error::Unimplemented(what).into())
 }
@@ -29,7 +35,10 @@ fn later<T>(what: &'static str) -> Reply<T> {
 #[tonic::async_trait]
 impl AuthService for AuthApi {
     async fn register(&self, request: Request<RegisterRequest>) -> Reply<RegisterResponse> {
-        let client = client_info(&request);
+        let client = client_info(&self.app, &request);
+        self.app
+            .enforce(ratelimit::REGISTER_PER_ADDRESS, address(&client), &client)
+            .await?;
         let req = request.into_inner();
         let user = self.app.register(&req.email, &req.username, &req.password).await?;
         self.app
@@ -41,7 +50,14 @@ impl AuthService for AuthApi {
     }
 
     async fn login(&self, request: Request<LoginRequest>) -> Reply<LoginResponse> {
-        let client = client_info(&request);
+        let client = client_info(&self.app, &request);
+        self.app
+            .enforce(ratelimit::LOGIN_PER_ADDRESS, address(&client), &client)
+            .await?;
+        let account = crate::domain::normalize_identifier(&request.get_ref().identifier);
+        self.app
+            .enforce(ratelimit::LOGIN_PER_ACCOUNT, &account, &client)
+            .await?;
         let req = request.into_inner();
         let done = self
             .app
@@ -54,7 +70,7 @@ impl AuthService for AuthApi {
     }
 
     async fn refresh(&self, request: Request<RefreshRequest>) -> Reply<RefreshResponse> {
-        let client = client_info(&request);
+        let client = client_info(&self.app, &request);
         let tokens = self.app.refresh(&request.into_inner().refresh_token, &client).await?;
         Ok(Response::new(RefreshResponse {
             tokens: Some(convert::tokens(tokens)),
@@ -68,7 +84,7 @@ impl AuthService for AuthApi {
             }
             _ => None,
         };
-        let client = client_info(&request);
+        let client = client_info(&self.app, &request);
         if let Some(user_id) = self
             .app
             .logout(Some(&request.get_ref().refresh_token), caller.as_ref())
@@ -83,7 +99,7 @@ impl AuthService for AuthApi {
 
     async fn change_password(&self, request: Request<ChangePasswordRequest>) -> Reply<ChangePasswordResponse> {
         let caller = self.app.authenticate_user(bearer(request.metadata())).await?;
-        let client = client_info(&request);
+        let client = client_info(&self.app, &request);
         let req = request.into_inner();
         let changed = self
             .app
@@ -103,12 +119,16 @@ impl AuthService for AuthApi {
         &self,
         request: Request<RequestPasswordResetRequest>,
     ) -> Reply<RequestPasswordResetResponse> {
+        let client = client_info(&self.app, &request);
+        self.app
+            .enforce(ratelimit::MAIL_PER_ADDRESS, address(&client), &client)
+            .await?;
         self.app.request_password_reset(&request.get_ref().email)?;
         Ok(Response::new(RequestPasswordResetResponse {}))
     }
 
     async fn reset_password(&self, request: Request<ResetPasswordRequest>) -> Reply<ResetPasswordResponse> {
-        let client = client_info(&request);
+        let client = client_info(&self.app, &request);
         let req = request.into_inner();
         let user_id = self.app.reset_password(&req.token, &req.new_password).await?;
         self.app
@@ -121,6 +141,10 @@ impl AuthService for AuthApi {
         &self,
         request: Request<SendVerificationEmailRequest>,
     ) -> Reply<SendVerificationEmailResponse> {
+        let client = client_info(&self.app, &request);
+        self.app
+            .enforce(ratelimit::MAIL_PER_ADDRESS, address(&client), &client)
+            .await?;
         self.app.send_verification_email(&request.get_ref().email)?;
         Ok(Response::new(SendVerificationEmailResponse {}))
     }
@@ -131,7 +155,7 @@ impl AuthService for AuthApi {
             .audit(
                 Event::success("email.verified")
                     .user(user_id)
-                    .client(&client_info(&request)),
+                    .client(&client_info(&self.app, &request)),
             )
             .await;
         Ok(Response::new(VerifyEmailResponse {}))
@@ -141,6 +165,10 @@ impl AuthService for AuthApi {
         &self,
         request: Request<RequestAccountDeletionRequest>,
     ) -> Reply<RequestAccountDeletionResponse> {
+        let client = client_info(&self.app, &request);
+        self.app
+            .enforce(ratelimit::MAIL_PER_ADDRESS, address(&client), &client)
+            .await?;
         self.app.request_account_deletion(&request.get_ref().email)?;
         Ok(Response::new(RequestAccountDeletionResponse {}))
     }
@@ -152,7 +180,7 @@ impl AuthService for AuthApi {
         let (scheduled_for, user_id) = self.app.confirm_account_deletion(&request.get_ref().token).await?;
         let event = Event::success("account_deletion.confirmed")
             .user(user_id)
-            .client(&client_info(&request));
+            .client(&client_info(&self.app, &request));
         self.app
             .audit(event.detail("scheduled_for", scheduled_for.to_rfc3339()))
             .await;
@@ -175,7 +203,7 @@ impl AuthService for AuthApi {
             .audit(
                 Event::success("account_deletion.cancelled")
                     .user(user_id)
-                    .client(&client_info(&request)),
+                    .client(&client_info(&self.app, &request)),
             )
             .await;
         Ok(Response::new(CancelAccountDeletionResponse {}))
@@ -202,7 +230,14 @@ impl AuthService for AuthApi {
         Ok(Response::new(ListProvidersResponse { providers: Vec::new() }))
     }
 
-    async fn login_with_provider(&self, _: Request<LoginWithProviderRequest>) -> Reply<LoginWithProviderResponse> {
+    async fn login_with_provider(
+        &self,
+        request: Request<LoginWithProviderRequest>,
+    ) -> Reply<LoginWithProviderResponse> {
+        let client = client_info(&self.app, &request);
+        self.app
+            .enforce(ratelimit::PROVIDER_LOGIN_PER_ADDRESS, address(&client), &client)
+            .await?;
         later("LoginWithProvider")
     }
 }

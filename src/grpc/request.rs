@@ -13,9 +13,16 @@ pub fn bearer(metadata: &MetadataMap) -> Option<&str> {
     (scheme.eq_ignore_ascii_case("bearer") && !credential.is_empty()).then_some(credential)
 }
 
-pub fn client_info<T>(request: &Request<T>) -> ClientInfo {
+/// The caller's address (through trusted proxies, see [`crate::net::client_address`]) and user agent.
+pub fn client_info<T>(app: &crate::app::App, request: &Request<T>) -> ClientInfo {
+    let forwarded = request.metadata().get("x-forwarded-for").and_then(|v| v.to_str().ok());
+    let address = crate::net::client_address(
+        request.remote_addr().map(|a| a.ip()),
+        forwarded,
+        &app.settings.trusted_proxies,
+    );
     ClientInfo {
-        ip_address: request.remote_addr().map(|addr| addr.ip().to_string()),
+        ip_address: address.map(|ip| ip.to_string()),
         user_agent: request
             .metadata()
             .get("user-agent")

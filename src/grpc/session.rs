@@ -38,7 +38,7 @@ impl SessionService for SessionApi {
         self.app.revoke_session(&caller, &request.get_ref().session_id).await?;
         let event = Event::success("session.revoked")
             .user(caller.user_id)
-            .client(&client_info(&request));
+            .client(&client_info(&self.app, &request));
         self.app
             .audit(event.detail("session_id", request.get_ref().session_id.clone()))
             .await;
@@ -58,7 +58,7 @@ impl SessionService for SessionApi {
         let revoked = self.app.revoke_all_sessions(caller.user_id, keep).await?;
         let event = Event::success("session.revoked")
             .user(caller.user_id)
-            .client(&client_info(&request));
+            .client(&client_info(&self.app, &request));
         self.app.audit(event.detail("all", true).detail("count", revoked)).await;
         Ok(Response::new(RevokeAllSessionsResponse {
             revoked: i32::try_from(revoked).unwrap_or(i32::MAX),

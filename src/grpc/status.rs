@@ -20,6 +20,11 @@ impl From<Error> for Status {
             Error::FailedPrecondition(why) => Status::failed_precondition(why),
             Error::Unimplemented(what) => Status::unimplemented(format!("{what} is not implemented yet")),
             Error::Unavailable => Status::unavailable("service temporarily unavailable; retry later"),
+            Error::RateLimited(retry_after) => Status::with_error_details(
+                Code::ResourceExhausted,
+                "too many requests; retry later",
+                ErrorDetails::with_retry_info(Some(retry_after.max(std::time::Duration::from_millis(1)))),
+            ),
             Error::Internal(detail) => {
                 // Logged once, here at the boundary; the caller learns nothing of it.
                 tracing::error!(%detail, "internal error");

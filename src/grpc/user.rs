@@ -70,7 +70,7 @@ impl UserService for UserApi {
 
     async fn update_user(&self, request: Request<UpdateUserRequest>) -> Reply<UpdateUserResponse> {
         let caller = self.app.authenticate_user(bearer(request.metadata())).await?;
-        let client = client_info(&request);
+        let client = client_info(&self.app, &request);
         let req = request.into_inner();
         let roles = req.roles.map(|r| r.roles);
         let user = self
@@ -102,7 +102,7 @@ impl UserService for UserApi {
 
     async fn lock_user(&self, request: Request<LockUserRequest>) -> Reply<LockUserResponse> {
         let caller = self.app.authenticate_user(bearer(request.metadata())).await?;
-        let client = client_info(&request);
+        let client = client_info(&self.app, &request);
         let req = request.into_inner();
         let duration = match &req.duration {
             Some(d) => Some(convert::from_duration(d).ok_or(Error::invalid("duration", "must be positive"))?),
@@ -125,7 +125,7 @@ impl UserService for UserApi {
         let user = self.app.unlock_user(&caller, &request.get_ref().user_id).await?;
         let event = Event::success("user.unlocked")
             .user(user.id)
-            .client(&client_info(&request));
+            .client(&client_info(&self.app, &request));
         self.app.audit(event.detail("by", caller.user_id.to_string())).await;
         Ok(Response::new(UnlockUserResponse {
             user: Some(self.user(&user)),
@@ -138,7 +138,7 @@ impl UserService for UserApi {
         let target = crate::api_keys::parse_id(&request.get_ref().user_id, "user_id")?;
         let event = Event::success("user.deleted")
             .user(target)
-            .client(&client_info(&request));
+            .client(&client_info(&self.app, &request));
         self.app.audit(event.detail("by", caller.user_id.to_string())).await;
         Ok(Response::new(DeleteUserResponse {}))
     }

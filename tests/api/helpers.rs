@@ -144,6 +144,8 @@ pub fn settings(database_url: &str, overrides: &[(&str, &str)]) -> Settings {
         ("AUTHD_DATABASE_POOL_SIZE", "4"),
         ("AUTHD_KEY_REFRESH_INTERVAL", "1h"),
         ("AUTHD_USAGE_FLUSH_INTERVAL", "1h"),
+        // Tests log in many times from 127.0.0.1; the rate-limit tests turn limits on.
+        ("AUTHD_RATE_LIMITS", "false"),
     ]
     .iter()
     .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -189,10 +191,18 @@ pub async fn spawn_app() -> TestApp {
 pub async fn spawn_app_with(overrides: &[(&str, &str)]) -> TestApp {
     capture_logs();
     let (_, database_url) = fresh_database().await;
-    let clock = Clock::system();
-    let application = Application::build(settings(&database_url, overrides), clock.clone(), true)
+    let application = Application::build(settings(&database_url, overrides), Clock::system(), true)
         .await
         .expect("build the application");
+    spawn_on(application).await
+}
+
+/// Runs a built application (e.g. a second replica on the same database) as a [`TestApp`].
+pub async fn spawn_on(application: Application) -> TestApp {
+    capture_logs();
+    let app = application.app();
+    let database_url = app.settings.database_url.expose().clone();
+    let clock = app.clock.clone();
     let addr = application.local_addr();
     let inner = application.app();
     let (stop, stopped) = oneshot::channel::<()>();

@@ -9,6 +9,7 @@ mod api_keys;
 mod audit;
 mod cli;
 mod introspection;
+mod limits;
 mod mail;
 mod replicas;
 mod server;
