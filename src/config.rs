@@ -106,6 +106,9 @@ pub struct Settings {
     pub request_timeout: Duration,
     pub argon2: Argon2Params,
     pub password_policy: crate::domain::PasswordPolicy,
+    /// The scopes users without the admin role may put on their API keys; `None`: any scope
+    /// outside the reserved families.
+    pub user_grantable_scopes: Option<Vec<String>>,
     /// Calls allowed to hash passwords at once; 0 means one per CPU core.
     pub password_hash_concurrency: usize,
     /// How often API-key `last_used_at` stamps gathered in memory are written out.
@@ -168,6 +171,7 @@ const KEYS: &[&str] = &[
     "password_require_uppercase",
     "password_require_digit",
     "password_require_symbol",
+    "user_grantable_scopes",
     "password_hash_concurrency",
     "usage_flush_interval",
     "key_refresh_interval",
@@ -416,6 +420,20 @@ impl Settings {
                 require_uppercase: raw.boolean("password_require_uppercase", false)?,
                 require_digit: raw.boolean("password_require_digit", false)?,
                 require_symbol: raw.boolean("password_require_symbol", false)?,
+            },
+            user_grantable_scopes: match raw.get("user_grantable_scopes") {
+                None => None,
+                Some(list) => Some(
+                    list.split(',')
+                        .map(str::trim)
+                        .filter(|s| !s.is_empty())
+                        .map(|s| {
+                            crate::domain::Scope::parse(s)
+                                .map(|scope| scope.as_str().to_string())
+                                .map_err(|_| ConfigError::new("user_grantable_scopes", format!("`{s}` is not a scope")))
+                        })
+                        .collect::<Result<_, _>>()?,
+                ),
             },
             password_hash_concurrency: raw.parse("password_hash_concurrency", 0, |v| v.parse().ok())?,
             usage_flush_interval: raw.duration("usage_flush_interval", "30s")?,

@@ -293,22 +293,22 @@ impl App {
         self.create_api_key(&caller, label, scopes, None).await
     }
 
-    /// A caller may put on a key only scopes it could grant: admins any, others the unreserved
-    /// ones. A key never gets more than the credential that creates it.
+    /// Admins (in their own session) may put any scope on a key. Others may grant the scopes of
+    /// `AUTHD_USER_GRANTABLE_SCOPES` when it is set, else any scope outside the reserved families
+    /// that reach into authd itself (`tokens:`, `system:`, `admin:`, `users:`, `audit:`).
     fn check_grantable(&self, caller: &Caller, scopes: &Scopes) -> Result<()> {
-        for scope in scopes.iter() {
-            let allowed = if caller.is_admin() {
-                true
-            } else {
-                scope.grantable_by_user()
-            };
-            let within_credential = matches!(caller.credential, crate::identity::Credential::AccessToken { .. })
-                || caller.has_scope(scope.as_str());
-            if !allowed || !within_credential {
-                return Err(Error::PermissionDenied("scope not grantable by this caller"));
-            }
+        caller.require_user_session()?;
+        if caller.is_admin() {
+            return Ok(());
         }
-        Ok(())
+        let grantable = |scope: &crate::domain::Scope| match &self.settings.user_grantable_scopes {
+            Some(allowed) => allowed.iter().any(|a| a == scope.as_str()),
+            None => scope.grantable_by_user(),
+        };
+        match scopes.iter().find(|scope| !grantable(scope)) {
+            Some(_) => Err(Error::PermissionDenied("scope not grantable by this caller")),
+            None => Ok(()),
+        }
     }
 
     pub async fn list_api_keys(&self, caller: &Caller) -> Result<Vec<ApiKeyRow>> {

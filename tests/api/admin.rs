@@ -377,3 +377,15 @@ async fn unknown_user_wrong_password_and_locked_account_look_alike() {
     eprintln!("login failure medians: unknown user {u:?}, wrong password {w:?}");
     assert!(ratio < 1.3, "medians differ by {:.0}%", (ratio - 1.0) * 100.0);
 }
+
+#[tokio::test]
+async fn a_lockout_expires_by_itself() {
+    let app = spawn_app().await;
+    app.register("ivo").await;
+    for _ in 0..5 {
+        login_err(&app, "ivo", "not the password").await;
+    }
+    assert_eq!(login_err(&app, "ivo", PASSWORD).await.code(), Code::Unauthenticated);
+    app.clock.advance(Duration::from_secs(30 * 60 + 1));
+    app.login("ivo", PASSWORD).await;
+}

@@ -303,3 +303,18 @@ async fn an_admins_scoped_key_has_only_its_scopes() {
     }
     assert!(app.is_active(&introspector, &victim.access_token).await);
 }
+
+#[tokio::test]
+async fn the_scopes_plain_users_may_grant_are_configurable() {
+    let app = spawn_app_with(&[("AUTHD_USER_GRANTABLE_SCOPES", "tasks:read, reports:read")]).await;
+    let user = app.user("vic").await;
+    create(&app, &user.access_token, &["tasks:read"])
+        .await
+        .expect("listed: grantable");
+    let denied = create(&app, &user.access_token, &["tasks:write"]).await.unwrap_err();
+    assert_eq!(denied.code(), Code::PermissionDenied, "not listed: refused");
+    let admin = app.admin().await;
+    create(&app, &admin.access_token, &["tasks:write", "tokens:introspect"])
+        .await
+        .expect("admins grant any scope");
+}
