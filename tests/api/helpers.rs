@@ -309,22 +309,27 @@ impl Client {
         self.login(ADMIN_EMAIL, ADMIN_PASSWORD).await
     }
 
-    /// An API key of the admin holding `tokens:introspect`, for calling Introspect.
-    pub async fn introspector(&self) -> String {
-        let admin = self.admin().await;
+    /// A new API key (its secret) for the holder of `credential`, with `scopes`.
+    pub async fn api_key(&self, credential: &str, scopes: &[&str]) -> String {
         self.api_keys()
             .create_api_key(bearer(
                 CreateApiKeyRequest {
-                    label: "gateway".into(),
-                    scopes: vec!["tokens:introspect".into()],
+                    label: "test".into(),
+                    scopes: scopes.iter().map(|s| s.to_string()).collect(),
                     expires_at: None,
                 },
-                &admin.access_token,
+                credential,
             ))
             .await
-            .expect("create introspection key")
+            .expect("create an API key")
             .into_inner()
             .secret
+    }
+
+    /// An API key of the admin holding `tokens:introspect`, for calling Introspect.
+    pub async fn introspector(&self) -> String {
+        let admin = self.admin().await;
+        self.api_key(&admin.access_token, &["tokens:introspect"]).await
     }
 
     pub async fn introspect(&self, caller: &str, token: &str) -> IntrospectResponse {

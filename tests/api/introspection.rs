@@ -416,20 +416,7 @@ async fn no_secret_reaches_the_log() {
         })
         .await;
     let fresh = app.login("dee", password).await;
-    let key = app
-        .api_keys()
-        .create_api_key(bearer(
-            CreateApiKeyRequest {
-                label: "log".into(),
-                scopes: vec!["tasks:read".into()],
-                expires_at: None,
-            },
-            &fresh.access_token,
-        ))
-        .await
-        .unwrap()
-        .into_inner()
-        .secret;
+    let key = app.api_key(&fresh.access_token, &["tasks:read"]).await;
     let introspector = app.introspector().await;
     app.introspect(&introspector, &fresh.access_token).await;
     app.introspect(&introspector, &key).await;

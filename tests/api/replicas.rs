@@ -541,20 +541,7 @@ async fn a_user_wide_revocation_reaches_every_replica_and_spares_later_logins() 
     let introspector = a.introspector().await;
     let user = a.register("hal").await;
     let tokens = a.login("hal", PASSWORD).await;
-    let key = a
-        .api_keys()
-        .create_api_key(bearer(
-            CreateApiKeyRequest {
-                label: "k".into(),
-                scopes: vec!["tasks:read".into()],
-                expires_at: None,
-            },
-            &tokens.access_token,
-        ))
-        .await
-        .unwrap()
-        .into_inner()
-        .secret;
+    let key = a.api_key(&tokens.access_token, &["tasks:read"]).await;
     assert!(b.0.is_active(&introspector, &key).await);
     a.app.revoke_user(user.id.parse().unwrap()).await.unwrap();
     within(Duration::from_secs(1), || async {
