@@ -42,6 +42,23 @@ pub enum DeletionState {
     Scheduled(DateTime<Utc>),
 }
 
+/// Spends a live token of `kind` and locks its account, in the caller's transaction; `NotFound`
+/// for a token that is unknown, expired, used, or of another kind.
+async fn spend(
+    conn: &mut store::Conn<'_>,
+    hash: &[u8],
+    kind: MailKind,
+    now: DateTime<Utc>,
+) -> store::StoreResult<(OneTimeTokenRow, UserRow)> {
+    let spent = store::one_time_tokens::consume(conn, hash, kind.as_str(), now)
+        .await?
+        .ok_or(StoreError::NotFound)?;
+    let user = store::users::lock(conn, spent.user_id)
+        .await?
+        .ok_or(StoreError::NotFound)?;
+    Ok((spent, user))
+}
+
 fn invalid_token() -> Error {
     Error::invalid("token", "is invalid, expired or already used")
 }
@@ -189,13 +206,7 @@ impl App {
         let now = self.clock.now();
         let mut conn = store::conn(&self.pool).await?;
         conn.transaction::<_, StoreError, _>(async |conn| {
-            let Some(spent) = store::one_time_tokens::consume(conn, &hash, MailKind::VerifyEmail.as_str(), now).await?
-            else {
-                return Err(StoreError::NotFound);
-            };
-            let user = store::users::lock(conn, spent.user_id)
-                .await?
-                .ok_or(StoreError::NotFound)?;
+            let (spent, user) = spend(conn, &hash, MailKind::VerifyEmail, now).await?;
             let email = Email::parse(&spent.email).map_err(|_| StoreError::NotFound)?;
             if email.normalized() == user.email_normalized {
                 store::users::mark_email_verified(conn, user.id, now)
@@ -231,14 +242,7 @@ impl App {
         let mut conn = store::conn(&self.pool).await?;
         let revocations = conn
             .transaction::<_, StoreError, _>(async |conn| {
-                let Some(spent) =
-                    store::one_time_tokens::consume(conn, &token, MailKind::ResetPassword.as_str(), now).await?
-                else {
-                    return Err(StoreError::NotFound);
-                };
-                let user = store::users::lock(conn, spent.user_id)
-                    .await?
-                    .ok_or(StoreError::NotFound)?;
+                let (spent, user) = spend(conn, &token, MailKind::ResetPassword, now).await?;
                 store::users::set_password_hash(conn, spent.user_id, &hash, now).await?;
                 // A lockout (what an attacker can cause) ends with the reset; an administrator's
                 // lock does not.
@@ -269,14 +273,7 @@ impl App {
         let mut conn = store::conn(&self.pool).await?;
         let revocations = conn
             .transaction::<_, StoreError, _>(async |conn| {
-                let Some(spent) =
-                    store::one_time_tokens::consume(conn, &token, MailKind::DeleteAccount.as_str(), now).await?
-                else {
-                    return Err(StoreError::NotFound);
-                };
-                let user = store::users::lock(conn, spent.user_id)
-                    .await?
-                    .ok_or(StoreError::NotFound)?;
+                let (spent, user) = spend(conn, &token, MailKind::DeleteAccount, now).await?;
                 store::users::set_deletion(
                     conn,
                     user.id,

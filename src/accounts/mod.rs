@@ -105,6 +105,8 @@ impl App {
                 .detail("identifier", shown)
         };
         let Some(user) = user else {
+            // The same round trips as a wrong password's failure count, so timing tells nothing.
+            self.count_failed_login(Uuid::nil()).await?;
             self.audit(failed("unknown_user")).await;
             return Err(Error::Unauthenticated);
         };

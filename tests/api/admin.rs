@@ -357,25 +357,33 @@ async fn roles_and_standing_are_changed_by_admins_only() {
 async fn unknown_user_wrong_password_and_locked_account_look_alike() {
     let app = spawn_app_with(&[("AUTHD_LOCKOUT_THRESHOLD", "0")]).await;
     app.register("hana").await;
-    let mut unknown = Vec::new();
-    let mut wrong = Vec::new();
-    for i in 0..15 {
-        let started = Instant::now();
-        let a = login_err(&app, &format!("ghost{i}"), "some password here").await;
-        unknown.push(started.elapsed());
-        let started = Instant::now();
-        let b = login_err(&app, "hana", "some password here").await;
-        wrong.push(started.elapsed());
-        assert_eq!((a.code(), a.message()), (b.code(), b.message()));
-    }
     let median = |mut v: Vec<Duration>| {
         v.sort();
         v[v.len() / 2]
     };
-    let (u, w) = (median(unknown), median(wrong));
-    let ratio = u.as_secs_f64().max(w.as_secs_f64()) / u.as_secs_f64().min(w.as_secs_f64());
-    eprintln!("login failure medians: unknown user {u:?}, wrong password {w:?}");
-    assert!(ratio < 1.3, "medians differ by {:.0}%", (ratio - 1.0) * 100.0);
+    // Other tests share the two cores, so one round can be noisy: a real difference (a skipped
+    // hash is 20x) shows in every round, noise rarely in three.
+    let mut ratios = Vec::new();
+    for round in 0..3 {
+        let (mut unknown, mut wrong) = (Vec::new(), Vec::new());
+        for i in 0..15 {
+            let started = Instant::now();
+            let a = login_err(&app, &format!("ghost{round}x{i}"), "some password here").await;
+            unknown.push(started.elapsed());
+            let started = Instant::now();
+            let b = login_err(&app, "hana", "some password here").await;
+            wrong.push(started.elapsed());
+            assert_eq!((a.code(), a.message()), (b.code(), b.message()));
+        }
+        let (u, w) = (median(unknown), median(wrong));
+        let ratio = u.as_secs_f64().max(w.as_secs_f64()) / u.as_secs_f64().min(w.as_secs_f64());
+        eprintln!("login failure medians: unknown user {u:?}, wrong password {w:?}");
+        if ratio < 1.3 {
+            return;
+        }
+        ratios.push(ratio);
+    }
+    panic!("medians differ by more than 30% in every round: {ratios:?}");
 }
 
 #[tokio::test]
