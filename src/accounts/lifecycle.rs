@@ -59,6 +59,14 @@ async fn spend(
     Ok((spent, user))
 }
 
+/// A token that could not be spent is invalid; other store errors keep their meaning.
+fn token_error(err: StoreError) -> Error {
+    match err {
+        StoreError::NotFound => invalid_token(),
+        other => other.into(),
+    }
+}
+
 fn invalid_token() -> Error {
     Error::invalid("token", "is invalid, expired or already used")
 }
@@ -254,10 +262,7 @@ impl App {
                 Ok((user.id, self.revoke_user_in(conn, spent.user_id, now).await?))
             })
             .await
-            .map_err(|e| match e {
-                StoreError::NotFound => invalid_token(),
-                other => other.into(),
-            })?;
+            .map_err(token_error)?;
         let (user_id, revocations) = revocations;
         self.apply_revocations(&revocations);
         Ok(user_id)
@@ -286,10 +291,7 @@ impl App {
                 Ok((user.id, self.revoke_user_in(conn, user.id, now).await?))
             })
             .await
-            .map_err(|e| match e {
-                StoreError::NotFound => invalid_token(),
-                other => other.into(),
-            })?;
+            .map_err(token_error)?;
         let (user_id, revocations) = revocations;
         self.apply_revocations(&revocations);
         Ok((scheduled_for, user_id))
@@ -331,10 +333,7 @@ impl App {
             Ok(user_id)
         })
         .await
-        .map_err(|e| match e {
-            StoreError::NotFound => invalid_token(),
-            other => other.into(),
-        })
+        .map_err(token_error)
     }
 
     pub async fn account_deletion_status(&self, caller: &Caller) -> Result<DeletionState> {

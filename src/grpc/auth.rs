@@ -19,6 +19,15 @@ impl AuthApi {
     pub fn new(app: Arc<App>) -> Self {
         Self { app }
     }
+
+    /// The per-address limit of the RPCs that send mail.
+    async fn limit_mail<T>(&self, request: &Request<T>) -> Result<(), Status> {
+        let client = client_info(&self.app, request);
+        Ok(self
+            .app
+            .enforce(ratelimit::MAIL_PER_ADDRESS, address(&client), &client)
+            .await?)
+    }
 }
 
 type Reply<T> = Result<Response<T>, Status>;
@@ -119,10 +128,7 @@ impl AuthService for AuthApi {
         &self,
         request: Request<RequestPasswordResetRequest>,
     ) -> Reply<RequestPasswordResetResponse> {
-        let client = client_info(&self.app, &request);
-        self.app
-            .enforce(ratelimit::MAIL_PER_ADDRESS, address(&client), &client)
-            .await?;
+        self.limit_mail(&request).await?;
         self.app.request_password_reset(&request.get_ref().email)?;
         Ok(Response::new(RequestPasswordResetResponse {}))
     }
@@ -141,10 +147,7 @@ impl AuthService for AuthApi {
         &self,
         request: Request<SendVerificationEmailRequest>,
     ) -> Reply<SendVerificationEmailResponse> {
-        let client = client_info(&self.app, &request);
-        self.app
-            .enforce(ratelimit::MAIL_PER_ADDRESS, address(&client), &client)
-            .await?;
+        self.limit_mail(&request).await?;
         self.app.send_verification_email(&request.get_ref().email)?;
         Ok(Response::new(SendVerificationEmailResponse {}))
     }
@@ -165,10 +168,7 @@ impl AuthService for AuthApi {
         &self,
         request: Request<RequestAccountDeletionRequest>,
     ) -> Reply<RequestAccountDeletionResponse> {
-        let client = client_info(&self.app, &request);
-        self.app
-            .enforce(ratelimit::MAIL_PER_ADDRESS, address(&client), &client)
-            .await?;
+        self.limit_mail(&request).await?;
         self.app.request_account_deletion(&request.get_ref().email)?;
         Ok(Response::new(RequestAccountDeletionResponse {}))
     }
