@@ -22,6 +22,8 @@ pub struct App {
     pub keys: SigningKeys,
     pub issuer: TokenIssuer,
     pub revocations: RevocationView,
+    /// Access tokens already verified (see [`crate::tokens::VerifiedTokens`]).
+    pub verified_tokens: crate::tokens::VerifiedTokens,
     pub feed: Feed,
     pub hasher: PasswordHasher,
     pub api_keys: ApiKeyCache,
@@ -51,6 +53,7 @@ pub struct ClientInfo {
 impl App {
     /// Connects, loads keys and live revocations. The schema must be current.
     pub async fn build(settings: Settings, clock: Clock) -> anyhow::Result<Arc<Self>> {
+        let token_cache_size = settings.token_cache_size;
         let pool = store::connect(settings.database_url.expose(), settings.database_pool_size).await?;
         store::ping(&pool).await.map_err(|e| anyhow::anyhow!("{e}"))?;
         let keys = SigningKeys::load_or_create(
@@ -86,6 +89,7 @@ impl App {
             keys,
             issuer,
             revocations: RevocationView::default(),
+            verified_tokens: crate::tokens::VerifiedTokens::new(token_cache_size),
             feed,
             hasher,
             api_keys: ApiKeyCache::default(),

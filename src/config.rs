@@ -111,6 +111,8 @@ pub struct Settings {
     pub user_grantable_scopes: Option<Vec<String>>,
     /// Calls allowed to hash passwords at once; 0 means one per CPU core.
     pub password_hash_concurrency: usize,
+    /// Verified access tokens remembered (0 = none), so a repeated token skips the signature check.
+    pub token_cache_size: usize,
     /// How often API-key `last_used_at` stamps gathered in memory are written out.
     pub usage_flush_interval: Duration,
     /// How often each replica re-reads the signing keys (to pick up `authd keys rotate`).
@@ -173,6 +175,7 @@ const KEYS: &[&str] = &[
     "password_require_symbol",
     "user_grantable_scopes",
     "password_hash_concurrency",
+    "token_cache_size",
     "usage_flush_interval",
     "key_refresh_interval",
     "health_probe_interval",
@@ -193,6 +196,23 @@ fn env_name(key: &str) -> String {
 
 /// The raw string values gathered from the sources, before parsing.
 struct Raw(BTreeMap<String, String>);
+
+impl Raw {
+    fn argon2(&self) -> Result<Argon2Params, ConfigError> {
+        let default = Argon2Params::default();
+        Ok(Argon2Params {
+            memory_kib: self.parse("argon2_memory_kib", default.memory_kib, |v| {
+                v.parse().ok().filter(|m| *m >= 8)
+            })?,
+            iterations: self.parse("argon2_iterations", default.iterations, |v| {
+                v.parse().ok().filter(|t| *t >= 1)
+            })?,
+            parallelism: self.parse("argon2_parallelism", default.parallelism, |v| {
+                v.parse().ok().filter(|p| *p >= 1)
+            })?,
+        })
+    }
+}
 
 impl Raw {
     fn gather(env: &dyn Fn(&str) -> Option<String>, file: Option<&Path>) -> Result<Self, ConfigError> {
@@ -311,6 +331,12 @@ pub fn database_url(config_file: Option<&Path>) -> Result<Secret<String>, Config
     Ok(Secret::new(raw.required("database_url")?.to_string()))
 }
 
+/// The argon2id parameters alone (for `authd bench`, which times one hash the way the server
+/// would compute it).
+pub fn argon2_params(config_file: Option<&Path>) -> Result<Argon2Params, ConfigError> {
+    Raw::gather(&|name| std::env::var(name).ok(), config_file)?.argon2()
+}
+
 impl Settings {
     /// Reads the process environment and, when given, the TOML file.
     pub fn load(config_file: Option<&Path>) -> Result<Self, ConfigError> {
@@ -363,11 +389,7 @@ impl Settings {
                 Err(ConfigError::new(key, "must be an http:// or https:// URL"))
             }
         };
-        let argon2 = Argon2Params {
-            memory_kib: raw.parse("argon2_memory_kib", 19_456, |v| v.parse().ok().filter(|m| *m >= 8))?,
-            iterations: raw.parse("argon2_iterations", 2, |v| v.parse().ok().filter(|t| *t >= 1))?,
-            parallelism: raw.parse("argon2_parallelism", 1, |v| v.parse().ok().filter(|p| *p >= 1))?,
-        };
+        let argon2 = raw.argon2()?;
         Ok(Self {
             database_url: Secret::new(database_url),
             database_pool_size: raw.parse("database_pool_size", 16, |v| v.parse().ok().filter(|n| *n > 0))?,
@@ -436,6 +458,7 @@ impl Settings {
                 ),
             },
             password_hash_concurrency: raw.parse("password_hash_concurrency", 0, |v| v.parse().ok())?,
+            token_cache_size: raw.parse("token_cache_size", 16_384, |v| v.parse().ok())?,
             usage_flush_interval: raw.duration("usage_flush_interval", "30s")?,
             key_refresh_interval: raw.duration("key_refresh_interval", "30s")?,
             health_probe_interval: raw.duration("health_probe_interval", "2s")?,

@@ -57,19 +57,26 @@ async fn health(State(app): State<Arc<App>>) -> impl IntoResponse {
 /// Prometheus text format.
 async fn metrics(State(app): State<Arc<App>>) -> impl IntoResponse {
     let state = app.pool.state();
+    let (hits, misses) = app.verified_tokens.hits_and_misses();
     let body = format!(
         "# HELP authd_up Whether authd reports SERVING.\n# TYPE authd_up gauge\nauthd_up {}\n\
          # HELP authd_revocations_live Revocations held in the in-process view.\n# TYPE authd_revocations_live gauge\nauthd_revocations_live {}\n\
          # HELP authd_db_connections Database connections open in the pool.\n# TYPE authd_db_connections gauge\nauthd_db_connections {}\n\
          # HELP authd_db_connections_idle Idle database connections in the pool.\n# TYPE authd_db_connections_idle gauge\nauthd_db_connections_idle {}\n\
          # HELP authd_signing_keys_published Keys in the JWKS.\n# TYPE authd_signing_keys_published gauge\nauthd_signing_keys_published {}\n\
-         # HELP authd_revocation_feed_synced Whether the in-process revocation view is known current (1), or each credential is checked in Postgres (0).\n# TYPE authd_revocation_feed_synced gauge\nauthd_revocation_feed_synced {}\n",
+         # HELP authd_revocation_feed_synced Whether the in-process revocation view is known current (1), or each credential is checked in Postgres (0).\n# TYPE authd_revocation_feed_synced gauge\nauthd_revocation_feed_synced {}\n\
+         # HELP authd_token_cache_entries Verified access tokens held in the cache.\n# TYPE authd_token_cache_entries gauge\nauthd_token_cache_entries {}\n\
+         # HELP authd_token_cache_hits_total Access tokens answered from the cache of verified tokens.\n# TYPE authd_token_cache_hits_total counter\nauthd_token_cache_hits_total {}\n\
+         # HELP authd_token_cache_misses_total Access tokens whose signature was checked.\n# TYPE authd_token_cache_misses_total counter\nauthd_token_cache_misses_total {}\n",
         u8::from(app.is_serving()),
         app.revocations.len(),
         state.connections,
         state.idle_connections,
         app.keys.current().jwks.len(),
         u8::from(app.feed.is_synced()),
+        app.verified_tokens.len(),
+        hits,
+        misses,
     );
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body)
 }

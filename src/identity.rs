@@ -3,7 +3,10 @@
 use crate::app::App;
 use crate::domain::{ROLE_ADMIN, Scope};
 use crate::error::{Error, Result};
-use crate::tokens::AccessClaims;
+use crate::revocation::RevocationView;
+use crate::tokens::{AccessClaims, KeyRing, TokenIssuer, VerifiedTokens};
+use chrono::{DateTime, Utc};
+use std::sync::Arc;
 use uuid::Uuid;
 
 /// What the credential was.
@@ -74,8 +77,29 @@ impl Caller {
 /// A credential that is valid and live, as introspection reports it.
 #[derive(Clone, Debug)]
 pub enum ActiveCredential {
-    AccessToken(AccessClaims),
+    AccessToken(Arc<AccessClaims>),
     ApiKey(crate::api_keys::ActiveApiKey),
+}
+
+/// The in-process part of checking an access token, with no I/O: verified (or found in the cache
+/// of verified tokens) and not revoked in the in-memory view. A replica whose view is not known
+/// current must still ask Postgres, which [`App::validate_credential`] does.
+pub fn check_access_token(
+    issuer: &TokenIssuer,
+    ring: &KeyRing,
+    cache: &VerifiedTokens,
+    revocations: &RevocationView,
+    token: &str,
+    now: DateTime<Utc>,
+) -> Option<Arc<AccessClaims>> {
+    match cache.verify(issuer, ring, token, now) {
+        Ok(claims) if !revocations.is_access_token_revoked(&claims) => Some(claims),
+        Ok(_) => None,
+        Err(rejection) => {
+            tracing::debug!(%rejection, "access token rejected");
+            None
+        }
+    }
 }
 
 impl App {
@@ -85,21 +109,21 @@ impl App {
         if crate::api_keys::format::looks_like_api_key(token) {
             return Ok(self.validate_api_key(token).await?.map(ActiveCredential::ApiKey));
         }
-        let now = self.clock.now();
-        let ring = self.keys.current();
-        match self.issuer.verify(&ring, token, now) {
-            Ok(claims) if !self.revocations.is_access_token_revoked(&claims) => {
-                if !self.feed.is_synced() && self.access_token_revoked_in_store(&claims).await? {
-                    return Ok(None);
-                }
-                Ok(Some(ActiveCredential::AccessToken(claims)))
-            }
-            Ok(_) => Ok(None),
-            Err(rejection) => {
-                tracing::debug!(%rejection, "access token rejected");
-                Ok(None)
-            }
+        let Some(claims) = check_access_token(
+            &self.issuer,
+            &self.keys.current(),
+            &self.verified_tokens,
+            &self.revocations,
+            token,
+            self.clock.now(),
+        ) else {
+            return Ok(None);
+        };
+        // The rare path is boxed so the common one does not carry a database call's state.
+        if !self.feed.is_synced() && Box::pin(self.access_token_revoked_in_store(&claims)).await? {
+            return Ok(None);
         }
+        Ok(Some(ActiveCredential::AccessToken(claims)))
     }
 
     /// Like [`App::authenticate`], for calls that manage the account: API keys are refused.

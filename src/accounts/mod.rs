@@ -5,7 +5,7 @@ mod lifecycle;
 mod password;
 
 pub use lifecycle::DeletionState;
-pub use password::{PasswordHasher, Verified};
+pub use password::{PasswordHasher, Verified, hash_once, time_hash};
 
 use crate::app::{App, ClientInfo};
 use crate::audit::Event;

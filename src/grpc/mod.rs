@@ -5,7 +5,7 @@
 mod api_key;
 mod audit;
 mod auth;
-mod convert;
+pub mod convert;
 mod request;
 mod session;
 pub mod status;
@@ -16,7 +16,7 @@ pub use api_key::ApiKeyApi;
 pub use audit::AuditApi;
 pub use auth::AuthApi;
 pub use session::SessionApi;
-pub use token::TokenApi;
+pub use token::{TokenApi, introspection};
 pub use user::UserApi;
 
 /// The fully qualified names of authd's own services, as health and reflection list them.

@@ -104,24 +104,27 @@ fn revocation_event(revocation: &Revocation) -> RevocationEvent {
 }
 
 /// RFC 7662 answer for a live credential; the inactive answer is the default message.
-fn introspection(credential: ActiveCredential) -> IntrospectResponse {
+pub fn introspection(credential: ActiveCredential) -> IntrospectResponse {
     match credential {
-        ActiveCredential::AccessToken(claims) => IntrospectResponse {
-            active: true,
-            token_type: "access_token".into(),
-            sub: claims.sub,
-            username: claims.username,
-            scope: claims.scope,
-            aud: claims.aud,
-            iss: claims.iss,
-            client_id: claims.client_id,
-            jti: claims.jti,
-            sid: claims.sid,
-            roles: claims.roles,
-            exp: claims.exp,
-            iat: claims.iat,
-            nbf: claims.nbf,
-        },
+        ActiveCredential::AccessToken(claims) => {
+            let claims = Arc::unwrap_or_clone(claims);
+            IntrospectResponse {
+                active: true,
+                token_type: "access_token".into(),
+                sub: claims.sub,
+                username: claims.username,
+                scope: claims.scope,
+                aud: claims.aud,
+                iss: claims.iss,
+                client_id: claims.client_id,
+                jti: claims.jti,
+                sid: claims.sid,
+                roles: claims.roles,
+                exp: claims.exp,
+                iat: claims.iat,
+                nbf: claims.nbf,
+            }
+        }
         ActiveCredential::ApiKey(key) => IntrospectResponse {
             active: true,
             token_type: "api_key".into(),

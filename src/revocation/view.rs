@@ -14,8 +14,18 @@ pub struct RevocationView {
 
 #[derive(Debug, Default)]
 struct Inner {
-    /// Subject → (when it was revoked, until when the entry matters).
-    entries: HashMap<(RevocationKind, String), (DateTime<Utc>, DateTime<Utc>)>,
+    /// Kind → subject → (when it was revoked, until when the entry matters). Nested by kind so
+    /// that a look-up borrows the subject instead of building a key.
+    entries: HashMap<RevocationKind, HashMap<String, Span>>,
+}
+
+/// When a subject was revoked, and until when its entry matters.
+type Span = (DateTime<Utc>, DateTime<Utc>);
+
+impl Inner {
+    fn get(&self, kind: RevocationKind, subject: &str) -> Option<&Span> {
+        self.entries.get(&kind)?.get(subject)
+    }
 }
 
 impl RevocationView {
@@ -23,8 +33,8 @@ impl RevocationView {
     /// a later revocation of one already held).
     pub fn apply(&self, revocation: &Revocation) -> bool {
         let mut inner = self.inner.write().expect("revocation view lock");
-        let key = (revocation.kind, revocation.subject_id.clone());
-        match inner.entries.get_mut(&key) {
+        let subjects = inner.entries.entry(revocation.kind).or_default();
+        match subjects.get_mut(&revocation.subject_id) {
             Some(entry) => {
                 let newer = revocation.created_at > entry.0;
                 entry.0 = entry.0.max(revocation.created_at);
@@ -32,9 +42,10 @@ impl RevocationView {
                 newer
             }
             None => {
-                inner
-                    .entries
-                    .insert(key, (revocation.created_at, revocation.expires_at));
+                subjects.insert(
+                    revocation.subject_id.clone(),
+                    (revocation.created_at, revocation.expires_at),
+                );
                 true
             }
         }
@@ -52,38 +63,39 @@ impl RevocationView {
     /// every user revocation also performs, so a login right after it is not caught.
     pub fn is_access_token_revoked(&self, claims: &AccessClaims) -> bool {
         let inner = self.inner.read().expect("revocation view lock");
-        if inner
-            .entries
-            .contains_key(&(RevocationKind::Session, claims.sid.clone()))
-            || inner.entries.contains_key(&(RevocationKind::Token, claims.jti.clone()))
+        if inner.get(RevocationKind::Session, &claims.sid).is_some()
+            || inner.get(RevocationKind::Token, &claims.jti).is_some()
         {
             return true;
         }
         inner
-            .entries
-            .get(&(RevocationKind::User, claims.sub.clone()))
+            .get(RevocationKind::User, &claims.sub)
             .is_some_and(|(revoked_at, _)| claims.iat < revoked_at.timestamp())
     }
 
     pub fn is_api_key_revoked(&self, key_id: Uuid, owner: Uuid, created_at: DateTime<Utc>) -> bool {
         let inner = self.inner.read().expect("revocation view lock");
+        let mut id = [0u8; uuid::fmt::Hyphenated::LENGTH];
+        let mut owner_id = [0u8; uuid::fmt::Hyphenated::LENGTH];
         inner
-            .entries
-            .contains_key(&(RevocationKind::ApiKey, key_id.to_string()))
+            .get(RevocationKind::ApiKey, key_id.hyphenated().encode_lower(&mut id))
+            .is_some()
             || inner
-                .entries
-                .get(&(RevocationKind::User, owner.to_string()))
+                .get(RevocationKind::User, owner.hyphenated().encode_lower(&mut owner_id))
                 .is_some_and(|(revoked_at, _)| created_at < *revoked_at)
     }
 
     /// Forgets entries whose credentials have all expired.
     pub fn prune(&self, now: DateTime<Utc>) {
         let mut inner = self.inner.write().expect("revocation view lock");
-        inner.entries.retain(|_, (_, expires_at)| *expires_at > now);
+        for subjects in inner.entries.values_mut() {
+            subjects.retain(|_, (_, expires_at)| *expires_at > now);
+        }
     }
 
     pub fn len(&self) -> usize {
-        self.inner.read().expect("revocation view lock").entries.len()
+        let inner = self.inner.read().expect("revocation view lock");
+        inner.entries.values().map(HashMap::len).sum()
     }
 
     pub fn is_empty(&self) -> bool {

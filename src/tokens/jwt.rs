@@ -132,6 +132,16 @@ impl TokenIssuer {
 
     /// Verifies signature and claims. Revocation is the caller's next step.
     pub fn verify(&self, ring: &KeyRing, token: &str, now: DateTime<Utc>) -> Result<AccessClaims, Rejection> {
+        self.verify_with_kid(ring, token, now).map(|(claims, _)| claims)
+    }
+
+    /// [`TokenIssuer::verify`], also naming the key that verified the token.
+    pub fn verify_with_kid(
+        &self,
+        ring: &KeyRing,
+        token: &str,
+        now: DateTime<Utc>,
+    ) -> Result<(AccessClaims, String), Rejection> {
         if token.len() > MAX_TOKEN_LEN || token.bytes().filter(|b| *b == b'.').count() != 2 {
             return Err(Rejection::Malformed);
         }
@@ -147,11 +157,8 @@ impl TokenIssuer {
         if !typ_ok {
             return Err(Rejection::WrongType);
         }
-        let key = header
-            .kid
-            .as_deref()
-            .and_then(|kid| ring.verifiers.get(kid))
-            .ok_or(Rejection::UnknownKey)?;
+        let kid = header.kid.ok_or(Rejection::UnknownKey)?;
+        let key = ring.verifiers.get(&kid).ok_or(Rejection::UnknownKey)?;
         if header.alg != key.alg || !matches!(key.alg, Algorithm::EdDSA | Algorithm::ES256 | Algorithm::RS256) {
             return Err(Rejection::WrongAlgorithm);
         }
@@ -174,18 +181,24 @@ impl TokenIssuer {
         if !claims.aud.contains(&self.audience) {
             return Err(Rejection::WrongAudience);
         }
-        let now = now.timestamp();
-        if claims.exp + LEEWAY_SECS <= now {
-            return Err(Rejection::Expired);
-        }
-        if claims.nbf - LEEWAY_SECS > now || claims.iat - LEEWAY_SECS > now {
-            return Err(Rejection::NotYetValid);
-        }
+        check_times(&claims, now)?;
         if claims.user_id().is_none() || claims.session_id().is_none() {
             return Err(Rejection::Malformed);
         }
-        Ok(claims)
+        Ok((claims, kid))
     }
+}
+
+/// Expiry and not-before, against our clock with [`LEEWAY_SECS`] of tolerance.
+pub(crate) fn check_times(claims: &AccessClaims, now: DateTime<Utc>) -> Result<(), Rejection> {
+    let now = now.timestamp();
+    if claims.exp + LEEWAY_SECS <= now {
+        return Err(Rejection::Expired);
+    }
+    if claims.nbf - LEEWAY_SECS > now || claims.iat - LEEWAY_SECS > now {
+        return Err(Rejection::NotYetValid);
+    }
+    Ok(())
 }
 
 /// Serialises `aud` as a single string when there is one audience, as most libraries expect.

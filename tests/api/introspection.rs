@@ -454,3 +454,29 @@ async fn no_secret_reaches_the_log() {
     let signature = fresh.access_token.rsplit('.').next().unwrap();
     assert!(!log.contains(signature));
 }
+
+/// A repeated token is answered from the cache of verified tokens, and the cache never outlives
+/// a revocation: after a logout the very same bytes introspect inactive.
+#[tokio::test]
+async fn a_cached_token_still_obeys_revocation() {
+    let app = spawn_app().await;
+    let tokens = app.user("cora").await;
+    let gateway = app.introspector().await;
+    let (hits_before, _) = app.app.verified_tokens.hits_and_misses();
+    for _ in 0..3 {
+        assert!(app.introspect(&gateway, &tokens.access_token).await.active);
+    }
+    let (hits, _) = app.app.verified_tokens.hits_and_misses();
+    assert!(hits >= hits_before + 2, "a repeated token is answered from the cache");
+    app.auth()
+        .logout(bearer(LogoutRequest::default(), &tokens.access_token))
+        .await
+        .unwrap();
+    let answer = app.introspect(&gateway, &tokens.access_token).await;
+    assert_eq!(answer, IntrospectResponse::default(), "revoked, though cached");
+    let (hits_after, _) = app.app.verified_tokens.hits_and_misses();
+    assert!(
+        hits_after > hits,
+        "the revoked token was found in the cache, and refused"
+    );
+}

@@ -1,0 +1,194 @@
+//! Access tokens already verified, so that a token presented again (a gateway introspects the same
+//! token on every request it forwards) skips the signature check and the JSON parsing.
+//!
+//! An entry is keyed by the SHA-256 of the whole token: only the very same bytes find it. It holds
+//! the claims and the `kid` that verified them, and it is used only while that key is still
+//! published and the claims' times still hold against the clock, exactly as a fresh verification
+//! would check them. Revocation is not cached: callers consult the revocation view on every call.
+
+use super::jwt::{AccessClaims, Rejection, TokenIssuer};
+use super::keys::KeyRing;
+use chrono::{DateTime, Utc};
+use sha2::{Digest, Sha256};
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+
+/// Independent locks, so concurrent calls for different tokens rarely meet.
+const SHARDS: usize = 16;
+
+type TokenDigest = [u8; 32];
+
+#[derive(Debug)]
+struct Entry {
+    claims: Arc<AccessClaims>,
+    kid: Box<str>,
+}
+
+/// One shard: entries, and their insertion order for eviction (oldest first).
+#[derive(Debug, Default)]
+struct Shard {
+    entries: HashMap<TokenDigest, Entry>,
+    order: VecDeque<TokenDigest>,
+}
+
+/// A bounded cache of verified access tokens (`AUTHD_TOKEN_CACHE_SIZE` entries; 0 turns it off).
+/// When a shard is full its oldest entry makes room, so memory stays bounded however many
+/// distinct tokens arrive.
+#[derive(Debug)]
+pub struct VerifiedTokens {
+    shards: Box<[RwLock<Shard>]>,
+    per_shard: usize,
+    hits: AtomicU64,
+    misses: AtomicU64,
+}
+
+impl VerifiedTokens {
+    pub fn new(capacity: usize) -> Self {
+        Self {
+            shards: (0..SHARDS).map(|_| RwLock::default()).collect(),
+            per_shard: capacity.div_ceil(SHARDS),
+            hits: AtomicU64::new(0),
+            misses: AtomicU64::new(0),
+        }
+    }
+
+    /// The claims of a valid access token (signature, key, issuer, audience and times), from the
+    /// cache when these very bytes were verified before.
+    pub fn verify(
+        &self,
+        issuer: &TokenIssuer,
+        ring: &KeyRing,
+        token: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Arc<AccessClaims>, Rejection> {
+        if self.per_shard == 0 {
+            return issuer.verify(ring, token, now).map(Arc::new);
+        }
+        let digest: TokenDigest = Sha256::digest(token.as_bytes()).into();
+        let shard = &self.shards[usize::from(digest[0]) % SHARDS];
+        if let Some(entry) = shard.read().expect("token cache lock").entries.get(&digest) {
+            // A key no longer published, or claims out of their time window, take the full path,
+            // which rejects the token with the precise reason.
+            if ring.verifiers.contains_key(&*entry.kid) && super::jwt::check_times(&entry.claims, now).is_ok() {
+                self.hits.fetch_add(1, Ordering::Relaxed);
+                return Ok(entry.claims.clone());
+            }
+        }
+        self.misses.fetch_add(1, Ordering::Relaxed);
+        let (claims, kid) = issuer.verify_with_kid(ring, token, now)?;
+        let claims = Arc::new(claims);
+        let mut shard = shard.write().expect("token cache lock");
+        let entry = Entry {
+            claims: claims.clone(),
+            kid: kid.into(),
+        };
+        if shard.entries.insert(digest, entry).is_none() {
+            shard.order.push_back(digest);
+            while shard.order.len() > self.per_shard {
+                if let Some(oldest) = shard.order.pop_front() {
+                    shard.entries.remove(&oldest);
+                }
+            }
+        }
+        Ok(claims)
+    }
+
+    /// Entries held now.
+    pub fn len(&self) -> usize {
+        self.shards
+            .iter()
+            .map(|s| s.read().expect("token cache lock").entries.len())
+            .sum()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Calls answered from the cache, and calls that verified a signature, since start.
+    pub fn hits_and_misses(&self) -> (u64, u64) {
+        (self.hits.load(Ordering::Relaxed), self.misses.load(Ordering::Relaxed))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::SigningAlg;
+    use crate::secret::Secret;
+    use crate::tokens::jwt::{LEEWAY_SECS, TokenRequest};
+    use crate::tokens::keys::generate;
+    use std::time::Duration;
+    use uuid::Uuid;
+
+    fn issuer() -> TokenIssuer {
+        TokenIssuer {
+            issuer: "https://auth.example.com".into(),
+            audience: "api".into(),
+            ttl: Duration::from_secs(900),
+        }
+    }
+
+    fn token(ring: &KeyRing, now: DateTime<Utc>) -> String {
+        let request = TokenRequest {
+            user_id: Uuid::now_v7(),
+            username: "u",
+            session_id: Uuid::now_v7(),
+            roles: &[],
+            scope: "profile",
+        };
+        issuer().issue(ring, &request, now).unwrap().0
+    }
+
+    #[test]
+    fn a_repeated_token_is_answered_from_the_cache_until_it_expires() {
+        let kek = Secret::new([7u8; 32]);
+        let ring = KeyRing::from_rows(&[generate(&kek, SigningAlg::EdDsa, Utc::now()).unwrap()], &kek).unwrap();
+        let cache = VerifiedTokens::new(64);
+        let now = Utc::now();
+        let token = token(&ring, now);
+        let first = cache.verify(&issuer(), &ring, &token, now).unwrap();
+        let again = cache.verify(&issuer(), &ring, &token, now).unwrap();
+        assert_eq!(first, again);
+        assert_eq!(cache.hits_and_misses(), (1, 1));
+        // Past its lifetime the cached entry is not used: the full check says why.
+        let later = now + chrono::Duration::seconds(900 + LEEWAY_SECS);
+        assert_eq!(cache.verify(&issuer(), &ring, &token, later), Err(Rejection::Expired));
+        // A token that differs in one byte is not the cached one.
+        let mut tampered = token.clone().into_bytes();
+        let last = tampered.len() - 2;
+        tampered[last] = if tampered[last] == b'A' { b'B' } else { b'A' };
+        let tampered = String::from_utf8(tampered).unwrap();
+        assert!(cache.verify(&issuer(), &ring, &tampered, now).is_err());
+    }
+
+    #[test]
+    fn a_key_no_longer_published_ends_its_cached_tokens() {
+        let kek = Secret::new([7u8; 32]);
+        let now = Utc::now();
+        let old = generate(&kek, SigningAlg::EdDsa, now).unwrap();
+        let ring = KeyRing::from_rows(std::slice::from_ref(&old), &kek).unwrap();
+        let cache = VerifiedTokens::new(64);
+        let token = token(&ring, now);
+        cache.verify(&issuer(), &ring, &token, now).unwrap();
+        let newer = KeyRing::from_rows(&[generate(&kek, SigningAlg::EdDsa, now).unwrap()], &kek).unwrap();
+        assert_eq!(cache.verify(&issuer(), &newer, &token, now), Err(Rejection::UnknownKey));
+    }
+
+    #[test]
+    fn the_cache_stays_within_its_bound() {
+        let kek = Secret::new([7u8; 32]);
+        let ring = KeyRing::from_rows(&[generate(&kek, SigningAlg::EdDsa, Utc::now()).unwrap()], &kek).unwrap();
+        let cache = VerifiedTokens::new(SHARDS * 2);
+        let now = Utc::now();
+        for _ in 0..SHARDS * 20 {
+            cache.verify(&issuer(), &ring, &token(&ring, now), now).unwrap();
+        }
+        assert!(cache.len() <= SHARDS * 2, "{} entries", cache.len());
+        let off = VerifiedTokens::new(0);
+        let token = token(&ring, now);
+        off.verify(&issuer(), &ring, &token, now).unwrap();
+        assert!(off.is_empty());
+    }
+}
