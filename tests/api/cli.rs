@@ -24,6 +24,7 @@ fn help_works_for_every_command() {
         vec!["api-keys", "--help"],
         vec!["api-keys", "create", "--help"],
         vec!["healthcheck", "--help"],
+        vec!["bench", "--help"],
     ] {
         let out = authd().args(&args).output().unwrap();
         assert!(
@@ -109,4 +110,80 @@ fn an_unreachable_database_is_one_clear_line() {
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("authd:") && stderr.contains("database"), "{stderr}");
+}
+
+/// `authd bench` sets itself up through the API (an admin's API key, its own users) and runs every
+/// scenario against a real server without a failed call. Only that is checked: its figures are
+/// measurements, not assertions.
+#[tokio::test]
+async fn bench_runs_every_scenario_without_a_failed_call() {
+    let app = spawn_app().await;
+    let mut command = authd();
+    command
+        .env("AUTHD_BOOTSTRAP_ADMIN_EMAIL", ADMIN_EMAIL)
+        .env("AUTHD_BOOTSTRAP_ADMIN_PASSWORD", ADMIN_PASSWORD)
+        .args(["bench", "--target", &app.addr.to_string()])
+        .args([
+            "--duration",
+            "0.5",
+            "--warmup",
+            "0.1",
+            "--concurrency",
+            "2",
+            "--connections",
+            "1",
+        ])
+        .args([
+            "--distinct-tokens",
+            "40",
+            "--flood-concurrency",
+            "2",
+            "--mix-rate",
+            "40",
+        ]);
+    // The server runs on this test's runtime: wait for the generator off it.
+    let out = tokio::task::spawn_blocking(move || command.output())
+        .await
+        .unwrap()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for scenario in [
+        "| health ",
+        "| introspect-repeated ",
+        "| refresh ",
+        "| introspect-distinct ",
+        "| login ",
+        "| mix: introspect 40/s alone ",
+        "| mix: introspect, login flood ",
+        "| mix: the login flood ",
+    ] {
+        let row = stdout
+            .lines()
+            .find(|line| line.starts_with(scenario))
+            .unwrap_or_else(|| panic!("no row {scenario:?} in:\n{stdout}"));
+        let columns: Vec<&str> = row.split('|').map(str::trim).collect();
+        assert_ne!(columns[2], "0", "{scenario}: no call completed:\n{row}");
+        assert_eq!(columns[7], "0", "{scenario}: calls failed:\n{row}");
+    }
+    assert!(stdout.contains("| Introspect, repeated token |"), "{stdout}");
+    assert!(stdout.contains("| Login |"), "{stdout}");
+    // The bench's API key is revoked when it is done.
+    let admin = app.admin().await;
+    let keys = app
+        .api_keys()
+        .list_api_keys(bearer(authd::proto::ListApiKeysRequest {}, &admin.access_token))
+        .await
+        .unwrap()
+        .into_inner()
+        .api_keys;
+    assert_eq!(keys.len(), 1, "{keys:?}");
+    assert!(
+        keys.iter().all(|key| key.revoked_at.is_some()),
+        "the bench left a live API key: {keys:?}"
+    );
 }

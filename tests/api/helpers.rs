@@ -168,6 +168,8 @@ pub struct Client {
 /// A running server and clients for it. Stops the server when dropped.
 pub struct TestApp {
     pub client: Client,
+    /// Where the server listens for gRPC.
+    pub addr: std::net::SocketAddr,
     /// The server's shared state, for looking inside (counters, keys).
     pub app: std::sync::Arc<authd::app::App>,
     pub database_url: String,
@@ -216,6 +218,7 @@ pub async fn spawn_on(application: Application) -> TestApp {
         .expect("connect");
     TestApp {
         client: Client { channel },
+        addr,
         app: inner,
         database_url,
         clock,

@@ -1,0 +1,891 @@
+//! `authd bench`: a load generator that drives a running authd over gRPC and prints throughput and
+//! latency per scenario, then the performance targets (docs/PERFORMANCE.md) against what it
+//! measured in the same run.
+//!
+//! It sets up what it needs through the public API: an administrator's login (the bootstrap admin
+//! of `AUTHD_BOOTSTRAP_ADMIN_EMAIL` / `AUTHD_BOOTSTRAP_ADMIN_PASSWORD[_FILE]`) creates an API key
+//! with scope `tokens:introspect`, and users are registered under a random tag. Run it against a
+//! server started with `AUTHD_RATE_LIMITS=false`: its logins all come from one address.
+
+use crate::proto::{
+    ApiKey, CreateApiKeyRequest, LoginRequest, RefreshRequest, RegisterRequest, RevokeApiKeyRequest,
+    api_key_service_client::ApiKeyServiceClient, auth_service_client::AuthServiceClient,
+};
+use anyhow::{Context, bail};
+use std::fmt::Write as _;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+use tonic::metadata::{Ascii, MetadataValue};
+use tonic::transport::{Channel, Endpoint};
+use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
+
+/// What to load the server with.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Scenario {
+    /// `grpc.health.v1.Health/Check`: an RPC that does next to nothing, the ceiling.
+    Health,
+    /// `Introspect` of one valid access token, again and again.
+    IntrospectRepeated,
+    /// `Refresh` chains, one session per worker (their access tokens feed `introspect-distinct`).
+    Refresh,
+    /// `Introspect` of many distinct access tokens, each call a signature check.
+    IntrospectDistinct,
+    /// `Login` with a correct password (one argon2id verification each).
+    Login,
+    /// A steady `Introspect` rate alone, then the same rate during a login flood.
+    Mix,
+}
+
+impl Scenario {
+    const ALL: [Scenario; 6] = [
+        Scenario::Health,
+        Scenario::IntrospectRepeated,
+        Scenario::Refresh,
+        Scenario::IntrospectDistinct,
+        Scenario::Login,
+        Scenario::Mix,
+    ];
+
+    fn name(self) -> &'static str {
+        match self {
+            Scenario::Health => "health",
+            Scenario::IntrospectRepeated => "introspect-repeated",
+            Scenario::Refresh => "refresh",
+            Scenario::IntrospectDistinct => "introspect-distinct",
+            Scenario::Login => "login",
+            Scenario::Mix => "mix",
+        }
+    }
+}
+
+#[derive(clap::Args, Debug)]
+pub struct BenchArgs {
+    /// The gRPC address of the authd to drive (defaults to AUTHD_GRPC_ADDR).
+    #[arg(long)]
+    pub target: Option<String>,
+    /// HTTP/2 connections to open; the workers share them.
+    #[arg(long, default_value_t = 4)]
+    pub connections: usize,
+    /// Requests in flight at once (closed loop: each worker sends its next request when the
+    /// previous one is answered).
+    #[arg(long, default_value_t = 32)]
+    pub concurrency: usize,
+    /// Seconds each scenario is measured.
+    #[arg(long, default_value_t = 10.0)]
+    pub duration: f64,
+    /// Seconds of load before each measurement, not counted.
+    #[arg(long, default_value_t = 2.0)]
+    pub warmup: f64,
+    /// Scenarios to run, comma-separated, in this order.
+    #[arg(long, value_enum, value_delimiter = ',', default_values_t = Scenario::ALL)]
+    pub scenarios: Vec<Scenario>,
+    /// Distinct access tokens for `introspect-distinct`, minted with Refresh. Keep it above the
+    /// server's AUTHD_TOKEN_CACHE_SIZE, so that every call checks a signature.
+    #[arg(long, default_value_t = 40_000)]
+    pub distinct_tokens: usize,
+    /// Logins in flight at once during the flood of `mix`.
+    #[arg(long, default_value_t = 16)]
+    pub flood_concurrency: usize,
+    /// Introspections per second offered in `mix`, alone and during the flood (default: half of
+    /// what `introspect-repeated` reached in this run, else 1000).
+    #[arg(long)]
+    pub mix_rate: Option<f64>,
+    /// The administrator who creates the bench's API key.
+    #[arg(long, env = "AUTHD_BOOTSTRAP_ADMIN_EMAIL")]
+    pub admin_email: String,
+    /// A file holding that administrator's password (else AUTHD_BOOTSTRAP_ADMIN_PASSWORD is read).
+    #[arg(long, env = "AUTHD_BOOTSTRAP_ADMIN_PASSWORD_FILE")]
+    pub admin_password_file: Option<PathBuf>,
+    /// The server's process id, to report its resident memory (read from /proc).
+    #[arg(long)]
+    pub server_pid: Option<u32>,
+}
+
+/// One call's outcome: an error says what went wrong.
+type Outcome = Result<(), String>;
+
+/// A kind of request, sent again and again by one worker.
+trait Call: Send + 'static {
+    fn call(&mut self) -> impl Future<Output = Outcome> + Send;
+}
+
+fn failed(status: tonic::Status) -> String {
+    format!("{:?}: {}", status.code(), status.message())
+}
+
+fn with_bearer<T>(message: T, bearer: &MetadataValue<Ascii>) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    request.metadata_mut().insert("authorization", bearer.clone());
+    request
+}
+
+struct HealthCall(HealthClient<Channel>);
+
+impl Call for HealthCall {
+    async fn call(&mut self) -> Outcome {
+        self.0
+            .check(HealthCheckRequest { service: String::new() })
+            .await
+            .map(drop)
+            .map_err(failed)
+    }
+}
+
+/// `IntrospectRequest` as it goes on the wire, its token held as shared bytes (no copy per call).
+#[derive(Clone, PartialEq, prost::Message)]
+struct IntrospectWire {
+    #[prost(bytes = "bytes", tag = "1")]
+    token: prost::bytes::Bytes,
+}
+
+/// The one field of `IntrospectResponse` the generator checks; the others are skipped unread, as
+/// a gateway that needs only some of them would. The server sends the whole answer regardless.
+#[derive(Clone, PartialEq, prost::Message)]
+struct IntrospectActive {
+    #[prost(bool, tag = "1")]
+    active: bool,
+}
+
+const INTROSPECT_PATH: &str = "/auth.v1.TokenService/Introspect";
+
+/// Introspects the tokens of a shared list in turn; an inactive answer is a failure.
+struct IntrospectCall {
+    client: tonic::client::Grpc<Channel>,
+    bearer: MetadataValue<Ascii>,
+    tokens: Arc<Vec<prost::bytes::Bytes>>,
+    next: Arc<AtomicUsize>,
+}
+
+impl Call for IntrospectCall {
+    async fn call(&mut self) -> Outcome {
+        let token = self.tokens[self.next.fetch_add(1, Ordering::Relaxed) % self.tokens.len()].clone();
+        let request = with_bearer(IntrospectWire { token }, &self.bearer);
+        self.client
+            .ready()
+            .await
+            .map_err(|e| format!("connection not ready: {e}"))?;
+        let codec = tonic_prost::ProstCodec::<IntrospectWire, IntrospectActive>::default();
+        let path = tonic::codegen::http::uri::PathAndQuery::from_static(INTROSPECT_PATH);
+        let answer = self.client.unary(request, path, codec).await.map_err(failed)?;
+        if answer.get_ref().active {
+            Ok(())
+        } else {
+            Err("introspection answered active: false".into())
+        }
+    }
+}
+
+#[derive(Clone)]
+struct Account {
+    username: String,
+    password: String,
+}
+
+/// Logs the users of a shared list in, in turn.
+struct LoginCall {
+    client: AuthServiceClient<Channel>,
+    accounts: Arc<Vec<Account>>,
+    next: Arc<AtomicUsize>,
+}
+
+impl Call for LoginCall {
+    async fn call(&mut self) -> Outcome {
+        let account = &self.accounts[self.next.fetch_add(1, Ordering::Relaxed) % self.accounts.len()];
+        let request = LoginRequest {
+            identifier: account.username.clone(),
+            password: account.password.clone(),
+            device_name: Some("authd bench".into()),
+        };
+        self.client.login(request).await.map(drop).map_err(failed)
+    }
+}
+
+/// Refreshes one session's tokens again and again, keeping the access tokens it is given.
+struct RefreshCall {
+    client: AuthServiceClient<Channel>,
+    refresh_token: String,
+    minted: Vec<String>,
+}
+
+impl Call for RefreshCall {
+    async fn call(&mut self) -> Outcome {
+        let request = RefreshRequest {
+            refresh_token: self.refresh_token.clone(),
+        };
+        let pair = self
+            .client
+            .refresh(request)
+            .await
+            .map_err(failed)?
+            .into_inner()
+            .tokens
+            .ok_or("Refresh answered no tokens")?;
+        self.refresh_token = pair.refresh_token;
+        self.minted.push(pair.access_token);
+        Ok(())
+    }
+}
+
+/// What one scenario measured.
+#[derive(Default)]
+struct Measured {
+    /// Latencies of the successful calls, in microseconds, sorted.
+    latencies: Vec<u32>,
+    errors: u64,
+    first_error: Option<String>,
+    window: Duration,
+    /// The server's largest resident set while it ran, in KiB.
+    peak_rss_kib: Option<u64>,
+}
+
+/// What one worker counted.
+#[derive(Default)]
+struct Tally {
+    latencies: Vec<u32>,
+    errors: u64,
+    first_error: Option<String>,
+}
+
+impl Tally {
+    fn record(&mut self, outcome: Outcome, sent: Instant) {
+        match outcome {
+            Ok(()) => self.latencies.push(micros(sent.elapsed())),
+            Err(e) => {
+                self.errors += 1;
+                self.first_error.get_or_insert(e);
+            }
+        }
+    }
+}
+
+impl Measured {
+    fn merge(window: Duration, tallies: Vec<Tally>) -> Self {
+        let mut measured = Measured {
+            window,
+            ..Measured::default()
+        };
+        for tally in tallies {
+            measured.latencies.extend(tally.latencies);
+            measured.errors += tally.errors;
+            if measured.first_error.is_none() {
+                measured.first_error = tally.first_error;
+            }
+        }
+        measured.latencies.sort_unstable();
+        measured
+    }
+
+    fn rps(&self) -> f64 {
+        self.latencies.len() as f64 / self.window.as_secs_f64()
+    }
+
+    /// The latency below which `q` of the calls fall, in milliseconds.
+    fn quantile_ms(&self, q: f64) -> f64 {
+        if self.latencies.is_empty() {
+            return f64::NAN;
+        }
+        let rank = ((self.latencies.len() as f64 * q).ceil() as usize).clamp(1, self.latencies.len());
+        f64::from(self.latencies[rank - 1]) / 1000.0
+    }
+}
+
+fn micros(elapsed: Duration) -> u32 {
+    u32::try_from(elapsed.as_micros()).unwrap_or(u32::MAX)
+}
+
+/// Each worker sends its next request as soon as the previous one is answered.
+async fn closed_loop<C: Call>(calls: Vec<C>, warmup: Duration, duration: Duration) -> (Measured, Vec<C>) {
+    let from = Instant::now() + warmup;
+    let until = from + duration;
+    let workers: Vec<_> = calls
+        .into_iter()
+        .map(|mut call| {
+            tokio::spawn(async move {
+                let mut tally = Tally::default();
+                loop {
+                    let sent = Instant::now();
+                    if sent >= until {
+                        break;
+                    }
+                    let outcome = call.call().await;
+                    if sent >= from {
+                        tally.record(outcome, sent);
+                    }
+                }
+                (tally, call)
+            })
+        })
+        .collect();
+    let mut parts = Vec::new();
+    let mut calls = Vec::new();
+    for worker in workers {
+        let (part, call) = worker.await.expect("bench worker panicked");
+        parts.push(part);
+        calls.push(call);
+    }
+    (Measured::merge(duration, parts), calls)
+}
+
+/// The workers together send `rate` requests per second on a fixed schedule, whatever the
+/// answers' latency (open loop); a latency counts from the moment the request was sent.
+async fn paced<C: Call>(calls: Vec<C>, rate: f64, warmup: Duration, duration: Duration) -> Measured {
+    let start = tokio::time::Instant::now();
+    let from = start + warmup;
+    let until = from + duration;
+    let workers = calls.len();
+    let interval = Duration::from_secs_f64(workers as f64 / rate);
+    let handles: Vec<_> = calls
+        .into_iter()
+        .enumerate()
+        .map(|(i, mut call)| {
+            tokio::spawn(async move {
+                let mut tally = Tally::default();
+                let mut next = start + interval.mul_f64(i as f64 / workers as f64);
+                while next < until {
+                    tokio::time::sleep_until(next).await;
+                    let sent = Instant::now();
+                    let outcome = call.call().await;
+                    if next >= from {
+                        tally.record(outcome, sent);
+                    }
+                    next += interval;
+                }
+                tally
+            })
+        })
+        .collect();
+    let mut parts = Vec::new();
+    for handle in handles {
+        parts.push(handle.await.expect("bench worker panicked"));
+    }
+    Measured::merge(duration, parts)
+}
+
+/// Samples a process's resident memory from /proc every 50 ms and keeps the largest value.
+struct MemoryWatch {
+    pid: u32,
+    peak: Arc<AtomicU64>,
+}
+
+impl MemoryWatch {
+    fn start(pid: u32) -> Self {
+        let peak = Arc::new(AtomicU64::new(0));
+        let sampled = peak.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_millis(50));
+            loop {
+                tick.tick().await;
+                let Some(kib) = resident_kib(pid) else { return };
+                sampled.fetch_max(kib, Ordering::Relaxed);
+            }
+        });
+        Self { pid, peak }
+    }
+
+    /// The largest value since the last call.
+    fn take_peak(&self) -> Option<u64> {
+        let sampled = self.peak.swap(0, Ordering::Relaxed);
+        let now = resident_kib(self.pid)?;
+        Some(sampled.max(now))
+    }
+}
+
+/// `VmRSS` of a process, in KiB.
+fn resident_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))?
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()
+}
+
+/// What the scenarios share: connections, the API key, the users.
+struct Fixture {
+    channels: Vec<Channel>,
+    api_key: MetadataValue<Ascii>,
+    api_key_id: String,
+    admin_bearer: MetadataValue<Ascii>,
+    tag: String,
+}
+
+impl Fixture {
+    fn channel(&self, i: usize) -> Channel {
+        self.channels[i % self.channels.len()].clone()
+    }
+
+    async fn set_up(args: &BenchArgs, target: &str) -> anyhow::Result<Self> {
+        let uri = if target.contains("://") {
+            target.to_string()
+        } else {
+            format!("http://{target}")
+        };
+        let mut channels = Vec::new();
+        for _ in 0..args.connections.max(1) {
+            let channel = Endpoint::from_shared(uri.clone())?
+                .tcp_nodelay(true)
+                .connect_timeout(Duration::from_secs(5))
+                .timeout(Duration::from_secs(30))
+                .connect()
+                .await
+                .with_context(|| format!("cannot connect to {target}"))?;
+            channels.push(channel);
+        }
+        let password = admin_password(args)?;
+        let admin = AuthServiceClient::new(channels[0].clone())
+            .login(LoginRequest {
+                identifier: args.admin_email.clone(),
+                password,
+                device_name: Some("authd bench".into()),
+            })
+            .await
+            .map_err(|s| anyhow::anyhow!("the administrator's login failed: {}", failed(s)))?
+            .into_inner();
+        let admin_token = admin.tokens.context("Login answered no tokens")?.access_token;
+        let admin_bearer: MetadataValue<Ascii> = format!("Bearer {admin_token}").parse()?;
+        let tag = crate::crypto::random_token()
+            .chars()
+            .filter(char::is_ascii_alphanumeric)
+            .take(6)
+            .collect::<String>()
+            .to_ascii_lowercase();
+        let created = ApiKeyServiceClient::new(channels[0].clone())
+            .create_api_key(with_bearer(
+                CreateApiKeyRequest {
+                    label: format!("authd bench {tag}"),
+                    scopes: vec![crate::domain::Scope::INTROSPECT.to_string()],
+                    expires_at: Some(crate::grpc::convert::timestamp(
+                        chrono::Utc::now() + chrono::Duration::hours(2),
+                    )),
+                },
+                &admin_bearer,
+            ))
+            .await
+            .map_err(|s| anyhow::anyhow!("creating the bench's API key failed: {}", failed(s)))?
+            .into_inner();
+        let ApiKey { id, .. } = created.api_key.unwrap_or_default();
+        Ok(Self {
+            api_key: format!("Bearer {}", created.secret).parse()?,
+            api_key_id: id,
+            admin_bearer,
+            channels,
+            tag,
+        })
+    }
+
+    /// Registers `count` users named `b<tag><group><i>`, a few at a time.
+    async fn register(&self, group: &str, count: usize) -> anyhow::Result<Vec<Account>> {
+        let accounts: Vec<Account> = (0..count)
+            .map(|i| Account {
+                username: format!("b{}{group}{i}", self.tag),
+                password: crate::crypto::random_token(),
+            })
+            .collect();
+        for (batch_no, batch) in accounts.chunks(16).enumerate() {
+            let calls = batch.iter().enumerate().map(|(i, account)| {
+                let mut client = AuthServiceClient::new(self.channel(batch_no * 16 + i));
+                let request = RegisterRequest {
+                    email: format!("{}@bench.example.com", account.username),
+                    username: account.username.clone(),
+                    password: account.password.clone(),
+                };
+                async move { client.register(request).await }
+            });
+            for result in futures_join_all(calls).await {
+                result.map_err(|s| anyhow::anyhow!("registering a bench user failed: {}", failed(s)))?;
+            }
+        }
+        Ok(accounts)
+    }
+
+    /// Logs each account in once; returns (access token, refresh token) per account.
+    async fn log_in(&self, accounts: &[Account]) -> anyhow::Result<Vec<(String, String)>> {
+        let mut pairs = Vec::new();
+        for (batch_no, batch) in accounts.chunks(16).enumerate() {
+            let calls = batch.iter().enumerate().map(|(i, account)| {
+                let mut client = AuthServiceClient::new(self.channel(batch_no * 16 + i));
+                let request = LoginRequest {
+                    identifier: account.username.clone(),
+                    password: account.password.clone(),
+                    device_name: Some("authd bench".into()),
+                };
+                async move { client.login(request).await }
+            });
+            for result in futures_join_all(calls).await {
+                let response = result.map_err(|s| anyhow::anyhow!("a bench user's login failed: {}", failed(s)))?;
+                let pair = response.into_inner().tokens.context("Login answered no tokens")?;
+                pairs.push((pair.access_token, pair.refresh_token));
+            }
+        }
+        Ok(pairs)
+    }
+
+    fn introspect_calls(&self, workers: usize, tokens: &[String]) -> Vec<IntrospectCall> {
+        let tokens: Arc<Vec<prost::bytes::Bytes>> = Arc::new(
+            tokens
+                .iter()
+                .map(|t| prost::bytes::Bytes::copy_from_slice(t.as_bytes()))
+                .collect(),
+        );
+        let next = Arc::new(AtomicUsize::new(0));
+        (0..workers)
+            .map(|i| IntrospectCall {
+                client: tonic::client::Grpc::new(self.channel(i)),
+                bearer: self.api_key.clone(),
+                tokens: tokens.clone(),
+                next: next.clone(),
+            })
+            .collect()
+    }
+
+    fn login_calls(&self, workers: usize, accounts: &Arc<Vec<Account>>) -> Vec<LoginCall> {
+        let next = Arc::new(AtomicUsize::new(0));
+        (0..workers)
+            .map(|i| LoginCall {
+                client: AuthServiceClient::new(self.channel(i)),
+                accounts: accounts.clone(),
+                next: next.clone(),
+            })
+            .collect()
+    }
+
+    /// Revokes the bench's API key (the users stay; they are tagged `b<tag>`).
+    async fn tear_down(&self) {
+        let request = with_bearer(
+            RevokeApiKeyRequest {
+                id: self.api_key_id.clone(),
+            },
+            &self.admin_bearer,
+        );
+        if let Err(status) = ApiKeyServiceClient::new(self.channel(0)).revoke_api_key(request).await {
+            eprintln!("could not revoke the bench's API key: {}", failed(status));
+        }
+    }
+}
+
+/// Runs futures concurrently and collects their outputs in order.
+async fn futures_join_all<F>(futures: impl IntoIterator<Item = F>) -> Vec<F::Output>
+where
+    F: Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    let handles: Vec<_> = futures.into_iter().map(tokio::spawn).collect();
+    let mut outputs = Vec::new();
+    for handle in handles {
+        outputs.push(handle.await.expect("bench task panicked"));
+    }
+    outputs
+}
+
+fn admin_password(args: &BenchArgs) -> anyhow::Result<String> {
+    if let Some(path) = &args.admin_password_file {
+        let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        return Ok(text.trim_end_matches(['\n', '\r']).to_string());
+    }
+    std::env::var("AUTHD_BOOTSTRAP_ADMIN_PASSWORD").context(
+        "the administrator's password: set AUTHD_BOOTSTRAP_ADMIN_PASSWORD_FILE or AUTHD_BOOTSTRAP_ADMIN_PASSWORD",
+    )
+}
+
+/// The results of the scenarios run, for the targets.
+#[derive(Default)]
+struct Results {
+    health: Option<f64>,
+    repeated: Option<f64>,
+    distinct: Option<f64>,
+    login: Option<f64>,
+    mix: Option<(f64, f64)>,
+    idle_rss_kib: Option<u64>,
+    peak_rss_kib: Option<u64>,
+}
+
+fn row(name: &str, m: &Measured) -> String {
+    let mut line = format!(
+        "| {name:<28} | {:>9} | {:>9.0} | {:>7.2} | {:>7.2} | {:>7.2} | {:>6} |",
+        m.latencies.len(),
+        m.rps(),
+        m.quantile_ms(0.50),
+        m.quantile_ms(0.90),
+        m.quantile_ms(0.99),
+        m.errors,
+    );
+    match m.peak_rss_kib {
+        Some(kib) => write!(line, " {:>6.1} MB |", kib as f64 / 1024.0).expect("write to a String"),
+        None => line.push_str("      - |"),
+    }
+    if let Some(error) = &m.first_error {
+        write!(line, " first error: {error}").expect("write to a String");
+    }
+    line
+}
+
+/// Runs the scenarios and prints what they measured.
+pub async fn run(args: BenchArgs, config_file: Option<&std::path::Path>) -> anyhow::Result<()> {
+    if args.concurrency == 0 || args.duration <= 0.0 || args.warmup < 0.0 {
+        bail!("--concurrency and --duration must be positive, --warmup not negative");
+    }
+    let target = match &args.target {
+        Some(target) => target.clone(),
+        None => std::env::var("AUTHD_GRPC_ADDR").unwrap_or_else(|_| "127.0.0.1:50051".into()),
+    };
+    let warmup = Duration::from_secs_f64(args.warmup);
+    let duration = Duration::from_secs_f64(args.duration);
+    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    let memory = args.server_pid.map(MemoryWatch::start);
+    let mut results = Results {
+        idle_rss_kib: args.server_pid.and_then(resident_kib),
+        ..Results::default()
+    };
+
+    // One argon2id hash at the server's parameters, timed here while the server is idle: alone,
+    // and with one hash per core running at once (they then share the caches and memory bandwidth).
+    let params = crate::config::argon2_params(config_file)?;
+    let hash_time = crate::accounts::time_hash(params, 7)?;
+    let parallel_hash_time = std::thread::scope(|scope| {
+        let timers: Vec<_> = (0..cores)
+            .map(|_| scope.spawn(move || crate::accounts::time_hash(params, 7)))
+            .collect();
+        timers
+            .into_iter()
+            .map(|t| t.join().expect("hash timer panicked"))
+            .collect::<Result<Vec<_>, _>>()
+    })?
+    .into_iter()
+    .max()
+    .unwrap_or(hash_time);
+
+    println!(
+        "authd bench: {target}, {cores} cores, {} connections, {} in flight, {:.0} s warm-up + {:.0} s per scenario",
+        args.connections, args.concurrency, args.warmup, args.duration
+    );
+    println!(
+        "one argon2id hash (m={} KiB, t={}, p={}) takes {:.1} ms here alone, {:.1} ms with {cores} at once",
+        params.memory_kib,
+        params.iterations,
+        params.parallelism,
+        hash_time.as_secs_f64() * 1000.0,
+        parallel_hash_time.as_secs_f64() * 1000.0,
+    );
+    let fixture = Fixture::set_up(&args, &target).await?;
+    let wants = |s: Scenario| args.scenarios.contains(&s);
+    let token_users = if wants(Scenario::Refresh) || wants(Scenario::IntrospectDistinct) {
+        args.concurrency
+    } else {
+        1
+    };
+    let token_accounts = fixture.register("t", token_users).await?;
+    // (access token, latest refresh token) of one session per token user.
+    let mut sessions = fixture.log_in(&token_accounts).await?;
+    let login_accounts = if wants(Scenario::Login) || wants(Scenario::Mix) {
+        Arc::new(
+            fixture
+                .register("l", args.concurrency.max(args.flood_concurrency))
+                .await?,
+        )
+    } else {
+        Arc::default()
+    };
+    if let Some(memory) = &memory {
+        memory.take_peak();
+    }
+    println!();
+    println!(
+        "| scenario                     |  requests |     rps |  p50 ms |  p90 ms |  p99 ms | errors | server RSS |"
+    );
+    println!(
+        "|------------------------------|-----------|---------|---------|---------|---------|--------|------------|"
+    );
+    let peak = |m: &mut Measured| {
+        m.peak_rss_kib = memory.as_ref().and_then(MemoryWatch::take_peak);
+        m.peak_rss_kib
+    };
+    let mut minted: Vec<String> = Vec::new();
+    for scenario in &args.scenarios {
+        match scenario {
+            Scenario::Health => {
+                let calls = (0..args.concurrency)
+                    .map(|i| HealthCall(HealthClient::new(fixture.channel(i))))
+                    .collect();
+                let (mut m, _) = closed_loop(calls, warmup, duration).await;
+                results.peak_rss_kib = results.peak_rss_kib.max(peak(&mut m));
+                results.health = Some(m.rps());
+                println!("{}", row(scenario.name(), &m));
+            }
+            Scenario::IntrospectRepeated => {
+                let calls = fixture.introspect_calls(
+                    args.concurrency,
+                    &sessions[..1].iter().map(|s| s.0.clone()).collect::<Vec<_>>(),
+                );
+                let (mut m, _) = closed_loop(calls, warmup, duration).await;
+                results.peak_rss_kib = results.peak_rss_kib.max(peak(&mut m));
+                results.repeated = Some(m.rps());
+                println!("{}", row(scenario.name(), &m));
+            }
+            Scenario::Refresh => {
+                let (mut m, calls) = closed_loop(refresh_calls(&fixture, &sessions), warmup, duration).await;
+                results.peak_rss_kib = results.peak_rss_kib.max(peak(&mut m));
+                for (session, call) in sessions.iter_mut().zip(calls) {
+                    session.1 = call.refresh_token;
+                    minted.extend(call.minted);
+                }
+                println!("{}", row(scenario.name(), &m));
+            }
+            Scenario::IntrospectDistinct => {
+                if minted.len() < args.distinct_tokens {
+                    eprintln!(
+                        "minting {} more access tokens with Refresh for introspect-distinct...",
+                        args.distinct_tokens - minted.len()
+                    );
+                    minted = mint(&fixture, &mut sessions, minted, args.distinct_tokens).await?;
+                    if let Some(memory) = &memory {
+                        memory.take_peak();
+                    }
+                }
+                // Oldest first: every token is presented once before any comes round again.
+                let calls = fixture.introspect_calls(args.concurrency, &minted);
+                let (mut m, _) = closed_loop(calls, warmup, duration).await;
+                results.peak_rss_kib = results.peak_rss_kib.max(peak(&mut m));
+                results.distinct = Some(m.rps());
+                let name = format!("introspect-distinct ({}k)", minted.len() / 1000);
+                println!("{}", row(&name, &m));
+            }
+            Scenario::Login => {
+                let calls = fixture.login_calls(args.concurrency, &login_accounts);
+                let (mut m, _) = closed_loop(calls, warmup, duration).await;
+                results.peak_rss_kib = results.peak_rss_kib.max(peak(&mut m));
+                results.login = Some(m.rps());
+                println!("{}", row(scenario.name(), &m));
+            }
+            Scenario::Mix => {
+                let rate = args
+                    .mix_rate
+                    .or(results.repeated.map(|rps| (rps / 2.0).round()))
+                    .unwrap_or(1000.0);
+                let tokens = [sessions[0].0.clone()];
+                let alone = fixture.introspect_calls(args.concurrency, &tokens);
+                let mut quiet = paced(alone, rate, warmup, duration).await;
+                results.peak_rss_kib = results.peak_rss_kib.max(peak(&mut quiet));
+                println!("{}", row(&format!("mix: introspect {rate:.0}/s alone"), &quiet));
+                let during = fixture.introspect_calls(args.concurrency, &tokens);
+                let flood = fixture.login_calls(args.flood_concurrency, &login_accounts);
+                let (mut busy, (mut logins, _)) = tokio::join!(
+                    paced(during, rate, warmup, duration),
+                    closed_loop(flood, warmup, duration)
+                );
+                let flood_peak = peak(&mut busy);
+                logins.peak_rss_kib = flood_peak;
+                results.peak_rss_kib = results.peak_rss_kib.max(flood_peak);
+                println!("{}", row("mix: introspect, login flood", &busy));
+                println!("{}", row("mix: the login flood", &logins));
+                results.mix = Some((quiet.quantile_ms(0.99), busy.quantile_ms(0.99)));
+            }
+        }
+    }
+    fixture.tear_down().await;
+    print_targets(&results, cores, hash_time, parallel_hash_time);
+    Ok(())
+}
+
+fn refresh_calls(fixture: &Fixture, sessions: &[(String, String)]) -> Vec<RefreshCall> {
+    sessions
+        .iter()
+        .enumerate()
+        .map(|(i, (_, refresh_token))| RefreshCall {
+            client: AuthServiceClient::new(fixture.channel(i)),
+            refresh_token: refresh_token.clone(),
+            minted: Vec::new(),
+        })
+        .collect()
+}
+
+/// Refreshes until `have` holds `wanted` access tokens, carrying each session's chain on from its
+/// latest refresh token (presenting a spent one would end the session, as reuse).
+async fn mint(
+    fixture: &Fixture,
+    sessions: &mut [(String, String)],
+    mut have: Vec<String>,
+    wanted: usize,
+) -> anyhow::Result<Vec<String>> {
+    let per_chain = (wanted - have.len()).div_ceil(sessions.len());
+    let chains = refresh_calls(fixture, sessions).into_iter().map(|mut call| async move {
+        for _ in 0..per_chain {
+            call.call()
+                .await
+                .map_err(|e| anyhow::anyhow!("minting tokens with Refresh: {e}"))?;
+        }
+        Ok::<_, anyhow::Error>((call.refresh_token, call.minted))
+    });
+    // Interleave the chains so that consecutive tokens belong to different sessions.
+    let mut minted = Vec::new();
+    for (session, chain) in sessions.iter_mut().zip(futures_join_all(chains).await) {
+        let (latest, tokens) = chain?;
+        session.1 = latest;
+        minted.push(tokens);
+    }
+    for i in 0..per_chain {
+        have.extend(minted.iter().filter_map(|chain| chain.get(i).cloned()));
+    }
+    have.truncate(wanted);
+    Ok(have)
+}
+
+fn print_targets(results: &Results, cores: usize, hash_time: Duration, parallel_hash_time: Duration) {
+    println!();
+    println!("| target | goal | measured | |");
+    println!("|---|---|---|---|");
+    let verdict = |ok: bool| if ok { "met" } else { "NOT MET" };
+    if let (Some(health), Some(repeated)) = (results.health, results.repeated) {
+        let ratio = repeated / health;
+        println!(
+            "| Introspect, repeated token | ≥ 0.80 × health | {ratio:.2} × ({repeated:.0} / {health:.0} rps) | {} |",
+            verdict(ratio >= 0.8)
+        );
+    }
+    if let (Some(health), Some(distinct)) = (results.health, results.distinct) {
+        let ratio = distinct / health;
+        println!(
+            "| Introspect, distinct tokens | ≥ 0.25 × health | {ratio:.2} × ({distinct:.0} / {health:.0} rps) | {} |",
+            verdict(ratio >= 0.25)
+        );
+    }
+    if let Some(login) = results.login {
+        let goal = 0.85 * cores as f64 / hash_time.as_secs_f64();
+        println!(
+            "| Login | ≥ 0.85 × {cores} cores ÷ {:.1} ms = {goal:.1}/s | {login:.1}/s | {} |",
+            hash_time.as_secs_f64() * 1000.0,
+            verdict(login >= goal)
+        );
+        let ceiling = cores as f64 / parallel_hash_time.as_secs_f64();
+        println!(
+            "| (Login, against hashes run {cores} at once) | {cores} cores ÷ {:.1} ms = {ceiling:.1}/s | {:.2} × that | context |",
+            parallel_hash_time.as_secs_f64() * 1000.0,
+            login / ceiling
+        );
+    }
+    if let Some((quiet, busy)) = results.mix {
+        let ratio = busy / quiet;
+        println!(
+            "| Introspect p99 during a login flood | ≤ 2 × p99 without | {ratio:.2} × ({busy:.2} ms / {quiet:.2} ms) | {} |",
+            verdict(ratio <= 2.0)
+        );
+    }
+    if let Some(idle) = results.idle_rss_kib {
+        let mb = idle as f64 / 1024.0;
+        println!(
+            "| Resident memory, idle | < 50 MB | {mb:.1} MB | {} |",
+            verdict(mb < 50.0)
+        );
+    }
+    if let Some(peak) = results.peak_rss_kib {
+        let mb = peak as f64 / 1024.0;
+        println!(
+            "| Resident memory, under load | < 150 MB | {mb:.1} MB (largest sample) | {} |",
+            verdict(mb < 150.0)
+        );
+    }
+}
