@@ -126,11 +126,6 @@ impl Scratch {
     }
 }
 
-/// How much lower the hashing threads' scheduling priority is (a `nice` increment): when a login
-/// flood keeps every core busy hashing, the threads that answer introspection and other cheap
-/// calls still run first; when nothing else wants the cores, hashing has all of them.
-const HASH_THREAD_NICENESS: i32 = 10;
-
 /// The threads that compute argon2 hashes, one per permit. They end when the last
 /// [`PasswordHasher`] clone is dropped.
 #[derive(Clone)]
@@ -171,14 +166,22 @@ impl HashThreads {
     }
 }
 
-/// Lowers the calling thread's priority by [`HASH_THREAD_NICENESS`] (always permitted).
+/// Puts the calling (hashing) thread in the idle scheduling class (`SCHED_IDLE`, always
+/// permitted): it runs only when no other thread wants the core, and any other thread that wakes
+/// takes the core back at once, not at the next scheduler tick. A login flood then fills the cores
+/// that are free without delaying introspection; when the cores are saturated by other calls,
+/// logins wait (they are the calls that can).
 fn lower_priority() {
     #[cfg(target_os = "linux")]
     {
-        let thread = Some(rustix::thread::gettid());
-        let current = rustix::process::getpriority_process(thread).unwrap_or(0);
-        if let Err(e) = rustix::process::setpriority_process(thread, current + HASH_THREAD_NICENESS) {
-            tracing::debug!(error = %e, "could not lower the priority of a hashing thread");
+        use thread_priority::{NormalThreadSchedulePolicy, ThreadPriority, ThreadSchedulePolicy};
+        let idle = ThreadSchedulePolicy::Normal(NormalThreadSchedulePolicy::Idle);
+        if let Err(e) = thread_priority::set_thread_priority_and_policy(
+            thread_priority::thread_native_id(),
+            ThreadPriority::Min,
+            idle,
+        ) {
+            tracing::debug!(error = ?e, "could not lower the priority of a hashing thread");
         }
     }
 }
