@@ -7,6 +7,7 @@
 //! with scope `tokens:introspect`, and users are registered under a random tag. Run it against a
 //! server started with `AUTHD_RATE_LIMITS=false`: its logins all come from one address.
 
+use crate::config::DEFAULT_TOKEN_CACHE_SIZE;
 use crate::proto::{
     ApiKey, CreateApiKeyRequest, LoginRequest, RefreshRequest, RegisterRequest, RevokeApiKeyRequest,
     api_key_service_client::ApiKeyServiceClient, auth_service_client::AuthServiceClient,
@@ -654,6 +655,13 @@ pub async fn run(args: BenchArgs, config_file: Option<&std::path::Path>) -> anyh
         "authd bench: {target}, {cores} cores, {} connections, {} in flight, {:.0} s warm-up + {:.0} s per scenario",
         args.connections, args.concurrency, args.warmup, args.duration
     );
+    if args.scenarios.contains(&Scenario::IntrospectDistinct) && args.distinct_tokens <= DEFAULT_TOKEN_CACHE_SIZE {
+        eprintln!(
+            "note: {} distinct tokens fit in a token cache of the default size ({DEFAULT_TOKEN_CACHE_SIZE}): \
+             introspect-distinct will then mostly measure cache hits, not signature checks",
+            args.distinct_tokens
+        );
+    }
     let fixture = Fixture::set_up(&args, &target).await?;
     let wants = |s: Scenario| args.scenarios.contains(&s);
     let token_users = if wants(Scenario::Refresh) || wants(Scenario::IntrospectDistinct) {

@@ -54,6 +54,9 @@ impl SigningAlg {
     }
 }
 
+/// Verified access tokens remembered by default (`AUTHD_TOKEN_CACHE_SIZE`).
+pub const DEFAULT_TOKEN_CACHE_SIZE: usize = 16_384;
+
 /// argon2id cost parameters.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Argon2Params {
@@ -458,7 +461,7 @@ impl Settings {
                 ),
             },
             password_hash_concurrency: raw.parse("password_hash_concurrency", 0, |v| v.parse().ok())?,
-            token_cache_size: raw.parse("token_cache_size", 16_384, |v| v.parse().ok())?,
+            token_cache_size: raw.parse("token_cache_size", DEFAULT_TOKEN_CACHE_SIZE, |v| v.parse().ok())?,
             usage_flush_interval: raw.duration("usage_flush_interval", "30s")?,
             key_refresh_interval: raw.duration("key_refresh_interval", "30s")?,
             health_probe_interval: raw.duration("health_probe_interval", "2s")?,
