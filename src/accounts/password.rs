@@ -1,4 +1,4 @@
-//! argon2id hashing on a bounded blocking pool (security rule 1).
+//! argon2id hashing on the hasher's own low-priority threads, one per permit (security rule 1).
 
 use crate::config::Argon2Params;
 use crate::domain::Password;
