@@ -29,6 +29,8 @@ pub struct App {
     pub api_keys: ApiKeyCache,
     pub mailer: crate::mail::delivery::Mailer,
     pub rate_limits: crate::ratelimit::RateLimiter,
+    /// Rate-limit refusals not yet written to the audit trail.
+    pub(crate) refusals: crate::audit::Refusals,
     /// Wakes the delivery worker when mail was written here.
     pub(crate) mail_ready: tokio::sync::Notify,
     /// Requests handled after their answer was sent (mail-sending RPCs): how many may wait, and
@@ -80,6 +82,7 @@ impl App {
             settings.redis_url.as_ref().map(|u| u.expose().as_str()),
             &settings.redis_namespace,
         )?;
+        rate_limits.connect(clock.now()).await;
         let pool_size = settings.database_pool_size as usize;
         let (outbox, outbox_rx) = mpsc::unbounded_channel();
         let app = Arc::new(Self {
@@ -95,6 +98,7 @@ impl App {
             api_keys: ApiKeyCache::default(),
             mailer,
             rate_limits,
+            refusals: crate::audit::Refusals::default(),
             mail_ready: tokio::sync::Notify::new(),
             background_queue: Arc::new(tokio::sync::Semaphore::new(1024)),
             background_workers: Arc::new(tokio::sync::Semaphore::new((pool_size / 4).max(2))),
@@ -212,15 +216,25 @@ impl App {
         }
     }
 
-    /// Counts a call against a limit; over it, records the hit and refuses.
+    /// Counts a call against a limit; over it, refuses. Refusals reach the audit trail as one
+    /// summary per limit and subject each minute (see [`App::flush_refusals`]).
     pub async fn enforce(&self, limit: crate::ratelimit::Limit, subject: &str, client: &ClientInfo) -> Result<()> {
-        match self.rate_limits.check(limit, subject, self.clock.now()).await {
+        self.enforce_for(limit, subject, None, client).await
+    }
+
+    /// [`App::enforce`] for a subject that is a known account.
+    pub async fn enforce_for(
+        &self,
+        limit: crate::ratelimit::Limit,
+        subject: &str,
+        user_id: Option<uuid::Uuid>,
+        client: &ClientInfo,
+    ) -> Result<()> {
+        let now = self.clock.now();
+        match self.rate_limits.check(limit, subject, now).await {
             Ok(()) => Ok(()),
             Err(retry_after) => {
-                let event = crate::audit::Event::failure("rate_limit.hit")
-                    .client(client)
-                    .detail("limit", limit.name);
-                self.audit(event).await;
+                self.refusals.note(limit.name, subject, user_id, client, now);
                 Err(crate::error::Error::RateLimited(retry_after))
             }
         }

@@ -109,9 +109,9 @@ pub struct Settings {
     pub request_timeout: Duration,
     pub argon2: Argon2Params,
     pub password_policy: crate::domain::PasswordPolicy,
-    /// The scopes users without the admin role may put on their API keys; `None`: any scope
-    /// outside the reserved families.
-    pub user_grantable_scopes: Option<Vec<String>>,
+    /// The only scopes users without the admin role may put on their API keys (default none:
+    /// their keys authenticate as themselves and carry no scope).
+    pub user_grantable_scopes: Vec<String>,
     /// Calls allowed to hash passwords at once; 0 means one per CPU core.
     pub password_hash_concurrency: usize,
     /// Verified access tokens remembered (0 = none), so a repeated token skips the signature check.
@@ -370,6 +370,11 @@ impl Settings {
         if access_token_ttl < Duration::from_secs(10) {
             return Err(ConfigError::new("access_token_ttl", "must be at least 10s"));
         }
+        // Access tokens cannot be recalled from the services that cached them; revocation
+        // entries are kept as long as one could still be presented.
+        if access_token_ttl > Duration::from_secs(86_400) {
+            return Err(ConfigError::new("access_token_ttl", "must be at most 24h"));
+        }
         if refresh_token_ttl < access_token_ttl {
             return Err(ConfigError::new(
                 "refresh_token_ttl",
@@ -446,20 +451,18 @@ impl Settings {
                 require_digit: raw.boolean("password_require_digit", false)?,
                 require_symbol: raw.boolean("password_require_symbol", false)?,
             },
-            user_grantable_scopes: match raw.get("user_grantable_scopes") {
-                None => None,
-                Some(list) => Some(
-                    list.split(',')
-                        .map(str::trim)
-                        .filter(|s| !s.is_empty())
-                        .map(|s| {
-                            crate::domain::Scope::parse(s)
-                                .map(|scope| scope.as_str().to_string())
-                                .map_err(|_| ConfigError::new("user_grantable_scopes", format!("`{s}` is not a scope")))
-                        })
-                        .collect::<Result<_, _>>()?,
-                ),
-            },
+            user_grantable_scopes: raw
+                .get("user_grantable_scopes")
+                .unwrap_or_default()
+                .split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(|s| {
+                    crate::domain::Scope::parse(s)
+                        .map(|scope| scope.as_str().to_string())
+                        .map_err(|_| ConfigError::new("user_grantable_scopes", format!("`{s}` is not a scope")))
+                })
+                .collect::<Result<_, _>>()?,
             password_hash_concurrency: raw.parse("password_hash_concurrency", 0, |v| v.parse().ok())?,
             token_cache_size: raw.parse("token_cache_size", DEFAULT_TOKEN_CACHE_SIZE, |v| v.parse().ok())?,
             usage_flush_interval: raw.duration("usage_flush_interval", "30s")?,

@@ -10,7 +10,7 @@ pub enum Error {
     #[error("invalid credentials")]
     Unauthenticated,
     #[error("permission denied: {0}")]
-    PermissionDenied(&'static str),
+    PermissionDenied(std::borrow::Cow<'static, str>),
     #[error("{0} not found")]
     NotFound(&'static str),
     #[error("{0} already exists")]
@@ -36,6 +36,10 @@ impl Error {
             field,
             reason: reason.into(),
         }
+    }
+
+    pub fn denied(why: impl Into<std::borrow::Cow<'static, str>>) -> Self {
+        Self::PermissionDenied(why.into())
     }
 
     pub fn internal(detail: impl std::fmt::Display) -> Self {

@@ -48,9 +48,7 @@ impl Caller {
         if self.is_user_session() {
             Ok(())
         } else {
-            Err(Error::PermissionDenied(
-                "this call needs a user's access token, not an API key",
-            ))
+            Err(Error::denied("this call needs a user's access token, not an API key"))
         }
     }
 
@@ -58,7 +56,7 @@ impl Caller {
         if self.has_scope(scope) {
             Ok(())
         } else {
-            Err(Error::PermissionDenied(scope))
+            Err(Error::denied(scope))
         }
     }
 
@@ -166,7 +164,8 @@ impl App {
             Some(ActiveCredential::ApiKey(key)) => Ok(Caller {
                 user_id: key.user_id,
                 username: key.username.clone(),
-                roles: key.owner_roles.clone(),
+                // An API key holds its scopes and no role, whoever owns it.
+                roles: Vec::new(),
                 scopes: key.scopes.clone(),
                 credential: Credential::ApiKey { key_id: key.id },
             }),

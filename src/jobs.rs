@@ -76,10 +76,13 @@ async fn upkeep(app: Arc<App>) {
     let settings = &app.settings;
     let mut flush = tokio::time::interval(settings.usage_flush_interval);
     let mut keys = tokio::time::interval(settings.key_refresh_interval);
+    let mut refusals = tokio::time::interval(REFUSAL_SUMMARY_INTERVAL);
     flush.tick().await;
     keys.tick().await;
+    refusals.tick().await;
     loop {
         tokio::select! {
+            _ = refusals.tick() => app.flush_refusals().await,
             _ = flush.tick() => {
                 if let Err(e) = app.flush_api_key_usage().await {
                     tracing::warn!(error = %e, "could not write API key usage");
@@ -89,10 +92,16 @@ async fn upkeep(app: Arc<App>) {
                 app.reload_keys().await;
                 app.revocations.prune(app.clock.now());
             }
-            () = stopped(&mut stop) => return,
+            () = stopped(&mut stop) => {
+                app.flush_refusals().await;
+                return;
+            }
         }
     }
 }
+
+/// How often rate-limit refusals are summarised into the audit trail.
+const REFUSAL_SUMMARY_INTERVAL: Duration = Duration::from_secs(60);
 
 /// Mails claimed per round, how long one send may take, and how long a claim holds (longer than
 /// a whole batch of sends).

@@ -79,6 +79,20 @@ pub fn client_address(peer: Option<IpAddr>, forwarded_for: Option<&str>, trusted
     Some(client)
 }
 
+/// The bucket of per-address rate limits for a client address: the address itself for IPv4, its
+/// /64 for IPv6 (one host commonly holds a whole /64, so single addresses would be free to
+/// rotate), and `unknown` when there is none.
+pub fn address_bucket(address: Option<&str>) -> String {
+    match address.and_then(|a| a.parse::<IpAddr>().ok()).map(canonical) {
+        Some(IpAddr::V4(v4)) => v4.to_string(),
+        Some(IpAddr::V6(v6)) => {
+            let network = std::net::Ipv6Addr::from(u128::from(v6) & !((1u128 << 64) - 1));
+            format!("{network}/64")
+        }
+        None => "unknown".to_string(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -102,5 +116,21 @@ mod tests {
             ip("198.51.100.7")
         );
         assert_eq!(client_address(ip("10.0.0.1"), None, &trusted), ip("10.0.0.1"));
+    }
+
+    #[test]
+    fn ipv6_clients_share_their_64() {
+        assert_eq!(address_bucket(Some("2001:db8:1:2::5")), "2001:db8:1:2::/64");
+        assert_eq!(
+            address_bucket(Some("2001:db8:1:2:ffff:1:2:3")),
+            address_bucket(Some("2001:db8:1:2::9"))
+        );
+        assert_ne!(
+            address_bucket(Some("2001:db8:1:3::1")),
+            address_bucket(Some("2001:db8:1:2::1"))
+        );
+        assert_eq!(address_bucket(Some("::ffff:192.0.2.1")), "192.0.2.1");
+        assert_eq!(address_bucket(Some("192.0.2.1")), "192.0.2.1");
+        assert_eq!(address_bucket(None), "unknown");
     }
 }

@@ -19,7 +19,7 @@ fn require_admin(caller: &Caller) -> Result<()> {
     if caller.is_admin() {
         Ok(())
     } else {
-        Err(Error::PermissionDenied("role admin required"))
+        Err(Error::denied("role admin required"))
     }
 }
 
@@ -101,7 +101,7 @@ impl App {
         let roles = match roles {
             Some(roles) => {
                 if caller.user_id == id {
-                    return Err(Error::PermissionDenied("nobody changes their own roles"));
+                    return Err(Error::denied("nobody changes their own roles"));
                 }
                 let mut roles: Vec<String> = roles.iter().map(|r| r.trim().to_string()).collect();
                 if let Some(unknown) = roles.iter().find(|r| !ROLES.contains(&r.as_str())) {
@@ -176,7 +176,8 @@ impl App {
         Ok(user)
     }
 
-    /// Lifts any lock, an administrator's or a lockout after failed logins.
+    /// Lifts any lock, an administrator's or a lockout after failed logins, and forgets the
+    /// failures that led to it.
     pub async fn unlock_user(&self, caller: &Caller, id: &str) -> Result<UserRow> {
         require_admin(caller)?;
         let id = user_id(id)?;
@@ -185,7 +186,11 @@ impl App {
         store::users::find(&mut conn, id)
             .await?
             .ok_or(Error::NotFound("user"))?;
-        Ok(store::users::set_lock(&mut conn, id, None, None, now).await?)
+        // The failure count and the per-account limits go too: the owner signs in at once.
+        let user = store::users::set_lock(&mut conn, id, None, None, now).await?;
+        drop(conn);
+        self.forget_failures(&user).await;
+        Ok(user)
     }
 
     /// Deletes an account at once, revoking everything it held.

@@ -12,7 +12,7 @@ use crate::crypto::{random_token, token_hash};
 use crate::domain::{Email, Password};
 use crate::error::{Error, Result};
 use crate::identity::Caller;
-use crate::mail::{self, Enqueued, MailKind, Message};
+use crate::mail::{self, Enqueued, MailKind, Message, Notice};
 use crate::store::{self, StoreError, one_time_tokens::OneTimeTokenRow, users::UserRow};
 use chrono::{DateTime, Utc};
 use diesel_async::AsyncConnection;
@@ -155,7 +155,7 @@ impl App {
         let enqueued = mail::enqueue(
             conn,
             &settings.key_encryption_key,
-            kind,
+            kind.as_str(),
             &message,
             settings.mail_rate_per_hour,
             now,
@@ -178,10 +178,35 @@ impl App {
         Ok(true)
     }
 
-    /// Starts a change of address: the new address gets a verification link; the account keeps
-    /// its current address until the link is followed.
-    pub async fn request_email_change(&self, caller: &Caller, new_email: &str) -> Result<()> {
+    /// A notice to the account's owner, in the caller's transaction (throttled like any mail).
+    async fn write_notice(
+        &self,
+        conn: &mut store::Conn<'_>,
+        notice: Notice,
+        to: &str,
+        new_address: &str,
+        now: DateTime<Utc>,
+    ) -> store::StoreResult<()> {
+        let message = Message::notice(notice, to, new_address);
+        let settings = &self.settings;
+        let kek = &settings.key_encryption_key;
+        mail::enqueue(conn, kek, notice.as_str(), &message, settings.mail_rate_per_hour, now).await?;
+        Ok(())
+    }
+
+    /// Starts a change of address, once the caller has given the account's password again: the
+    /// new address gets a verification link, the current one a notice, and the account keeps its
+    /// current address until the link is followed.
+    pub async fn request_email_change(
+        &self,
+        caller: &Caller,
+        new_email: &str,
+        current_password: Option<&str>,
+    ) -> Result<()> {
         let email = Email::parse(new_email)?;
+        let owner = self.get_me(caller).await?;
+        self.confirm_owner(caller, &owner, current_password, "current_password")
+            .await?;
         let now = self.clock.now();
         let mut conn = store::conn(&self.pool).await?;
         let written = conn
@@ -196,9 +221,14 @@ impl App {
                 {
                     return Ok(None);
                 }
-                self.write_one_time_link(conn, &user, email.as_str(), MailKind::VerifyEmail, now)
-                    .await
-                    .map(Some)
+                let written = self
+                    .write_one_time_link(conn, &user, email.as_str(), MailKind::VerifyEmail, now)
+                    .await?;
+                if written {
+                    self.write_notice(conn, Notice::EmailChangeRequested, &user.email, email.as_str(), now)
+                        .await?;
+                }
+                Ok(Some(written))
             })
             .await?;
         if written == Some(true) {
@@ -222,10 +252,14 @@ impl App {
                     .map(|()| user.id)
             } else {
                 store::users::set_verified_email(conn, user.id, email.as_str(), email.normalized(), now).await?;
-                // Links mailed to the old address die with it.
+                // Links mailed to the old address die with it (a spent deletion link too, which
+                // could otherwise still cancel).
                 for kind in [MailKind::ResetPassword, MailKind::DeleteAccount, MailKind::VerifyEmail] {
                     store::one_time_tokens::retire_all(conn, user.id, kind.as_str(), now).await?;
                 }
+                // The old address learns where its account went.
+                self.write_notice(conn, Notice::EmailChanged, &user.email, email.as_str(), now)
+                    .await?;
                 Ok(user.id)
             }
         })
@@ -241,21 +275,40 @@ impl App {
     /// token of the account (the user-wide path).
     /// Returns the account whose password was reset.
     pub async fn reset_password(&self, token: &str, new_password: &str) -> Result<Uuid> {
-        // Checked before the token is spent, so a refused password leaves the link usable.
         let password = Password::parse(new_password, "new_password")?;
-        self.settings.password_policy.check(&password, "new_password", &[])?;
-        let hash = self.hasher.hash(&password).await?;
         let token = token_hash(token.trim());
+        // The token is looked up first: a junk token costs one indexed read, never a hash nor a
+        // strength estimate (either would let anyone burn the hashing threads).
+        let owner = {
+            let mut conn = store::conn(&self.pool).await?;
+            let pending = store::one_time_tokens::find_live(
+                &mut conn,
+                &token,
+                MailKind::ResetPassword.as_str(),
+                self.clock.now(),
+            )
+            .await?
+            .ok_or_else(invalid_token)?;
+            store::users::find(&mut conn, pending.user_id)
+                .await?
+                .ok_or_else(invalid_token)?
+        };
+        // Checked before the token is spent, so a refused password leaves the link usable.
+        self.check_password_policy(&password, "new_password", &[&owner.email, &owner.username])
+            .await?;
+        let hash = self.hasher.hash(&password).await?;
         let now = self.clock.now();
         let mut conn = store::conn(&self.pool).await?;
         let revocations = conn
             .transaction::<_, StoreError, _>(async |conn| {
                 let (spent, user) = spend(conn, &token, MailKind::ResetPassword, now).await?;
                 store::users::set_password_hash(conn, spent.user_id, &hash, now).await?;
-                // A lockout (what an attacker can cause) ends with the reset; an administrator's
-                // lock does not.
+                // A lockout (what an attacker can cause) ends with the reset, and so does the
+                // count of failures; an administrator's lock does not.
                 if user.lock_reason.as_deref() == Some(LOCKOUT) {
                     store::users::set_lock(conn, user.id, None, None, now).await?;
+                } else {
+                    store::users::clear_failed_logins(conn, user.id).await?;
                 }
                 // Following the link proved control of the address.
                 store::users::mark_email_verified(conn, spent.user_id, now).await?;
@@ -265,6 +318,7 @@ impl App {
             .map_err(token_error)?;
         let (user_id, revocations) = revocations;
         self.apply_revocations(&revocations);
+        self.forget_failures(&owner).await;
         Ok(user_id)
     }
 

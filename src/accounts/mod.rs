@@ -28,11 +28,29 @@ impl App {
         let email = Email::parse(email)?;
         let username = Username::parse(username)?;
         let password = Password::parse(password, "password")?;
-        self.settings
-            .password_policy
-            .check(&password, "password", &[email.as_str(), username.as_str()])?;
+        self.check_password_policy(&password, "password", &[email.as_str(), username.as_str()])
+            .await?;
         self.create_user(&email, &username, &password, vec![ROLE_USER.to_string()])
             .await
+    }
+
+    /// The password policy, on a blocking thread: zxcvbn's estimate takes milliseconds that the
+    /// async workers must not spend.
+    pub(crate) async fn check_password_policy(
+        &self,
+        password: &Password,
+        field: &'static str,
+        user_inputs: &[&str],
+    ) -> Result<()> {
+        let policy = self.settings.password_policy;
+        let password = password.clone();
+        let inputs: Vec<String> = user_inputs.iter().map(|s| s.to_string()).collect();
+        tokio::task::spawn_blocking(move || {
+            let inputs: Vec<&str> = inputs.iter().map(String::as_str).collect();
+            policy.check(&password, field, &inputs)
+        })
+        .await
+        .map_err(Error::internal)?
     }
 
     async fn create_user(
@@ -97,17 +115,20 @@ impl App {
             .await?;
         // Every refusal below comes after the same hashing work, with the same answer: unknown
         // user, wrong password, locked or deactivated account look alike (security rule 8).
-        let failed = |reason: &'static str| {
-            let shown: String = identifier.chars().take(64).collect();
-            Event::failure("login.failed")
-                .client(client)
-                .detail("reason", reason)
-                .detail("identifier", shown)
-        };
+        // The typed identifier is never recorded (people type passwords into it): a known
+        // account is named by its id, an unknown identifier by a keyed digest, which lets an
+        // operator see repeated attempts on one name without holding the name.
+        let failed = |reason: &'static str| Event::failure("login.failed").client(client).detail("reason", reason);
         let Some(user) = user else {
             // The same round trips as a wrong password's failure count, so timing tells nothing.
             self.count_failed_login(Uuid::nil()).await?;
-            self.audit(failed("unknown_user")).await;
+            let digest = crate::crypto::keyed_digest(
+                &self.settings.key_encryption_key,
+                "audit identifier",
+                crate::domain::normalize_identifier(identifier).as_bytes(),
+            );
+            self.audit(failed("unknown_user").detail("identifier_digest", digest))
+                .await;
             return Err(Error::Unauthenticated);
         };
         let now = self.clock.now();
@@ -143,6 +164,70 @@ impl App {
         )
         .await;
         Ok(LoggedIn { user, tokens })
+    }
+
+    /// Proves again that the caller is the account's owner, before a change that could hand the
+    /// account over (a new address, a new password): a stolen access token alone must not do.
+    /// A wrong password counts toward the lockout like a failed login; a locked account is
+    /// refused whatever is presented. An account without a password (federated only) needs a
+    /// session opened in the last five minutes instead.
+    pub(crate) async fn confirm_owner(
+        &self,
+        caller: &Caller,
+        user: &UserRow,
+        password: Option<&str>,
+        field: &'static str,
+    ) -> Result<()> {
+        let now = self.clock.now();
+        if user.locked_until.is_some_and(|until| until > now) {
+            return Err(Error::FailedPrecondition(
+                "the account is locked after too many wrong passwords; try again later or reset the password",
+            ));
+        }
+        let Some(stored) = user.password_hash.as_deref() else {
+            let session = match caller.session_id() {
+                Some(id) => {
+                    let mut conn = store::conn(&self.pool).await?;
+                    store::sessions::find(&mut conn, id).await?
+                }
+                None => None,
+            };
+            let fresh = session.is_some_and(|s| now - s.created_at <= RECENT_SIGN_IN);
+            return if fresh {
+                Ok(())
+            } else {
+                Err(Error::FailedPrecondition(
+                    "sign in again (within the last 5 minutes) to make this change",
+                ))
+            };
+        };
+        let presented = password
+            .filter(|p| !p.is_empty())
+            .ok_or_else(|| Error::invalid(field, "is required for this change"))?;
+        let matches = match Password::presented(presented) {
+            Some(presented) => self.hasher.verify(&presented, Some(stored)).await?.ok,
+            None => false,
+        };
+        if !matches {
+            self.count_failed_login(user.id).await?;
+            return Err(Error::invalid(field, "is incorrect"));
+        }
+        Ok(())
+    }
+
+    /// Forgets an account's failed password checks in the rate limiter (the per-account login
+    /// limit, under both its email and its username, and the password-check limit), so that an
+    /// unlocked or reset account can sign in at once.
+    pub(crate) async fn forget_failures(&self, user: &UserRow) {
+        let now = self.clock.now();
+        let limits = &self.rate_limits;
+        for identifier in [&user.email, &user.username] {
+            let subject = crate::domain::normalize_identifier(identifier);
+            limits.reset(crate::ratelimit::LOGIN_PER_ACCOUNT, &subject, now).await;
+        }
+        limits
+            .reset(crate::ratelimit::PASSWORD_CHECK_PER_ACCOUNT, &user.id.to_string(), now)
+            .await;
     }
 
     /// One more consecutive failure; at `AUTHD_LOCKOUT_THRESHOLD` password login locks for
@@ -193,18 +278,15 @@ impl App {
         }
     }
 
-    /// Changes the caller's password and ends every other session of theirs.
+    /// Changes the caller's password, ends every other session of theirs and retires every
+    /// pending one-time link.
     pub async fn change_password(&self, caller: &Caller, current: &str, new: &str) -> Result<()> {
         let user = self.get_me(caller).await?;
-        let current = Password::presented(current).ok_or_else(|| Error::invalid("current_password", "is incorrect"))?;
-        let verified = self.hasher.verify(&current, user.password_hash.as_deref()).await?;
-        if !verified.ok {
-            return Err(Error::invalid("current_password", "is incorrect"));
-        }
+        self.confirm_owner(caller, &user, Some(current), "current_password")
+            .await?;
         let new = Password::parse(new, "new_password")?;
-        self.settings
-            .password_policy
-            .check(&new, "new_password", &[&user.email, &user.username])?;
+        self.check_password_policy(&new, "new_password", &[&user.email, &user.username])
+            .await?;
         let hash = self.hasher.hash(&new).await?;
         let now = self.clock.now();
         let mut conn = store::conn(&self.pool).await?;
@@ -213,6 +295,7 @@ impl App {
             .transaction::<_, store::StoreError, _>(async |conn| {
                 store::users::lock(conn, user.id).await?;
                 store::users::set_password_hash(conn, user.id, &hash, now).await?;
+                store::one_time_tokens::retire_unused(conn, user.id, now).await?;
                 self.revoke_all_sessions_in(conn, user.id, caller.session_id(), now)
                     .await
             })
@@ -222,9 +305,25 @@ impl App {
     }
 
     /// Creates an administrator unless a user with this email exists; returns whether it did.
+    /// The password follows the same policy as `Register`, and a placeholder left from the
+    /// example secret is refused.
     pub async fn ensure_admin(&self, email: &str, username: Option<&str>, password: &str) -> Result<bool> {
         let email = Email::parse(email)?;
         let password = Password::parse(password, "password")?;
+        let folded: String = password
+            .expose()
+            .chars()
+            .filter(char::is_ascii_alphanumeric)
+            .collect::<String>()
+            .to_ascii_lowercase();
+        if PLACEHOLDERS.iter().any(|p| folded.contains(p)) {
+            return Err(Error::invalid(
+                "password",
+                "is the example's placeholder; choose a real password",
+            ));
+        }
+        self.check_password_policy(&password, "password", &[email.as_str(), username.unwrap_or_default()])
+            .await?;
         {
             let mut conn = store::conn(&self.pool).await?;
             if store::users::find_by_email(&mut conn, email.normalized())
@@ -247,6 +346,13 @@ impl App {
         }
     }
 }
+
+/// How recent a sign-in must be to stand in for the password of an account that has none.
+const RECENT_SIGN_IN: chrono::Duration = chrono::Duration::minutes(5);
+
+/// Fragments of example secrets (letters and digits only, lower-cased), refused as passwords of
+/// the bootstrap administrator.
+const PLACEHOLDERS: &[&str] = &["replaceme", "changeme", "changethis"];
 
 /// A username made from an email's local part, for accounts created without one.
 fn username_from_email(email: &Email) -> Username {

@@ -24,18 +24,16 @@ pub struct ActiveApiKey {
     pub prefix: String,
     pub user_id: Uuid,
     pub username: String,
-    pub owner_roles: Vec<String>,
     pub scopes: Vec<String>,
     pub created_at: DateTime<Utc>,
     pub expires_at: Option<DateTime<Utc>>,
 }
 
-/// A cached row plus its owner's name and roles.
+/// A cached row plus its owner's name and standing.
 #[derive(Debug)]
 struct CachedKey {
     row: ApiKeyRow,
     username: String,
-    owner_roles: Vec<String>,
     owner_active: bool,
     /// The second (Unix time) of the last use noted for `last_used_at`: a key used many times a
     /// second is noted once a second, not on every call.
@@ -198,7 +196,6 @@ impl App {
             prefix: key.row.prefix.clone(),
             user_id: key.row.user_id,
             username: key.username.clone(),
-            owner_roles: key.owner_roles.clone(),
             scopes: key.row.scopes.clone(),
             created_at: key.row.created_at,
             expires_at: key.row.expires_at,
@@ -230,7 +227,6 @@ impl App {
         Ok(Some(Arc::new(CachedKey {
             row,
             username: owner.username,
-            owner_roles: owner.roles,
             owner_active: owner.active,
             last_noted: AtomicI64::new(0),
         })))
@@ -303,20 +299,20 @@ impl App {
         self.create_api_key(&caller, label, scopes, None).await
     }
 
-    /// Admins (in their own session) may put any scope on a key. Others may grant the scopes of
-    /// `AUTHD_USER_GRANTABLE_SCOPES` when it is set, else any scope outside the reserved families
-    /// that reach into authd itself (`tokens:`, `system:`, `admin:`, `users:`, `audit:`).
+    /// Admins (in their own session) may put any scope on a key. Others may grant only the
+    /// scopes listed in `AUTHD_USER_GRANTABLE_SCOPES` (deny by default: gateways believe a key's
+    /// scopes, so a self-registered user must not mint `billing:admin`).
     fn check_grantable(&self, caller: &Caller, scopes: &Scopes) -> Result<()> {
         caller.require_user_session()?;
         if caller.is_admin() {
             return Ok(());
         }
-        let grantable = |scope: &crate::domain::Scope| match &self.settings.user_grantable_scopes {
-            Some(allowed) => allowed.iter().any(|a| a == scope.as_str()),
-            None => scope.grantable_by_user(),
-        };
-        match scopes.iter().find(|scope| !grantable(scope)) {
-            Some(_) => Err(Error::PermissionDenied("scope not grantable by this caller")),
+        let allowed = &self.settings.user_grantable_scopes;
+        match scopes.iter().find(|scope| !allowed.iter().any(|a| a == scope.as_str())) {
+            Some(scope) => Err(Error::denied(format!(
+                "scope `{}` is not grantable by this caller (see AUTHD_USER_GRANTABLE_SCOPES)",
+                scope.as_str()
+            ))),
             None => Ok(()),
         }
     }

@@ -1,6 +1,10 @@
 //! The audit trail: who did what, from where, and how it went. Recording is best effort (a
 //! failure is logged, the call goes on); nothing secret is ever recorded.
 
+mod refusals;
+
+pub use refusals::{RefusalSummary, Refusals};
+
 use crate::app::{App, ClientInfo};
 use crate::error::{Error, Result};
 use crate::identity::Caller;
@@ -79,6 +83,23 @@ impl App {
         }
     }
 
+    /// Records the rate-limit refusals counted since the last call: one `rate_limit.hit` event
+    /// per limit and subject, with how many calls were refused and over what span.
+    pub async fn flush_refusals(&self) {
+        for summary in self.refusals.take() {
+            let mut event = Event::failure("rate_limit.hit")
+                .client(&summary.client)
+                .detail("limit", summary.limit)
+                .detail("refused", summary.count)
+                .detail("first_at", summary.first_at.to_rfc3339())
+                .detail("last_at", summary.last_at.to_rfc3339());
+            if let Some(user_id) = summary.user_id {
+                event = event.user(user_id);
+            }
+            self.audit(event).await;
+        }
+    }
+
     /// Events newest first. Administrators see anyone's (all, or `user_id`'s); others their own.
     #[allow(clippy::too_many_arguments)]
     pub async fn list_audit_events(
@@ -100,7 +121,7 @@ impl App {
         } else {
             match requested {
                 Some(id) if id != caller.user_id => {
-                    return Err(Error::PermissionDenied("only administrators see other users' events"));
+                    return Err(Error::denied("only administrators see other users' events"));
                 }
                 _ => Some(caller.user_id),
             }

@@ -4,9 +4,6 @@ use crate::error::Error;
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Scope(String);
 
-/// Scopes that only administrators may grant to an API key: they reach into authd itself.
-const RESERVED_PREFIXES: &[&str] = &["tokens:", "system:", "admin:", "users:", "audit:"];
-
 impl Scope {
     pub const INTROSPECT: &'static str = "tokens:introspect";
 
@@ -34,11 +31,6 @@ impl Scope {
 
     pub fn as_str(&self) -> &str {
         &self.0
-    }
-
-    /// Whether a user without the admin role may put this scope on a key.
-    pub fn grantable_by_user(&self) -> bool {
-        !RESERVED_PREFIXES.iter().any(|p| self.0.starts_with(p))
     }
 }
 
@@ -71,9 +63,8 @@ mod tests {
     use super::*;
 
     #[test]
-    fn parse_and_reserve() {
-        assert!(Scope::parse("tasks:write").unwrap().grantable_by_user());
-        assert!(!Scope::parse("tokens:introspect").unwrap().grantable_by_user());
+    fn parse() {
+        assert_eq!(Scope::parse(" tasks:write ").unwrap().as_str(), "tasks:write");
         assert!(Scope::parse("Tasks").is_err());
         assert!(Scope::parse("a b").is_err());
         assert!(

@@ -24,6 +24,7 @@ type Reply<T> = Result<Response<T>, Status>;
 #[tonic::async_trait]
 impl ApiKeyService for ApiKeyApi {
     async fn create_api_key(&self, request: Request<CreateApiKeyRequest>) -> Reply<CreateApiKeyResponse> {
+        super::bounds::check(&[("label", &request.get_ref().label, super::bounds::LABEL)])?;
         let caller = self.app.authenticate_user(bearer(request.metadata())).await?;
         let client = client_info(&self.app, &request);
         let req = request.into_inner();

@@ -1,3 +1,4 @@
+use super::bounds;
 use super::convert;
 use super::request::{bearer, client_info};
 use crate::accounts::DeletionState;
@@ -20,21 +21,29 @@ impl AuthApi {
         Self { app }
     }
 
-    /// The per-address limit of the RPCs that send mail.
-    async fn limit_mail<T>(&self, request: &Request<T>) -> Result<(), Status> {
+    /// The per-address limit of the RPCs that send mail, after the address's length bound.
+    async fn limit_mail<T>(&self, request: &Request<T>, email: &str) -> Result<(), Status> {
+        bounds::check(&[("email", email, bounds::EMAIL)])?;
+        self.limit_address(ratelimit::MAIL_PER_ADDRESS, request).await
+    }
+
+    /// The per-address limit of the RPCs that spend a mailed token, after the token's bound.
+    async fn limit_token<T>(&self, request: &Request<T>, token: &str) -> Result<(), Status> {
+        bounds::check(&[("token", token, bounds::OPAQUE_TOKEN)])?;
+        self.limit_address(ratelimit::TOKEN_PER_ADDRESS, request).await
+    }
+
+    async fn limit_address<T>(&self, limit: ratelimit::Limit, request: &Request<T>) -> Result<(), Status> {
         let client = client_info(&self.app, request);
-        Ok(self
-            .app
-            .enforce(ratelimit::MAIL_PER_ADDRESS, address(&client), &client)
-            .await?)
+        Ok(self.app.enforce(limit, &address(&client), &client).await?)
     }
 }
 
 type Reply<T> = Result<Response<T>, Status>;
 
-/// The subject of per-address limits.
-fn address(client: &ClientInfo) -> &str {
-    client.ip_address.as_deref().unwrap_or("unknown")
+/// The subject of per-address limits (IPv6 clients by their /64).
+fn address(client: &ClientInfo) -> String {
+    crate::net::address_bucket(client.ip_address.as_deref())
 }
 
 fn later<T>(what: &'static str) -> Reply<T> {
@@ -44,9 +53,15 @@ fn later<T>(what: &'static str) -> Reply<T> {
 #[tonic::async_trait]
 impl AuthService for AuthApi {
     async fn register(&self, request: Request<RegisterRequest>) -> Reply<RegisterResponse> {
+        let req = request.get_ref();
+        bounds::check(&[
+            ("email", &req.email, bounds::EMAIL),
+            ("username", &req.username, bounds::USERNAME),
+            ("password", &req.password, bounds::PASSWORD),
+        ])?;
         let client = client_info(&self.app, &request);
         self.app
-            .enforce(ratelimit::REGISTER_PER_ADDRESS, address(&client), &client)
+            .enforce(ratelimit::REGISTER_PER_ADDRESS, &address(&client), &client)
             .await?;
         let req = request.into_inner();
         let user = self.app.register(&req.email, &req.username, &req.password).await?;
@@ -59,9 +74,19 @@ impl AuthService for AuthApi {
     }
 
     async fn login(&self, request: Request<LoginRequest>) -> Reply<LoginResponse> {
+        let req = request.get_ref();
+        bounds::check(&[
+            ("identifier", &req.identifier, bounds::IDENTIFIER),
+            ("password", &req.password, bounds::PASSWORD),
+            (
+                "device_name",
+                req.device_name.as_deref().unwrap_or_default(),
+                bounds::LABEL,
+            ),
+        ])?;
         let client = client_info(&self.app, &request);
         self.app
-            .enforce(ratelimit::LOGIN_PER_ADDRESS, address(&client), &client)
+            .enforce(ratelimit::LOGIN_PER_ADDRESS, &address(&client), &client)
             .await?;
         let account = crate::domain::normalize_identifier(&request.get_ref().identifier);
         self.app
@@ -79,6 +104,7 @@ impl AuthService for AuthApi {
     }
 
     async fn refresh(&self, request: Request<RefreshRequest>) -> Reply<RefreshResponse> {
+        bounds::check(&[("refresh_token", &request.get_ref().refresh_token, bounds::OPAQUE_TOKEN)])?;
         let client = client_info(&self.app, &request);
         let tokens = self.app.refresh(&request.into_inner().refresh_token, &client).await?;
         Ok(Response::new(RefreshResponse {
@@ -87,6 +113,7 @@ impl AuthService for AuthApi {
     }
 
     async fn logout(&self, request: Request<LogoutRequest>) -> Reply<LogoutResponse> {
+        bounds::check(&[("refresh_token", &request.get_ref().refresh_token, bounds::OPAQUE_TOKEN)])?;
         let caller = match bearer(request.metadata()) {
             Some(token) if request.get_ref().refresh_token.trim().is_empty() => {
                 Some(self.app.authenticate(Some(token)).await?)
@@ -107,8 +134,21 @@ impl AuthService for AuthApi {
     }
 
     async fn change_password(&self, request: Request<ChangePasswordRequest>) -> Reply<ChangePasswordResponse> {
+        let req = request.get_ref();
+        bounds::check(&[
+            ("current_password", &req.current_password, bounds::PASSWORD),
+            ("new_password", &req.new_password, bounds::PASSWORD),
+        ])?;
         let caller = self.app.authenticate_user(bearer(request.metadata())).await?;
         let client = client_info(&self.app, &request);
+        self.app
+            .enforce_for(
+                ratelimit::PASSWORD_CHECK_PER_ACCOUNT,
+                &caller.user_id.to_string(),
+                Some(caller.user_id),
+                &client,
+            )
+            .await?;
         let req = request.into_inner();
         let changed = self
             .app
@@ -128,12 +168,14 @@ impl AuthService for AuthApi {
         &self,
         request: Request<RequestPasswordResetRequest>,
     ) -> Reply<RequestPasswordResetResponse> {
-        self.limit_mail(&request).await?;
+        self.limit_mail(&request, &request.get_ref().email).await?;
         self.app.request_password_reset(&request.get_ref().email)?;
         Ok(Response::new(RequestPasswordResetResponse {}))
     }
 
     async fn reset_password(&self, request: Request<ResetPasswordRequest>) -> Reply<ResetPasswordResponse> {
+        bounds::check(&[("new_password", &request.get_ref().new_password, bounds::PASSWORD)])?;
+        self.limit_token(&request, &request.get_ref().token).await?;
         let client = client_info(&self.app, &request);
         let req = request.into_inner();
         let user_id = self.app.reset_password(&req.token, &req.new_password).await?;
@@ -147,12 +189,13 @@ impl AuthService for AuthApi {
         &self,
         request: Request<SendVerificationEmailRequest>,
     ) -> Reply<SendVerificationEmailResponse> {
-        self.limit_mail(&request).await?;
+        self.limit_mail(&request, &request.get_ref().email).await?;
         self.app.send_verification_email(&request.get_ref().email)?;
         Ok(Response::new(SendVerificationEmailResponse {}))
     }
 
     async fn verify_email(&self, request: Request<VerifyEmailRequest>) -> Reply<VerifyEmailResponse> {
+        self.limit_token(&request, &request.get_ref().token).await?;
         let user_id = self.app.verify_email(&request.get_ref().token).await?;
         self.app
             .audit(
@@ -168,7 +211,7 @@ impl AuthService for AuthApi {
         &self,
         request: Request<RequestAccountDeletionRequest>,
     ) -> Reply<RequestAccountDeletionResponse> {
-        self.limit_mail(&request).await?;
+        self.limit_mail(&request, &request.get_ref().email).await?;
         self.app.request_account_deletion(&request.get_ref().email)?;
         Ok(Response::new(RequestAccountDeletionResponse {}))
     }
@@ -177,6 +220,7 @@ impl AuthService for AuthApi {
         &self,
         request: Request<ConfirmAccountDeletionRequest>,
     ) -> Reply<ConfirmAccountDeletionResponse> {
+        self.limit_token(&request, &request.get_ref().token).await?;
         let (scheduled_for, user_id) = self.app.confirm_account_deletion(&request.get_ref().token).await?;
         let event = Event::success("account_deletion.confirmed")
             .user(user_id)
@@ -193,6 +237,9 @@ impl AuthService for AuthApi {
         &self,
         request: Request<CancelAccountDeletionRequest>,
     ) -> Reply<CancelAccountDeletionResponse> {
+        if !request.get_ref().token.trim().is_empty() {
+            self.limit_token(&request, &request.get_ref().token).await?;
+        }
         let token = request.get_ref().token.trim();
         let caller = match bearer(request.metadata()) {
             Some(credential) if token.is_empty() => Some(self.app.authenticate_user(Some(credential)).await?),
@@ -234,9 +281,19 @@ impl AuthService for AuthApi {
         &self,
         request: Request<LoginWithProviderRequest>,
     ) -> Reply<LoginWithProviderResponse> {
+        let req = request.get_ref();
+        bounds::check(&[
+            ("provider", &req.provider, bounds::LABEL),
+            ("id_token", &req.id_token, bounds::ID_TOKEN),
+            (
+                "device_name",
+                req.device_name.as_deref().unwrap_or_default(),
+                bounds::LABEL,
+            ),
+        ])?;
         let client = client_info(&self.app, &request);
         self.app
-            .enforce(ratelimit::PROVIDER_LOGIN_PER_ADDRESS, address(&client), &client)
+            .enforce(ratelimit::PROVIDER_LOGIN_PER_ADDRESS, &address(&client), &client)
             .await?;
         later("LoginWithProvider")
     }

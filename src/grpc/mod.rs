@@ -5,6 +5,7 @@
 mod api_key;
 mod audit;
 mod auth;
+mod bounds;
 pub mod convert;
 mod request;
 mod session;

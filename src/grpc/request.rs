@@ -5,9 +5,13 @@ use crate::app::ClientInfo;
 use tonic::Request;
 use tonic::metadata::MetadataMap;
 
-/// The credential of `authorization: Bearer <credential>`; `None` when absent or malformed.
+/// The credential of `authorization: Bearer <credential>`; `None` when absent, malformed or
+/// longer than any credential authd issues.
 pub fn bearer(metadata: &MetadataMap) -> Option<&str> {
     let value = metadata.get("authorization")?.to_str().ok()?;
+    if value.len() > super::bounds::CREDENTIAL {
+        return None;
+    }
     let (scheme, credential) = value.trim().split_once(' ')?;
     let credential = credential.trim();
     (scheme.eq_ignore_ascii_case("bearer") && !credential.is_empty()).then_some(credential)

@@ -1,5 +1,6 @@
+use super::bounds;
 use super::convert;
-use super::request::bearer;
+use super::request::{bearer, client_info};
 use crate::app::App;
 use crate::error::Error;
 use crate::identity::ActiveCredential;
@@ -133,7 +134,9 @@ pub fn introspection(credential: ActiveCredential) -> IntrospectResponse {
             scope: key.scopes.join(" "),
             client_id: key.prefix,
             jti: key.id.to_string(),
-            roles: key.owner_roles,
+            // A key holds its scopes and nothing more: a gateway authorising by role must not
+            // see its owner's roles on it.
+            roles: Vec::new(),
             exp: key.expires_at.map(|t| t.timestamp()).unwrap_or(0),
             iat: key.created_at.timestamp(),
             nbf: key.created_at.timestamp(),
@@ -155,9 +158,14 @@ impl TokenService for TokenApi {
     async fn introspect(&self, request: Request<IntrospectRequest>) -> Reply<IntrospectResponse> {
         let caller = self.app.authenticate(bearer(request.metadata())).await?;
         if !caller.can_introspect() {
-            return Err(Error::PermissionDenied("scope tokens:introspect required").into());
+            return Err(Error::denied("scope tokens:introspect required").into());
         }
         let token = request.get_ref().token.trim();
+        // RFC 7662: anything that is not a live credential is inactive, an oversized one too
+        // (and it costs no work).
+        if token.len() > bounds::CREDENTIAL {
+            return Ok(Response::new(IntrospectResponse::default()));
+        }
         let answer = match self.app.validate_credential(token).await? {
             Some(credential) => introspection(credential),
             None => IntrospectResponse::default(),
@@ -167,6 +175,19 @@ impl TokenService for TokenApi {
 
     async fn revoke(&self, request: Request<RevokeRequest>) -> Reply<RevokeResponse> {
         let caller = self.app.authenticate(bearer(request.metadata())).await?;
+        // RFC 7009: OK for anything authd did not issue, which an oversized token cannot be.
+        if request.get_ref().token.len() > bounds::CREDENTIAL {
+            return Ok(Response::new(RevokeResponse {}));
+        }
+        let client = client_info(&self.app, &request);
+        self.app
+            .enforce_for(
+                crate::ratelimit::REVOKE_PER_CALLER,
+                &caller.user_id.to_string(),
+                Some(caller.user_id),
+                &client,
+            )
+            .await?;
         self.app.revoke_token(&caller, request.get_ref().token.trim()).await?;
         Ok(Response::new(RevokeResponse {}))
     }

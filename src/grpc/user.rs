@@ -36,10 +36,42 @@ impl UserService for UserApi {
     }
 
     async fn update_me(&self, request: Request<UpdateMeRequest>) -> Reply<UpdateMeResponse> {
+        let req = request.get_ref();
+        super::bounds::check(&[
+            (
+                "username",
+                req.username.as_deref().unwrap_or_default(),
+                super::bounds::USERNAME,
+            ),
+            ("email", req.email.as_deref().unwrap_or_default(), super::bounds::EMAIL),
+            (
+                "current_password",
+                req.current_password.as_deref().unwrap_or_default(),
+                super::bounds::PASSWORD,
+            ),
+        ])?;
         let caller = self.app.authenticate_user(bearer(request.metadata())).await?;
+        let client = client_info(&self.app, &request);
         let req = request.into_inner();
         if let Some(email) = req.email.as_deref() {
-            self.app.request_email_change(&caller, email).await?;
+            self.app
+                .enforce_for(
+                    crate::ratelimit::PASSWORD_CHECK_PER_ACCOUNT,
+                    &caller.user_id.to_string(),
+                    Some(caller.user_id),
+                    &client,
+                )
+                .await?;
+            let requested = self
+                .app
+                .request_email_change(&caller, email, req.current_password.as_deref())
+                .await;
+            let event = match &requested {
+                Ok(()) => Event::success("email.change_requested"),
+                Err(_) => Event::failure("email.change_requested"),
+            };
+            self.app.audit(event.user(caller.user_id).client(&client)).await;
+            requested?;
         }
         let user = self.app.update_me(&caller, req.username.as_deref()).await?;
         Ok(Response::new(UpdateMeResponse {

@@ -36,6 +36,24 @@ impl MailKind {
     }
 }
 
+/// A mail that carries no link, only news for the account's owner.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Notice {
+    /// Sent to the current address when a change of address is requested.
+    EmailChangeRequested,
+    /// Sent to the old address once the change has taken effect.
+    EmailChanged,
+}
+
+impl Notice {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::EmailChangeRequested => "email_change_requested",
+            Self::EmailChanged => "email_changed",
+        }
+    }
+}
+
 /// A message ready to send. Its bodies hold a one-time link, so it is never logged.
 #[derive(Clone, Serialize, Deserialize)]
 pub struct Message {
@@ -87,12 +105,44 @@ impl Message {
             escape(valid_for),
             escape(outro)
         );
+        Self::with_bodies(to, subject, text, html)
+    }
+
+    fn with_bodies(to: &str, subject: &str, text: String, html: String) -> Self {
         Self {
             to: to.to_string(),
             subject: subject.to_string(),
             text,
             html,
         }
+    }
+}
+
+impl Message {
+    /// A notice to `to` about the account's address, which is now or may become `new_address`.
+    pub fn notice(notice: Notice, to: &str, new_address: &str) -> Self {
+        let (subject, intro) = match notice {
+            Notice::EmailChangeRequested => (
+                "A change of your email address was requested",
+                format!(
+                    "Someone signed in to your account asked to move it to the address {new_address}. \
+                     It moves once a link mailed there is followed."
+                ),
+            ),
+            Notice::EmailChanged => (
+                "Your email address was changed",
+                format!("Your account now uses the address {new_address}; this address no longer belongs to it."),
+            ),
+        };
+        let outro = "If this was not you, reset your password at once and sign out of every session; \
+                     if you can no longer sign in, contact the service's administrators.";
+        let text = format!("{intro}\n\n{outro}\n");
+        let html = format!(
+            "<!doctype html><html><body><p>{}</p><p>{}</p></body></html>",
+            escape(&intro),
+            escape(outro)
+        );
+        Self::with_bodies(to, subject, text, html)
     }
 }
 
@@ -116,13 +166,13 @@ pub enum Enqueued {
 pub async fn enqueue(
     conn: &mut Conn<'_>,
     kek: &Secret<[u8; 32]>,
-    kind: MailKind,
+    kind: &str,
     message: &Message,
     per_hour: u32,
     now: DateTime<Utc>,
 ) -> StoreResult<Enqueued> {
     let recipient = message.to.trim().to_ascii_lowercase();
-    let sent = store::mail::count_recent(conn, &recipient, kind.as_str(), now - chrono::Duration::hours(1)).await?;
+    let sent = store::mail::count_recent(conn, &recipient, kind, now - chrono::Duration::hours(1)).await?;
     if sent >= i64::from(per_hour) {
         return Ok(Enqueued::Throttled);
     }
@@ -131,7 +181,7 @@ pub async fn enqueue(
     store::mail::insert(
         conn,
         &store::mail::NewOutboxRow {
-            kind: kind.as_str(),
+            kind,
             recipient: &recipient,
             sealed_message: Some(&sealed),
             created_at: now,

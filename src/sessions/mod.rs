@@ -300,8 +300,9 @@ impl App {
     }
 
     /// Revokes everything a user holds as of now: every session, every access token issued
-    /// before this second, and every API key created before this instant. Used when the account
-    /// itself changes hands or standing (password reset, lock, deactivation, deletion).
+    /// before this second, every API key, and every pending one-time link. Used when the account
+    /// itself changes hands or standing (password reset, lock, deactivation, role change,
+    /// deletion).
     pub async fn revoke_user(&self, user_id: Uuid) -> Result<()> {
         let now = self.clock.now();
         let mut conn = store::conn(&self.pool).await?;
@@ -323,13 +324,17 @@ impl App {
         user_id: Uuid,
         now: DateTime<Utc>,
     ) -> store::StoreResult<Vec<Revocation>> {
+        // The keys' own rows record their end, so the user-wide entry need only outlive the
+        // access tokens (and the replicas' key caches, re-read within a minute): it has an end,
+        // and the view and Redis do not grow with every revocation ever made.
+        store::api_keys::revoke_all_for_user(conn, user_id, now).await?;
+        store::one_time_tokens::retire_unused(conn, user_id, now).await?;
         let user_wide = Revocation {
             kind: RevocationKind::User,
             subject_id: user_id.to_string(),
             user_id: Some(user_id),
             created_at: now,
-            // API keys can outlive any access token: the entry lasts as long as a key could.
-            expires_at: now + chrono::Duration::days(365 * 100),
+            expires_at: now + self.revocation_lifetime(),
         };
         let mut revocations = self.revoke_all_sessions_in(conn, user_id, None, now).await?;
         store::revocations::insert_many(conn, &[user_wide.to_row()]).await?;

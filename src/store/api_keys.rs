@@ -88,6 +88,19 @@ pub async fn revoke(
     .optional()?)
 }
 
+/// Revokes every key of a user not revoked yet (the user-wide path); returns their ids.
+pub async fn revoke_all_for_user(conn: &mut Conn<'_>, user_id: Uuid, now: DateTime<Utc>) -> StoreResult<Vec<Uuid>> {
+    Ok(diesel::update(
+        api_keys::table
+            .filter(api_keys::user_id.eq(user_id))
+            .filter(api_keys::revoked_at.is_null()),
+    )
+    .set(api_keys::revoked_at.eq(now))
+    .returning(api_keys::id)
+    .get_results(conn)
+    .await?)
+}
+
 /// Replaces the secret of a live key, keeping the old one valid until `previous_expires_at`.
 pub async fn rotate(
     conn: &mut Conn<'_>,

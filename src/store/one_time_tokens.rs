@@ -57,6 +57,37 @@ pub async fn consume(
     .optional()?)
 }
 
+/// A live token of this purpose (unused and unexpired), without spending it.
+pub async fn find_live(
+    conn: &mut Conn<'_>,
+    hash: &[u8],
+    purpose: &str,
+    now: DateTime<Utc>,
+) -> StoreResult<Option<OneTimeTokenRow>> {
+    Ok(one_time_tokens::table
+        .filter(one_time_tokens::token_hash.eq(hash))
+        .filter(one_time_tokens::purpose.eq(purpose))
+        .filter(one_time_tokens::used_at.is_null())
+        .filter(one_time_tokens::expires_at.gt(now))
+        .select(OneTimeTokenRow::as_select())
+        .first(conn)
+        .await
+        .optional()?)
+}
+
+/// Makes every unused token of the user unusable, whatever its purpose: a pending link must not
+/// outlive the credentials that were current when it was mailed.
+pub async fn retire_unused(conn: &mut Conn<'_>, user_id: Uuid, now: DateTime<Utc>) -> StoreResult<usize> {
+    Ok(diesel::update(
+        one_time_tokens::table
+            .filter(one_time_tokens::user_id.eq(user_id))
+            .filter(one_time_tokens::used_at.is_null()),
+    )
+    .set((one_time_tokens::used_at.eq(now), one_time_tokens::expires_at.eq(now)))
+    .execute(conn)
+    .await?)
+}
+
 /// A token of this purpose whatever its state (used tokens included).
 pub async fn find(conn: &mut Conn<'_>, hash: &[u8], purpose: &str) -> StoreResult<Option<OneTimeTokenRow>> {
     Ok(one_time_tokens::table

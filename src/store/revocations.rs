@@ -36,6 +36,17 @@ pub async fn insert_many(conn: &mut Conn<'_>, rows: &[NewRevocation<'_>]) -> Sto
     Ok(())
 }
 
+/// Inserts a revocation unless an equal one is recorded (one row per revoked token id, by a
+/// unique index); returns whether it was new.
+pub async fn insert_once(conn: &mut Conn<'_>, row: &NewRevocation<'_>) -> StoreResult<bool> {
+    Ok(diesel::insert_into(revocations::table)
+        .values(row)
+        .on_conflict_do_nothing()
+        .execute(conn)
+        .await?
+        == 1)
+}
+
 /// Revocations that still matter at `now`.
 pub async fn live(conn: &mut Conn<'_>, now: DateTime<Utc>) -> StoreResult<Vec<RevocationRow>> {
     Ok(revocations::table

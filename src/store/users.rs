@@ -237,6 +237,15 @@ pub async fn record_failed_login(
     Ok(lock)
 }
 
+/// Forgets the consecutive failed password checks.
+pub async fn clear_failed_logins(conn: &mut Conn<'_>, id: Uuid) -> StoreResult<()> {
+    diesel::update(users::table.find(id))
+        .set(users::failed_logins.eq(0))
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
 /// Sets or lifts a lock (`until` None lifts it) and clears the failure count.
 pub async fn set_lock(
     conn: &mut Conn<'_>,

@@ -1,5 +1,6 @@
 //! RFC 7009 revocation of any credential authd issued: OK for anything unknown, and a caller may
-//! revoke only credentials of their own unless they are an administrator.
+//! revoke only credentials of their own unless they are an administrator. Revoking what is
+//! already revoked changes nothing: no row, no feed message, no stream event.
 
 use crate::app::App;
 use crate::crypto::token_hash;
@@ -24,6 +25,9 @@ impl App {
         }
         let now = self.clock.now();
         if let Ok(claims) = self.issuer.verify(&self.keys.current(), token, now) {
+            if self.revocations.is_access_token_revoked(&claims) {
+                return Ok(());
+            }
             if let Some(owner) = claims.user_id().filter(|owner| may_revoke(*owner)) {
                 let expires_at = chrono::DateTime::from_timestamp(claims.exp + crate::tokens::jwt::LEEWAY_SECS + 60, 0)
                     .unwrap_or(now);
@@ -35,8 +39,10 @@ impl App {
                     expires_at,
                 };
                 let mut conn = store::conn(&self.pool).await?;
-                store::revocations::insert_many(&mut conn, &[revocation.to_row()]).await?;
-                self.apply_revocations(&[revocation]);
+                // Another replica may have recorded it already: then it spreads it too.
+                if store::revocations::insert_once(&mut conn, &revocation.to_row()).await? {
+                    self.apply_revocations(&[revocation]);
+                }
             }
             return Ok(());
         }

@@ -94,7 +94,8 @@ async fn a_huge_password_is_refused_quickly_without_hashing() {
         })
         .await
         .unwrap_err();
-    assert_eq!(login.code(), Code::Unauthenticated);
+    assert_eq!(login.code(), Code::InvalidArgument, "refused by its length alone");
+    assert_eq!(bad_request_field(&login).as_deref(), Some("password"));
     assert_eq!(app.app.hasher.operations(), hashes, "nothing was hashed");
     // ...whereas an ordinary attempt does hash (so the counter can move).
     let _ = register_err(&app, "admin@example.com", "other", PASSWORD).await;
@@ -155,6 +156,7 @@ async fn login_by_email_or_username_then_profile() {
             UpdateMeRequest {
                 username: Some("dora2".into()),
                 email: None,
+                current_password: None,
             },
             &by_email.access_token,
         ))
@@ -172,6 +174,7 @@ async fn login_by_email_or_username_then_profile() {
             UpdateMeRequest {
                 username: Some("EVE".into()),
                 email: None,
+                current_password: None,
             },
             &by_email.access_token,
         ))

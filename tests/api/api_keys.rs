@@ -258,6 +258,7 @@ async fn an_api_key_cannot_manage_its_owners_account() {
                 UpdateMeRequest {
                     username: Some("tia2".into()),
                     email: None,
+                    current_password: None,
                 },
                 &secret,
             ))

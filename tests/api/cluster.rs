@@ -28,6 +28,7 @@ pub fn deployment_env(database_url: &str, redis_url: Option<&str>) -> Vec<(Strin
         ("AUTHD_SHUTDOWN_GRACE", "10s".to_string()),
         ("RUST_LOG", "info".to_string()),
         ("AUTHD_RATE_LIMITS", "false".to_string()),
+        ("AUTHD_USER_GRANTABLE_SCOPES", GRANTABLE_IN_TESTS.to_string()),
     ];
     if let Some(url) = redis_url {
         env.push(("AUTHD_REDIS_URL", url.to_string()));

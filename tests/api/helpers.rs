@@ -22,6 +22,8 @@ use tonic::transport::Channel;
 pub const ADMIN_EMAIL: &str = "admin@example.com";
 pub const ADMIN_PASSWORD: &str = "admin-password-for-tests";
 pub const PASSWORD: &str = "correct horse battery";
+/// The scopes plain users may put on API keys in tests.
+pub const GRANTABLE_IN_TESTS: &str = "tasks:read,tasks:write";
 
 /// Background jobs that read the database on their own schedule, pushed far apart, for tests
 /// that count the queries a call makes (the jobs' first round runs at start, before counting).
@@ -146,6 +148,8 @@ pub fn settings(database_url: &str, overrides: &[(&str, &str)]) -> Settings {
         ("AUTHD_USAGE_FLUSH_INTERVAL", "1h"),
         // Tests log in many times from 127.0.0.1; the rate-limit tests turn limits on.
         ("AUTHD_RATE_LIMITS", "false"),
+        // Plain users' keys carry these in tests (the default is none; a test checks it).
+        ("AUTHD_USER_GRANTABLE_SCOPES", GRANTABLE_IN_TESTS),
     ]
     .iter()
     .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -384,4 +388,57 @@ pub fn bad_request_field(status: &tonic::Status) -> Option<String> {
     details
         .bad_request()
         .and_then(|br| br.field_violations.first().map(|v| v.field.clone()))
+}
+
+/// A login through a trusted proxy that names `address` as the client.
+pub async fn login_from(
+    app: &TestApp,
+    address: &str,
+    identifier: &str,
+    password: &str,
+) -> Result<LoginResponse, tonic::Status> {
+    let mut request = tonic::Request::new(LoginRequest {
+        identifier: identifier.into(),
+        password: password.into(),
+        device_name: None,
+    });
+    request
+        .metadata_mut()
+        .insert("x-forwarded-for", address.parse().unwrap());
+    app.auth().login(request).await.map(|r| r.into_inner())
+}
+
+/// Settings with rate limits on, behind a proxy on loopback that tests name client addresses through.
+pub fn behind_a_proxy() -> Vec<(&'static str, &'static str)> {
+    vec![
+        ("AUTHD_RATE_LIMITS", "true"),
+        ("AUTHD_TRUSTED_PROXIES", "127.0.0.1/32, ::1"),
+    ]
+}
+
+/// A request from `address`, as named by the trusted proxy of [`behind_a_proxy`].
+pub fn from_address<T>(message: T, address: &str) -> Request<T> {
+    let mut request = Request::new(message);
+    request
+        .metadata_mut()
+        .insert("x-forwarded-for", address.parse().unwrap());
+    request
+}
+
+impl TestApp {
+    /// One `bigint` (e.g. `SELECT count(*) ...`) from this test's database.
+    pub async fn count(&self, sql: &str) -> i64 {
+        use diesel_async::RunQueryDsl;
+        #[derive(diesel::QueryableByName)]
+        struct Count {
+            #[diesel(sql_type = diesel::sql_types::BigInt)]
+            n: i64,
+        }
+        let mut db = self.db().await;
+        diesel::sql_query(format!("SELECT ({sql})::bigint AS n"))
+            .get_result::<Count>(&mut db)
+            .await
+            .unwrap()
+            .n
+    }
 }

@@ -1,27 +1,10 @@
 //! The account lifecycle by mail, over real SMTP, following the links in the mails.
 
 use crate::helpers::*;
-use crate::smtp::SmtpServer;
+use crate::smtp::{PUBLIC_URL, SmtpServer, app_with_smtp, link_prefix};
 use authd::proto::*;
 use std::time::Duration;
 use tonic::Code;
-
-const PUBLIC_URL: &str = "https://id.example.test";
-
-async fn app_with_smtp(smtp: &SmtpServer, extra: &[(&str, &str)]) -> TestApp {
-    let url = smtp.url();
-    let mut overrides = vec![
-        ("AUTHD_SMTP_URL", url.as_str()),
-        ("AUTHD_PUBLIC_URL", PUBLIC_URL),
-        ("AUTHD_MAIL_POLL_INTERVAL", "1s"),
-    ];
-    overrides.extend_from_slice(extra);
-    spawn_app_with(&overrides).await
-}
-
-fn link_prefix(path: &str) -> String {
-    format!("{PUBLIC_URL}{path}?token=")
-}
 
 #[tokio::test]
 async fn verification_mail_link_verifies_once() {
@@ -520,6 +503,7 @@ async fn changing_the_address_takes_effect_once_verified() {
             UpdateMeRequest {
                 username: None,
                 email: Some("jan.new@example.com".into()),
+                current_password: Some(PASSWORD.into()),
             },
             &tokens.access_token,
         ))
@@ -554,6 +538,7 @@ async fn changing_the_address_takes_effect_once_verified() {
             UpdateMeRequest {
                 username: None,
                 email: Some("KIM@example.com".into()),
+                current_password: Some(PASSWORD.into()),
             },
             &tokens.access_token,
         ))

@@ -8,6 +8,8 @@ mod admin;
 mod api_keys;
 mod audit;
 mod cli;
+mod deploy;
+mod hardening;
 mod introspection;
 mod limits;
 mod mail;

@@ -177,3 +177,23 @@ async fn serve(stream: TcpStream, mails: Arc<Mutex<Vec<Received>>>) {
         }
     }
 }
+
+/// Where the links in test mail point.
+pub const PUBLIC_URL: &str = "https://id.example.test";
+
+/// An authd that mails through `smtp`, with links under [`PUBLIC_URL`]; `extra` are more settings.
+pub async fn app_with_smtp(smtp: &SmtpServer, extra: &[(&str, &str)]) -> crate::helpers::TestApp {
+    let url = smtp.url();
+    let mut overrides = vec![
+        ("AUTHD_SMTP_URL", url.as_str()),
+        ("AUTHD_PUBLIC_URL", PUBLIC_URL),
+        ("AUTHD_MAIL_POLL_INTERVAL", "1s"),
+    ];
+    overrides.extend_from_slice(extra);
+    crate::helpers::spawn_app_with(&overrides).await
+}
+
+/// The start of a mailed link to `path`, up to its token.
+pub fn link_prefix(path: &str) -> String {
+    format!("{PUBLIC_URL}{path}?token=")
+}
