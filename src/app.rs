@@ -81,6 +81,7 @@ impl App {
             settings.rate_limits,
             settings.redis_url.as_ref().map(|u| u.expose().as_str()),
             &settings.redis_namespace,
+            settings.key_encryption_key.clone(),
         )?;
         rate_limits.connect(clock.now()).await;
         let pool_size = settings.database_pool_size as usize;

@@ -219,15 +219,24 @@ impl Raw {
 
 impl Raw {
     fn gather(env: &dyn Fn(&str) -> Option<String>, file: Option<&Path>) -> Result<Self, ConfigError> {
-        let mut values = BTreeMap::new();
-        if let Some(path) = file {
-            let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+        let text = match file {
+            Some(path) => Some(std::fs::read_to_string(path).map_err(|e| ConfigError {
                 name: "--config".into(),
                 message: format!("cannot read {}: {e}", path.display()),
-            })?;
+            })?),
+            None => None,
+        };
+        let origin = file.map(|p| p.display().to_string()).unwrap_or_default();
+        Self::gather_text(env, text.as_deref().map(|text| (text, origin.as_str())))
+    }
+
+    /// [`Raw::gather`] with the TOML text already read (`origin` names it in errors).
+    fn gather_text(env: &dyn Fn(&str) -> Option<String>, toml: Option<(&str, &str)>) -> Result<Self, ConfigError> {
+        let mut values = BTreeMap::new();
+        if let Some((text, origin)) = toml {
             let table: toml::Table = text.parse().map_err(|e: toml::de::Error| ConfigError {
                 name: "--config".into(),
-                message: format!("{}: {}", path.display(), e.message()),
+                message: format!("{origin}: {}", e.message()),
             })?;
             for (key, value) in table {
                 let (base, from_file) = match key.strip_suffix("_file") {
@@ -237,7 +246,7 @@ impl Raw {
                 if !KEYS.contains(&base.as_str()) {
                     return Err(ConfigError {
                         name: "--config".into(),
-                        message: format!("unknown key `{key}` in {}", path.display()),
+                        message: format!("unknown key `{key}` in {origin}"),
                     });
                 }
                 let text = match value {
@@ -302,13 +311,24 @@ impl Raw {
     }
 }
 
+/// The most a secret file may hold: a key, a password or a URL is far smaller, and a path that
+/// names something endless (`/dev/zero`) must not exhaust memory.
+const MAX_SECRET_FILE: u64 = 64 * 1024;
+
 fn read_secret_file(key: &str, path: &str) -> Result<String, ConfigError> {
-    std::fs::read_to_string(path)
-        .map(|text| text.trim_end_matches(['\n', '\r']).to_string())
-        .map_err(|e| ConfigError {
-            name: format!("{}_FILE", env_name(key)),
-            message: format!("cannot read {path}: {e}"),
-        })
+    use std::io::Read;
+    let error = |message: String| ConfigError {
+        name: format!("{}_FILE", env_name(key)),
+        message,
+    };
+    let mut text = String::new();
+    std::fs::File::open(path)
+        .and_then(|file| file.take(MAX_SECRET_FILE + 1).read_to_string(&mut text))
+        .map_err(|e| error(format!("cannot read {path}: {e}")))?;
+    if text.len() as u64 > MAX_SECRET_FILE {
+        return Err(error(format!("{path} is larger than {MAX_SECRET_FILE} bytes")));
+    }
+    Ok(text.trim_end_matches(['\n', '\r']).to_string())
 }
 
 /// Parses `90s`, `15m`, `12h`, `30d`, `500ms` or a bare number of seconds.
@@ -347,16 +367,25 @@ impl Settings {
     }
 
     pub fn from_sources(env: &dyn Fn(&str) -> Option<String>, config_file: Option<&Path>) -> Result<Self, ConfigError> {
-        let raw = Raw::gather(env, config_file)?;
+        Self::from_raw(Raw::gather(env, config_file)?)
+    }
+
+    /// Settings from the environment `env` and the text of a TOML configuration (for tests and
+    /// the fuzzer; `from_sources` reads the file).
+    pub fn from_toml(env: &dyn Fn(&str) -> Option<String>, toml: &str) -> Result<Self, ConfigError> {
+        Self::from_raw(Raw::gather_text(env, Some((toml, "config")))?)
+    }
+
+    fn from_raw(raw: Raw) -> Result<Self, ConfigError> {
         let database_url = raw.required("database_url")?.to_string();
         if !(database_url.starts_with("postgres://") || database_url.starts_with("postgresql://")) {
             return Err(ConfigError::new("database_url", "must be a postgres:// URL"));
         }
         let redis_url = raw.get("redis_url").map(|u| u.to_string());
-        if let Some(url) = &redis_url {
-            if !(url.starts_with("redis://") || url.starts_with("rediss://")) {
-                return Err(ConfigError::new("redis_url", "must be a redis:// or rediss:// URL"));
-            }
+        if let Some(url) = &redis_url
+            && !(url.starts_with("redis://") || url.starts_with("rediss://"))
+        {
+            return Err(ConfigError::new("redis_url", "must be a redis:// or rediss:// URL"));
         }
         let kek_text = raw.required("key_encryption_key")?;
         let kek = base64::engine::general_purpose::STANDARD

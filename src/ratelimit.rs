@@ -2,12 +2,11 @@
 //! the same size). Shared by every replica through Redis (one atomic Lua script), with an
 //! in-process fallback when Redis is absent or unreachable.
 
+use crate::secret::Secret;
 use chrono::{DateTime, Utc};
 use redis::AsyncCommands;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use sha2::{Digest, Sha256};
 use std::collections::HashMap;
-use std::fmt::Write;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
@@ -65,6 +64,10 @@ pub const TOKEN_PER_ADDRESS: Limit = Limit {
     name: "one_time_token:address",
     per_minute: 10,
 };
+pub const API_KEY_CREATE_PER_ACCOUNT: Limit = Limit {
+    name: "api_key_create:account",
+    per_minute: 20,
+};
 pub const REVOKE_PER_CALLER: Limit = Limit {
     name: "revoke:caller",
     per_minute: 120,
@@ -84,7 +87,13 @@ pub struct RateLimiter {
     script: redis::Script,
     /// Key → theoretical arrival time (ms since the epoch), for when Redis cannot be used.
     local: Mutex<HashMap<String, i64>>,
+    /// Keys subjects into storage keys (see [`RateLimiter::key`]).
+    subject_key: Secret<[u8; 32]>,
 }
+
+/// Live keys the in-process limiter holds at most; past it, expired ones are dropped, and if
+/// that is not enough the oldest half of the map goes (those subjects start afresh).
+const MAX_LOCAL_KEYS: usize = 100_000;
 
 /// The shared connection to Redis, with a circuit breaker. No lock is held across I/O: a call
 /// clones the multiplexed connection and runs its script under a short timeout; the connection
@@ -156,7 +165,14 @@ impl RedisLink {
 }
 
 impl RateLimiter {
-    pub fn new(enabled: bool, redis_url: Option<&str>, namespace: &str) -> anyhow::Result<Self> {
+    /// `subject_key` keys the digests that name subjects in storage (derive it from the
+    /// key-encryption key).
+    pub fn new(
+        enabled: bool,
+        redis_url: Option<&str>,
+        namespace: &str,
+        subject_key: Secret<[u8; 32]>,
+    ) -> anyhow::Result<Self> {
         let redis = redis_url.map(redis::Client::open).transpose()?.map(|client| {
             Arc::new(RedisLink {
                 client,
@@ -171,6 +187,7 @@ impl RateLimiter {
             redis,
             script: redis::Script::new(SCRIPT),
             local: Mutex::new(HashMap::new()),
+            subject_key,
         })
     }
 
@@ -182,15 +199,12 @@ impl RateLimiter {
         }
     }
 
-    /// The storage key of `limit` for `subject`: fixed-size whatever the subject (a hash), so no
-    /// input can make a large key, and no identifier is written to Redis as typed.
+    /// The storage key of `limit` for `subject`: fixed-size whatever the subject (a keyed
+    /// digest), so no input can make a large key, and no identifier is written to Redis as typed
+    /// or in a form a dictionary could reverse.
     fn key(&self, limit: Limit, subject: &str) -> String {
-        let digest = Sha256::digest(subject.as_bytes());
-        let mut hex = String::with_capacity(32);
-        for byte in &digest[..16] {
-            let _ = write!(hex, "{byte:02x}");
-        }
-        format!("{}:rl:{}:{hex}", self.namespace, limit.name)
+        let digest = crate::crypto::keyed_digest(&self.subject_key, "rate limit subject", subject.as_bytes());
+        format!("{}:rl:{}:{digest}", self.namespace, limit.name)
     }
 
     /// Counts one call against `limit` for `subject`; `Err(retry_after)` when over it.
@@ -238,8 +252,16 @@ impl RateLimiter {
 
     fn check_local(&self, key: String, now: i64, interval: i64, tolerance: i64) -> Result<(), Duration> {
         let mut local = self.local.lock().expect("rate limit lock");
-        if local.len() > 100_000 {
+        if local.len() >= MAX_LOCAL_KEYS {
             local.retain(|_, tat| *tat > now);
+            if local.len() >= MAX_LOCAL_KEYS / 2 {
+                // Still full of live keys: keep the busier half (the latest arrival times), so
+                // the sweep is not repeated on every call.
+                let mut times: Vec<i64> = local.values().copied().collect();
+                let (_, median, _) = times.select_nth_unstable(local.len() / 2);
+                let median = *median;
+                local.retain(|_, tat| *tat > median);
+            }
         }
         let tat = local.get(&key).copied().unwrap_or(now).max(now);
         let allow_at = tat - tolerance;
@@ -258,7 +280,9 @@ impl RateLimiter {
             && let Some(mut connection) = link.usable(now.timestamp_millis())
         {
             let deleted = tokio::time::timeout(CALL_TIMEOUT, connection.del::<_, ()>(&key)).await;
-            if !matches!(deleted, Ok(Ok(()))) {
+            if matches!(deleted, Ok(Ok(()))) {
+                link.succeeded();
+            } else {
                 link.failed(now.timestamp_millis());
             }
         }
@@ -267,12 +291,17 @@ impl RateLimiter {
 }
 
 #[cfg(test)]
+fn test_key() -> Secret<[u8; 32]> {
+    Secret::new([7; 32])
+}
+
+#[cfg(test)]
 mod tests {
     use super::*;
 
     #[tokio::test]
     async fn a_burst_then_a_steady_rate() {
-        let limiter = RateLimiter::new(true, None, "t").unwrap();
+        let limiter = RateLimiter::new(true, None, "t", test_key()).unwrap();
         let limit = Limit {
             name: "x",
             per_minute: 3,
@@ -297,7 +326,7 @@ mod tests {
         limiter.reset(limit, "a", now).await;
         assert!(limiter.check(limit, "a", now).await.is_ok(), "a reset starts afresh");
         assert!(
-            RateLimiter::new(false, None, "t")
+            RateLimiter::new(false, None, "t", test_key())
                 .unwrap()
                 .check(limit, "a", now)
                 .await
@@ -322,7 +351,7 @@ mod redis_trouble {
                 sockets.push(socket);
             }
         });
-        let limiter = Arc::new(RateLimiter::new(true, Some(&format!("redis://{addr}")), "t").unwrap());
+        let limiter = Arc::new(RateLimiter::new(true, Some(&format!("redis://{addr}")), "t", test_key()).unwrap());
         let limit = Limit {
             name: "x",
             per_minute: 1000,
@@ -344,5 +373,106 @@ mod redis_trouble {
             started.elapsed()
         );
         held.abort();
+    }
+}
+
+#[cfg(test)]
+mod redis_partition {
+    use super::*;
+    use std::sync::atomic::AtomicBool;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// A TCP relay to Redis that can stop passing bytes (a partition) and start again.
+    async fn relay(target: std::net::SocketAddr, paused: Arc<AtomicBool>) -> std::net::SocketAddr {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let server = tokio::net::TcpStream::connect(target).await.unwrap();
+                let (mut client_rx, mut client_tx) = client.into_split();
+                let (mut server_rx, mut server_tx) = server.into_split();
+                let up = paused.clone();
+                tokio::spawn(async move {
+                    let mut buf = [0u8; 4096];
+                    while let Ok(n @ 1..) = client_rx.read(&mut buf).await {
+                        while up.load(Ordering::SeqCst) {
+                            tokio::time::sleep(Duration::from_millis(10)).await;
+                        }
+                        if server_tx.write_all(&buf[..n]).await.is_err() {
+                            return;
+                        }
+                    }
+                });
+                let down = paused.clone();
+                tokio::spawn(async move {
+                    let mut buf = [0u8; 4096];
+                    while let Ok(n @ 1..) = server_rx.read(&mut buf).await {
+                        while down.load(Ordering::SeqCst) {
+                            tokio::time::sleep(Duration::from_millis(10)).await;
+                        }
+                        if client_tx.write_all(&buf[..n]).await.is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        addr
+    }
+
+    /// Redis stops answering after a healthy start: one call waits out the timeout, the breaker
+    /// opens, the calls after it answer at once from this replica, and once Redis answers again a
+    /// probe closes the breaker and the limits are shared again.
+    #[tokio::test]
+    async fn a_partitioned_redis_trips_the_breaker_and_a_probe_restores_it() {
+        // Set by scripts/test.sh, which starts the Redis this needs.
+        let Ok(url) = std::env::var("AUTHD_TEST_REDIS_URL") else {
+            eprintln!("AUTHD_TEST_REDIS_URL is not set: run through scripts/test.sh");
+            return;
+        };
+        let target = url.trim_start_matches("redis://").parse().expect("redis://host:port");
+        let paused = Arc::new(AtomicBool::new(false));
+        let relayed = format!("redis://{}", relay(target, paused.clone()).await);
+        let namespace = format!("t{}", uuid::Uuid::new_v4().simple());
+        let a = Arc::new(RateLimiter::new(true, Some(&relayed), &namespace, test_key()).unwrap());
+        let b = RateLimiter::new(true, Some(&url), &namespace, test_key()).unwrap();
+        a.connect(Utc::now()).await;
+        b.connect(Utc::now()).await;
+        let limit = Limit {
+            name: "p",
+            per_minute: 2,
+        };
+        let shared = async |subject: &str| {
+            assert!(a.check(limit, subject, Utc::now()).await.is_ok());
+            assert!(a.check(limit, subject, Utc::now()).await.is_ok());
+            b.check(limit, subject, Utc::now()).await.is_err()
+        };
+        assert!(shared("one").await, "counted in Redis, so B sees A's calls");
+
+        paused.store(true, Ordering::SeqCst);
+        let started = std::time::Instant::now();
+        assert!(a.check(limit, "two", Utc::now()).await.is_ok(), "answered locally");
+        assert!(started.elapsed() >= CALL_TIMEOUT && started.elapsed() < Duration::from_secs(2));
+        let started = std::time::Instant::now();
+        let calls: Vec<_> = (0..20)
+            .map(|i| {
+                let a = a.clone();
+                tokio::spawn(async move { a.check(limit, &format!("s{i}"), Utc::now()).await })
+            })
+            .collect();
+        for call in calls {
+            assert!(call.await.unwrap().is_ok());
+        }
+        assert!(
+            started.elapsed() < CALL_TIMEOUT,
+            "with the breaker open no call waits: {:?}",
+            started.elapsed()
+        );
+
+        paused.store(false, Ordering::SeqCst);
+        tokio::time::sleep(Duration::from_millis(BACKOFF_MS as u64 + 200)).await;
+        // The first call past the back-off probes Redis; once it answers, limits are shared.
+        let _ = a.check(limit, "probe", Utc::now()).await;
+        assert!(shared("three").await, "shared again after the probe");
     }
 }

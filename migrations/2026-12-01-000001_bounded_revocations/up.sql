@@ -16,3 +16,8 @@ DELETE FROM revocations a
  USING revocations b
  WHERE a.kind = 'token' AND b.kind = 'token' AND a.subject_id = b.subject_id AND a.id > b.id;
 CREATE UNIQUE INDEX revocations_token_once ON revocations (subject_id) WHERE kind = 'token';
+
+-- Failed logins no longer record the identifier as typed (people type passwords there).
+UPDATE audit_events
+   SET details = (details::jsonb - 'identifier')::text
+ WHERE type = 'login.failed' AND details::jsonb ? 'identifier';

@@ -129,11 +129,11 @@ impl App {
             .transaction::<_, StoreError, _>(async |conn| {
                 let before = store::users::lock(conn, id).await?.ok_or(StoreError::NotFound)?;
                 let mut revoke = false;
-                if let Some(roles) = &roles {
-                    if *roles != before.roles {
-                        store::users::set_roles(conn, id, roles, now).await?;
-                        revoke = true;
-                    }
+                if let Some(roles) = &roles
+                    && *roles != before.roles
+                {
+                    store::users::set_roles(conn, id, roles, now).await?;
+                    revoke = true;
                 }
                 if let Some(active) = active {
                     store::users::set_active(conn, id, active, now).await?;

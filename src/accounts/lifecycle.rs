@@ -211,9 +211,12 @@ impl App {
         let mut conn = store::conn(&self.pool).await?;
         let written = conn
             .transaction::<_, StoreError, _>(async |conn| {
-                let user = store::users::lock(conn, caller.user_id)
-                    .await?
-                    .ok_or(StoreError::NotFound)?;
+                // Nothing (a reset, a lock, a revocation) changed the account since the password
+                // was checked; else no link goes out.
+                let Some(user) = super::lock_standing(conn, caller, Some(owner.password_hash.as_deref()), now).await?
+                else {
+                    return Err(StoreError::NotFound);
+                };
                 // An address taken by another account gets no mail, and the caller the same answer
                 // (the conflict would surface only when a link is followed).
                 if user.email_normalized == email.normalized()
@@ -230,7 +233,11 @@ impl App {
                 }
                 Ok(Some(written))
             })
-            .await?;
+            .await
+            .map_err(|e| match e {
+                StoreError::NotFound => Error::Unauthenticated,
+                other => other.into(),
+            })?;
         if written == Some(true) {
             self.mail_ready.notify_one();
         }

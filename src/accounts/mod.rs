@@ -150,12 +150,26 @@ impl App {
             self.audit(failed("email_not_verified").user(user.id)).await;
             return Err(Error::FailedPrecondition("email address not verified"));
         }
+        let mut verified_hash = user.password_hash.clone();
         if verified.needs_rehash {
             let hash = self.hasher.hash(&password).await?;
             let mut conn = store::conn(&self.pool).await?;
-            store::users::set_password_hash(&mut conn, user.id, &hash, self.clock.now()).await?;
+            // Only over the hash just verified: a reset that landed meanwhile wins.
+            if store::users::replace_password_hash(
+                &mut conn,
+                user.id,
+                verified_hash.as_deref(),
+                &hash,
+                self.clock.now(),
+            )
+            .await?
+            {
+                verified_hash = Some(hash);
+            }
         }
-        let tokens = self.start_session(&user, device_name, client).await?;
+        let tokens = self
+            .start_session(&user, verified_hash.as_deref(), device_name, client)
+            .await?;
         self.audit(
             Event::success("login.succeeded")
                 .user(user.id)
@@ -290,16 +304,24 @@ impl App {
         let hash = self.hasher.hash(&new).await?;
         let now = self.clock.now();
         let mut conn = store::conn(&self.pool).await?;
-        // The new password and the end of the other sessions land together or not at all.
+        // The new password and the end of the other sessions land together or not at all, and
+        // only if nothing (a reset, a lock) changed the account since the password was checked.
         let revocations = conn
             .transaction::<_, store::StoreError, _>(async |conn| {
-                store::users::lock(conn, user.id).await?;
+                if lock_standing(conn, caller, Some(user.password_hash.as_deref()), now)
+                    .await?
+                    .is_none()
+                {
+                    return Ok(None);
+                }
                 store::users::set_password_hash(conn, user.id, &hash, now).await?;
                 store::one_time_tokens::retire_unused(conn, user.id, now).await?;
                 self.revoke_all_sessions_in(conn, user.id, caller.session_id(), now)
                     .await
+                    .map(Some)
             })
-            .await?;
+            .await?
+            .ok_or(Error::Unauthenticated)?;
         self.apply_revocations(&revocations);
         Ok(())
     }
@@ -310,6 +332,16 @@ impl App {
     pub async fn ensure_admin(&self, email: &str, username: Option<&str>, password: &str) -> Result<bool> {
         let email = Email::parse(email)?;
         let password = Password::parse(password, "password")?;
+        {
+            let mut conn = store::conn(&self.pool).await?;
+            if store::users::find_by_email(&mut conn, email.normalized())
+                .await?
+                .is_some()
+            {
+                // Checked only for a new account: an existing deployment keeps starting.
+                return Ok(false);
+            }
+        }
         let folded: String = password
             .expose()
             .chars()
@@ -324,15 +356,6 @@ impl App {
         }
         self.check_password_policy(&password, "password", &[email.as_str(), username.unwrap_or_default()])
             .await?;
-        {
-            let mut conn = store::conn(&self.pool).await?;
-            if store::users::find_by_email(&mut conn, email.normalized())
-                .await?
-                .is_some()
-            {
-                return Ok(false);
-            }
-        }
         let username = match username {
             Some(name) => Username::parse(name)?,
             None => username_from_email(&email),
@@ -345,6 +368,32 @@ impl App {
             Err(e) => Err(e),
         }
     }
+}
+
+/// Locks the caller's account row, in the caller's transaction, and returns it if the account
+/// still stands as it did when the caller was checked: active, not locked, its password hash
+/// still `verified_hash` (when given), and the caller's session not ended. A change racing with
+/// a reset, a lock or a revocation then either lands before it (and is undone by it) or finds
+/// the credential gone.
+pub(crate) async fn lock_standing(
+    conn: &mut store::Conn<'_>,
+    caller: &Caller,
+    verified_hash: Option<Option<&str>>,
+    now: chrono::DateTime<chrono::Utc>,
+) -> store::StoreResult<Option<UserRow>> {
+    let Some(user) = store::users::lock(conn, caller.user_id).await? else {
+        return Ok(None);
+    };
+    let unchanged = verified_hash.is_none_or(|hash| user.password_hash.as_deref() == hash);
+    let usable = user.active && user.locked_until.is_none_or(|until| until <= now);
+    let session_live = match caller.session_id() {
+        // The nil session is the operator's (`authd api-keys create`), which has none to end.
+        Some(id) if !id.is_nil() => store::sessions::find(conn, id)
+            .await?
+            .is_some_and(|s| s.revoked_at.is_none() && s.expires_at > now),
+        _ => true,
+    };
+    Ok((unchanged && usable && session_live).then_some(user))
 }
 
 /// How recent a sign-in must be to stand in for the password of an account that has none.

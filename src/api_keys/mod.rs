@@ -35,6 +35,8 @@ struct CachedKey {
     row: ApiKeyRow,
     username: String,
     owner_active: bool,
+    /// Whether the owner is an administrator, who may grant any scope.
+    owner_admin: bool,
     /// The second (Unix time) of the last use noted for `last_used_at`: a key used many times a
     /// second is noted once a second, not on every call.
     last_noted: AtomicI64,
@@ -89,10 +91,10 @@ impl ApiKeyCache {
     }
 
     fn get(&self, prefix: &str, now: DateTime<Utc>) -> Cached {
-        if let Some((key, at)) = self.keys.read().expect("api key cache lock").get(prefix) {
-            if now - *at < CACHE_TTL {
-                return Cached::Key(key.clone(), *at);
-            }
+        if let Some((key, at)) = self.keys.read().expect("api key cache lock").get(prefix)
+            && now - *at < CACHE_TTL
+        {
+            return Cached::Key(key.clone(), *at);
         }
         match self.misses.read().expect("api key cache lock").get(prefix) {
             Some(at) if now - *at < CACHE_TTL => Cached::NoKey,
@@ -196,10 +198,25 @@ impl App {
             prefix: key.row.prefix.clone(),
             user_id: key.row.user_id,
             username: key.username.clone(),
-            scopes: key.row.scopes.clone(),
+            scopes: self.effective_scopes(&key),
             created_at: key.row.created_at,
             expires_at: key.row.expires_at,
         }))
+    }
+
+    /// The scopes a key holds now: those its owner may still grant. A key minted under an older,
+    /// wider rule, or before `AUTHD_USER_GRANTABLE_SCOPES` was narrowed, loses the rest.
+    fn effective_scopes(&self, key: &CachedKey) -> Vec<String> {
+        if key.owner_admin {
+            return key.row.scopes.clone();
+        }
+        let allowed = &self.settings.user_grantable_scopes;
+        key.row
+            .scopes
+            .iter()
+            .filter(|scope| allowed.contains(scope))
+            .cloned()
+            .collect()
     }
 
     /// The check of a replica that cannot prove its view current: Postgres, the record.
@@ -228,6 +245,7 @@ impl App {
             row,
             username: owner.username,
             owner_active: owner.active,
+            owner_admin: owner.roles.iter().any(|r| r == crate::domain::ROLE_ADMIN),
             last_noted: AtomicI64::new(0),
         })))
     }
@@ -248,28 +266,40 @@ impl App {
         }
         let scopes = Scopes::parse(scopes.iter().map(String::as_str))?;
         self.check_grantable(caller, &scopes)?;
-        let now = self.clock.now();
-        if expires_at.is_some_and(|exp| exp <= now) {
+        if expires_at.is_some_and(|exp| exp <= self.clock.now()) {
             return Err(Error::invalid("expires_at", "must be in the future"));
         }
         let prefix = format::new_prefix();
         let secret = format::new_key(&prefix);
-        let row = ApiKeyRow {
-            id: Uuid::now_v7(),
-            user_id: caller.user_id,
-            label: label.to_string(),
-            prefix,
-            secret_hash: token_hash(&secret),
-            previous_secret_hash: None,
-            previous_expires_at: None,
-            scopes: scopes.to_strings(),
-            created_at: now,
-            expires_at,
-            last_used_at: None,
-            revoked_at: None,
-        };
         let mut conn = store::conn(&self.pool).await?;
-        store::api_keys::insert(&mut conn, &row).await?;
+        // Under the owner's row lock, with the caller's session still live: a key made while
+        // the account is reset, locked or revoked either lands before (and is revoked with the
+        // rest) or is not made at all. `now` is read under the lock for the same reason.
+        let row = conn
+            .transaction::<_, store::StoreError, _>(async |conn| {
+                let now = self.clock.now();
+                if crate::accounts::lock_standing(conn, caller, None, now).await?.is_none() {
+                    return Ok(None);
+                }
+                let row = ApiKeyRow {
+                    id: Uuid::now_v7(),
+                    user_id: caller.user_id,
+                    label: label.to_string(),
+                    prefix,
+                    secret_hash: token_hash(&secret),
+                    previous_secret_hash: None,
+                    previous_expires_at: None,
+                    scopes: scopes.to_strings(),
+                    created_at: now,
+                    expires_at,
+                    last_used_at: None,
+                    revoked_at: None,
+                };
+                store::api_keys::insert(conn, &row).await?;
+                Ok(Some(row))
+            })
+            .await?
+            .ok_or(Error::Unauthenticated)?;
         self.api_keys.forget_prefix(&row.prefix);
         Ok(IssuedApiKey {
             key: row,

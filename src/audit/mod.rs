@@ -63,7 +63,20 @@ const MAX_PAGE: i64 = 200;
 
 impl App {
     pub async fn audit(&self, event: Event) {
-        let row = AuditRow {
+        let kind = event.kind;
+        let row = self.audit_row(event);
+        let result = async {
+            let mut conn = store::conn(&self.pool).await?;
+            store::audit::insert(&mut conn, &row).await
+        }
+        .await;
+        if let Err(e) = result {
+            tracing::warn!(kind, error = %e, "could not record an audit event");
+        }
+    }
+
+    fn audit_row(&self, event: Event) -> AuditRow {
+        AuditRow {
             id: 0,
             event_type: event.kind.to_string(),
             user_id: event.user_id,
@@ -72,31 +85,40 @@ impl App {
             user_agent: event.client.user_agent,
             outcome: if event.success { "success" } else { "failure" }.to_string(),
             details: event.details.to_string(),
-        };
-        let result = async {
-            let mut conn = store::conn(&self.pool).await?;
-            store::audit::insert(&mut conn, &row).await
-        }
-        .await;
-        if let Err(e) = result {
-            tracing::warn!(kind = event.kind, error = %e, "could not record an audit event");
         }
     }
 
     /// Records the rate-limit refusals counted since the last call: one `rate_limit.hit` event
-    /// per limit and subject, with how many calls were refused and over what span.
+    /// per limit and subject, with how many calls were refused and over what span, written in
+    /// batches.
     pub async fn flush_refusals(&self) {
-        for summary in self.refusals.take() {
-            let mut event = Event::failure("rate_limit.hit")
-                .client(&summary.client)
-                .detail("limit", summary.limit)
-                .detail("refused", summary.count)
-                .detail("first_at", summary.first_at.to_rfc3339())
-                .detail("last_at", summary.last_at.to_rfc3339());
-            if let Some(user_id) = summary.user_id {
-                event = event.user(user_id);
-            }
-            self.audit(event).await;
+        let rows: Vec<AuditRow> = self
+            .refusals
+            .take()
+            .into_iter()
+            .map(|summary| {
+                let mut event = Event::failure("rate_limit.hit")
+                    .client(&summary.client)
+                    .detail("limit", summary.limit)
+                    .detail("refused", summary.count)
+                    .detail("first_at", summary.first_at.to_rfc3339())
+                    .detail("last_at", summary.last_at.to_rfc3339());
+                if let Some(user_id) = summary.user_id {
+                    event = event.user(user_id);
+                }
+                self.audit_row(event)
+            })
+            .collect();
+        if rows.is_empty() {
+            return;
+        }
+        let result = async {
+            let mut conn = store::conn(&self.pool).await?;
+            store::audit::insert_many(&mut conn, &rows).await
+        }
+        .await;
+        if let Err(e) = result {
+            tracing::warn!(error = %e, count = rows.len(), "could not record rate-limit refusals");
         }
     }
 

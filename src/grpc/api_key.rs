@@ -25,8 +25,17 @@ type Reply<T> = Result<Response<T>, Status>;
 impl ApiKeyService for ApiKeyApi {
     async fn create_api_key(&self, request: Request<CreateApiKeyRequest>) -> Reply<CreateApiKeyResponse> {
         super::bounds::check(&[("label", &request.get_ref().label, super::bounds::LABEL)])?;
+        super::bounds::check_scopes(&request.get_ref().scopes)?;
         let caller = self.app.authenticate_user(bearer(request.metadata())).await?;
         let client = client_info(&self.app, &request);
+        self.app
+            .enforce_for(
+                crate::ratelimit::API_KEY_CREATE_PER_ACCOUNT,
+                &caller.user_id.to_string(),
+                Some(caller.user_id),
+                &client,
+            )
+            .await?;
         let req = request.into_inner();
         let expires_at = match &req.expires_at {
             Some(ts) => Some(convert::from_timestamp(ts).ok_or(Error::invalid("expires_at", "is out of range"))?),

@@ -36,6 +36,12 @@ impl AuditService for AuditApi {
         &self,
         request: Request<ListAuditEventsRequest>,
     ) -> Result<Response<ListAuditEventsResponse>, Status> {
+        let req = request.get_ref();
+        super::bounds::check(&[
+            ("page_token", &req.page_token, super::bounds::SHORT),
+            ("user_id", &req.user_id, super::bounds::SHORT),
+            ("type", &req.r#type, super::bounds::SHORT),
+        ])?;
         let caller = self.app.authenticate_user(bearer(request.metadata())).await?;
         let req = request.into_inner();
         let (since, until) = (instant(&req.since, "since")?, instant(&req.until, "until")?);

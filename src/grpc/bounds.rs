@@ -17,6 +17,11 @@ pub const CREDENTIAL: usize = 8192;
 pub const ID_TOKEN: usize = 16_384;
 /// Labels, device names, nonces, provider names.
 pub const LABEL: usize = 512;
+/// Ids, page tokens, event types and other short machine strings.
+pub const SHORT: usize = 128;
+/// Scopes on one API key, and the length of each (the scope rule allows 64).
+pub const SCOPES: usize = 64;
+pub const SCOPE: usize = 128;
 
 /// Refuses the first field longer than its bound, naming it: `(field, value, max bytes)`.
 pub fn check(fields: &[(&'static str, &str, usize)]) -> Result<()> {
@@ -24,6 +29,17 @@ pub fn check(fields: &[(&'static str, &str, usize)]) -> Result<()> {
         Some((field, _, max)) => Err(Error::invalid(field, format!("is too long (at most {max} bytes)"))),
         None => Ok(()),
     }
+}
+
+/// Refuses a list of scopes longer than [`SCOPES`], or holding one longer than [`SCOPE`].
+pub fn check_scopes(scopes: &[String]) -> Result<()> {
+    if scopes.len() > SCOPES {
+        return Err(Error::invalid("scopes", format!("at most {SCOPES} scopes")));
+    }
+    for scope in scopes {
+        check(&[("scopes", scope, SCOPE)])?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -29,10 +29,12 @@ pub struct IssuedTokens {
 }
 
 impl App {
-    /// Opens a session for a user who just proved who they are, enforcing the session limits.
+    /// Opens a session for a user who just proved who they are (against `verified_hash`),
+    /// enforcing the session limits.
     pub(crate) async fn start_session(
         &self,
         user: &UserRow,
+        verified_hash: Option<&str>,
         device_name: Option<&str>,
         client: &ClientInfo,
     ) -> Result<IssuedTokens> {
@@ -55,10 +57,13 @@ impl App {
         let ended = conn
             .transaction::<_, store::StoreError, _>(async |conn| {
                 // Serialised with other logins and revocations of this user; and a user locked
-                // out or deactivated since the password check gets no session.
-                let usable = store::users::lock(conn, user.id)
-                    .await?
-                    .is_some_and(|u| u.active && u.locked_until.is_none_or(|until| until <= now));
+                // out, deactivated or given a new password (a reset) since the password check
+                // gets no session.
+                let usable = store::users::lock(conn, user.id).await?.is_some_and(|u| {
+                    u.active
+                        && u.locked_until.is_none_or(|until| until <= now)
+                        && u.password_hash.as_deref() == verified_hash
+                });
                 if !usable {
                     return Ok(None);
                 }

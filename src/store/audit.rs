@@ -27,6 +27,17 @@ pub async fn insert(conn: &mut Conn<'_>, row: &AuditRow) -> StoreResult<()> {
     Ok(())
 }
 
+/// Inserts many rows, a thousand per statement.
+pub async fn insert_many(conn: &mut Conn<'_>, rows: &[AuditRow]) -> StoreResult<()> {
+    for chunk in rows.chunks(1000) {
+        diesel::insert_into(audit_events::table)
+            .values(chunk)
+            .execute(conn)
+            .await?;
+    }
+    Ok(())
+}
+
 /// What to list.
 #[derive(Debug, Default)]
 pub struct AuditFilter<'a> {

@@ -109,6 +109,24 @@ pub async fn set_password_hash(conn: &mut Conn<'_>, id: Uuid, hash: &str, at: Da
     Ok(())
 }
 
+/// Swaps the stored hash for `hash` only if it is still `expected`; returns whether it did.
+pub async fn replace_password_hash(
+    conn: &mut Conn<'_>,
+    id: Uuid,
+    expected: Option<&str>,
+    hash: &str,
+    at: DateTime<Utc>,
+) -> StoreResult<bool> {
+    let Some(expected) = expected else {
+        return Ok(false);
+    };
+    let updated = diesel::update(users::table.find(id).filter(users::password_hash.eq(expected)))
+        .set((users::password_hash.eq(hash), users::updated_at.eq(at)))
+        .execute(conn)
+        .await?;
+    Ok(updated == 1)
+}
+
 pub async fn set_username(
     conn: &mut Conn<'_>,
     id: Uuid,

@@ -182,6 +182,13 @@ impl TokenIssuer {
             return Err(Rejection::WrongAudience);
         }
         check_times(&claims, now)?;
+        // A token may not live longer than tokens are issued for now: revocation entries are
+        // kept that long, so one issued under a longer lifetime (before a lower
+        // AUTHD_ACCESS_TOKEN_TTL) must not outlive them.
+        let ttl = i64::try_from(self.ttl.as_secs()).unwrap_or(i64::MAX / 2);
+        if claims.exp.saturating_sub(claims.iat) > ttl.saturating_add(LEEWAY_SECS) {
+            return Err(Rejection::Expired);
+        }
         if claims.user_id().is_none() || claims.session_id().is_none() {
             return Err(Rejection::Malformed);
         }
@@ -254,6 +261,19 @@ mod tests {
             let claims = issuer().verify(&ring, &issue(&ring, now), now).unwrap();
             assert_eq!(claims.exp - claims.iat, 900, "{alg:?}");
         }
+    }
+
+    #[test]
+    fn a_token_longer_lived_than_tokens_are_issued_for_now_is_refused() {
+        let ring = ring(SigningAlg::EdDsa);
+        let now = Utc::now();
+        let token = issue(&ring, now);
+        let shorter = TokenIssuer {
+            ttl: Duration::from_secs(300),
+            ..issuer()
+        };
+        assert_eq!(shorter.verify(&ring, &token, now).unwrap_err(), Rejection::Expired);
+        assert!(issuer().verify(&ring, &token, now).is_ok());
     }
 
     #[test]

@@ -16,10 +16,10 @@ impl App {
         }
         let may_revoke = |owner: uuid::Uuid| owner == caller.user_id || caller.is_admin();
         if crate::api_keys::format::looks_like_api_key(token) {
-            if let Some(key) = self.validate_api_key(token).await? {
-                if may_revoke(key.user_id) {
-                    self.revoke_api_key_of(key.user_id, key.id).await?;
-                }
+            if let Some(key) = self.validate_api_key(token).await?
+                && may_revoke(key.user_id)
+            {
+                self.revoke_api_key_of(key.user_id, key.id).await?;
             }
             return Ok(());
         }

@@ -75,11 +75,7 @@ async fn reset_by_mail(app: &TestApp, smtp: &SmtpServer, email: &str, nth: usize
 async fn limited_user(name: &str, address: &str) -> (TestApp, TokenPair) {
     let app = spawn_app_with(&behind_a_proxy()).await;
     app.register(name).await;
-    let session = login_from(&app, address, name, PASSWORD)
-        .await
-        .unwrap()
-        .tokens
-        .unwrap();
+    let session = login_from(&app, address, name, PASSWORD).await.unwrap().tokens.unwrap();
     (app, session)
 }
 
@@ -254,6 +250,40 @@ async fn plain_users_grant_no_scope_unless_configured() {
     assert_eq!(app.get_me_code(&bare.secret).await, Code::Ok);
     let admin = app.admin().await;
     create(&["tasks:write"], &admin.access_token).await.unwrap();
+}
+
+// 3 (older keys). A key minted under a wider rule holds only what its owner may grant now.
+#[tokio::test]
+async fn a_key_loses_the_scopes_its_owner_may_no_longer_grant() {
+    let (_, url) = fresh_database().await;
+    let wide = authd::startup::Application::build(
+        settings(&url, &[("AUTHD_USER_GRANTABLE_SCOPES", "tasks:read,tasks:write")]),
+        authd::clock::Clock::system(),
+        true,
+    )
+    .await
+    .unwrap();
+    let wide = spawn_on(wide).await;
+    let user = wide.user("lee").await;
+    let key = wide.api_key(&user.access_token, &["tasks:read", "tasks:write"]).await;
+    let admin = wide.admin().await;
+    let admin_key = wide.api_key(&admin.access_token, &["tasks:write"]).await;
+    wide.stop().await.unwrap();
+    let narrow = authd::startup::Application::build(
+        settings(&url, &[("AUTHD_USER_GRANTABLE_SCOPES", "tasks:read")]),
+        authd::clock::Clock::system(),
+        false,
+    )
+    .await
+    .unwrap();
+    let narrow = spawn_on(narrow).await;
+    let introspector = narrow.introspector().await;
+    assert_eq!(narrow.introspect(&introspector, &key).await.scope, "tasks:read");
+    assert_eq!(
+        narrow.introspect(&introspector, &admin_key).await.scope,
+        "tasks:write",
+        "an admin's keys keep every scope"
+    );
 }
 
 // 4. An admin's key does not carry the admin's roles to gateways.
@@ -630,6 +660,17 @@ async fn a_weak_or_placeholder_bootstrap_password_stops_start_up() {
         let message = format!("{refused:#}");
         assert!(message.contains(says), "{message}");
         assert!(!message.contains(password), "the password is echoed: {message}");
+    }
+    // An administrator that exists already is left alone: an upgraded deployment still starts.
+    let (_, url) = fresh_database().await;
+    for password in [ADMIN_PASSWORD, "password1"] {
+        authd::startup::Application::build(
+            settings(&url, &[("AUTHD_BOOTSTRAP_ADMIN_PASSWORD", password)]),
+            authd::clock::Clock::system(),
+            true,
+        )
+        .await
+        .expect("start-up with an existing administrator");
     }
 }
 

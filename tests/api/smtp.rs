@@ -20,12 +20,13 @@ impl Received {
         let bytes = joined.as_bytes();
         let mut i = 0;
         while i < bytes.len() {
-            if bytes[i] == b'=' && i + 2 < bytes.len() {
-                if let Ok(byte) = u8::from_str_radix(&joined[i + 1..i + 3], 16) {
-                    out.push(byte as char);
-                    i += 3;
-                    continue;
-                }
+            if bytes[i] == b'='
+                && i + 2 < bytes.len()
+                && let Ok(byte) = u8::from_str_radix(&joined[i + 1..i + 3], 16)
+            {
+                out.push(byte as char);
+                i += 3;
+                continue;
             }
             out.push(bytes[i] as char);
             i += 1;
