@@ -46,14 +46,12 @@ impl Application {
         if let (Some(email), Some(password)) = (
             &app.settings.bootstrap_admin_email,
             &app.settings.bootstrap_admin_password,
-        ) {
-            if app
-                .ensure_admin(email, None, password.expose())
-                .await
-                .map_err(|e| anyhow::anyhow!("bootstrap admin: {e}"))?
-            {
-                tracing::info!(%email, "created the bootstrap admin");
-            }
+        ) && app
+            .ensure_admin(email, None, password.expose())
+            .await
+            .map_err(|e| anyhow::anyhow!("bootstrap admin: {e}"))?
+        {
+            tracing::info!(%email, "created the bootstrap admin");
         }
         let listener = TcpListener::bind(grpc_addr)
             .await
@@ -94,14 +92,16 @@ impl Application {
         } = self;
         let (health, health_service) = tonic_health::server::health_reporter();
         set_all(&app, &health, ServingStatus::Serving).await;
-        let reflection_v1 = tonic_reflection::server::Builder::configure()
-            .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
-            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-            .build_v1()?;
-        let reflection_v1alpha = tonic_reflection::server::Builder::configure()
-            .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
-            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-            .build_v1alpha()?;
+        // Reflection describes authd's services, health, and the google.rpc error details, so
+        // grpcurl shows a BadRequest's field violations or a RetryInfo's delay by name.
+        let described = || {
+            tonic_reflection::server::Builder::configure()
+                .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
+                .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+                .register_encoded_file_descriptor_set(tonic_types::pb::FILE_DESCRIPTOR_SET)
+        };
+        let reflection_v1 = described().build_v1()?;
+        let reflection_v1alpha = described().build_v1alpha()?;
 
         let stop_rx = app.shutdown_signal();
         let jobs = crate::jobs::spawn(app.clone(), health.clone());

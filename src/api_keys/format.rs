@@ -125,4 +125,20 @@ mod tests {
         assert_eq!(parse(""), None);
         assert_eq!(parse("authd_"), None);
     }
+
+    proptest::proptest! {
+        /// Any key authd makes parses to its own prefix, and any single-character change to it,
+        /// wherever and whatever, is refused (by the checksum, or by the shape).
+        #[test]
+        fn a_key_parses_and_no_single_change_does(position in 0usize..KEY_LEN, replacement in proptest::char::any()) {
+            let prefix = new_prefix();
+            let key = new_key(&prefix);
+            proptest::prop_assert_eq!(parse(&key), Some(prefix.as_str()));
+            let mut tampered: Vec<char> = key.chars().collect();
+            proptest::prop_assume!(tampered[position] != replacement);
+            tampered[position] = replacement;
+            let tampered: String = tampered.into_iter().collect();
+            proptest::prop_assert_eq!(parse(&tampered), None);
+        }
+    }
 }

@@ -109,4 +109,34 @@ mod tests {
             Email::parse("kate@example.com").unwrap().normalized()
         );
     }
+
+    /// Local parts and domains drawn from ASCII letters and digits, a few symbols, and
+    /// characters whose Unicode lower case is ASCII (the Kelvin sign, dotted capital I).
+    fn address() -> impl proptest::strategy::Strategy<Value = String> {
+        let local = "[a-zA-Z0-9+_\u{212a}\u{130}\u{131}]{1,12}";
+        let domain = "[a-zA-Z0-9\u{212a}]{1,10}\\.[a-zA-Z]{2,4}";
+        (local, domain, " {0,2}").prop_map(|(l, d, pad)| format!("{pad}{l}@{d}{pad}"))
+    }
+
+    use proptest::strategy::Strategy;
+
+    proptest::proptest! {
+        /// Normalising twice changes nothing, and two addresses share a normal form only when
+        /// they differ in ASCII case and surrounding space alone: never through Unicode folding.
+        #[test]
+        fn normalisation_is_idempotent_and_never_merges(a in address(), b in address()) {
+            let (Ok(x), Ok(y)) = (Email::parse(&a), Email::parse(&b)) else {
+                return Ok(());
+            };
+            let again = Email::parse(x.normalized()).unwrap();
+            proptest::prop_assert_eq!(again.normalized(), x.normalized());
+            if x.normalized() == y.normalized() {
+                proptest::prop_assert!(x.as_str().eq_ignore_ascii_case(y.as_str()), "{a:?} merged with {b:?}");
+            }
+            // The same address with its ASCII letters in another case is the same account.
+            let swapped: String = a.chars().map(|c| if c.is_ascii_lowercase() { c.to_ascii_uppercase() } else { c.to_ascii_lowercase() }).collect();
+            let swapped = Email::parse(&swapped).unwrap();
+            proptest::prop_assert_eq!(swapped.normalized(), x.normalized());
+        }
+    }
 }

@@ -191,4 +191,31 @@ mod tests {
         off.verify(&issuer(), &ring, &token, now).unwrap();
         assert!(off.is_empty());
     }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(24))]
+
+        /// However many distinct tokens arrive, the cache holds at most its capacity (rounded up
+        /// to whole shards), and the newest token is always answered from it.
+        #[test]
+        fn eviction_keeps_the_cache_within_its_capacity(capacity in 0usize..48, tokens in 0usize..120) {
+            let kek = Secret::new([9u8; 32]);
+            let ring = KeyRing::from_rows(&[generate(&kek, SigningAlg::EdDsa, Utc::now()).unwrap()], &kek).unwrap();
+            let cache = VerifiedTokens::new(capacity);
+            let now = Utc::now();
+            let mut last = None;
+            for _ in 0..tokens {
+                let t = token(&ring, now);
+                cache.verify(&issuer(), &ring, &t, now).unwrap();
+                last = Some(t);
+            }
+            proptest::prop_assert!(cache.len() <= capacity.div_ceil(SHARDS) * SHARDS);
+            proptest::prop_assert!(cache.len() <= tokens);
+            if let (Some(t), true) = (last, capacity > 0) {
+                let (hits, _) = cache.hits_and_misses();
+                cache.verify(&issuer(), &ring, &t, now).unwrap();
+                proptest::prop_assert_eq!(cache.hits_and_misses().0, hits + 1);
+            }
+        }
+    }
 }
