@@ -18,6 +18,7 @@ DELETE FROM revocations a
 CREATE UNIQUE INDEX revocations_token_once ON revocations (subject_id) WHERE kind = 'token';
 
 -- Failed logins no longer record the identifier as typed (people type passwords there).
+-- (CASE keeps the cast to the rows of that type: Postgres does not promise to evaluate AND in order.)
 UPDATE audit_events
    SET details = (details::jsonb - 'identifier')::text
- WHERE type = 'login.failed' AND details::jsonb ? 'identifier';
+ WHERE CASE WHEN type = 'login.failed' THEN details::jsonb ? 'identifier' ELSE false END;

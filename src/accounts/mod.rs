@@ -5,6 +5,7 @@ mod lifecycle;
 mod password;
 
 pub use lifecycle::DeletionState;
+use lifecycle::LOCKOUT;
 pub use password::{PasswordHasher, Verified, hash_once, time_hash};
 
 use crate::app::{App, ClientInfo};
@@ -165,6 +166,15 @@ impl App {
             .await?
             {
                 verified_hash = Some(hash);
+            } else if let Some(stored) = store::users::find(&mut conn, user.id)
+                .await?
+                .and_then(|u| u.password_hash)
+            {
+                // Another login rehashed first: its hash still takes this password.
+                drop(conn);
+                if self.hasher.verify(&password, Some(&stored)).await?.ok {
+                    verified_hash = Some(stored);
+                }
             }
         }
         let tokens = self
@@ -371,8 +381,9 @@ impl App {
 }
 
 /// Locks the caller's account row, in the caller's transaction, and returns it if the account
-/// still stands as it did when the caller was checked: active, not locked, its password hash
-/// still `verified_hash` (when given), and the caller's session not ended. A change racing with
+/// still stands as it did when the caller was checked: active, not locked by an administrator
+/// (a lockout after failed logins, which anyone can cause, does not stop the owner's session),
+/// its password hash still `verified_hash` (when given), and the caller's session not ended. A change racing with
 /// a reset, a lock or a revocation then either lands before it (and is undone by it) or finds
 /// the credential gone.
 pub(crate) async fn lock_standing(
@@ -385,7 +396,8 @@ pub(crate) async fn lock_standing(
         return Ok(None);
     };
     let unchanged = verified_hash.is_none_or(|hash| user.password_hash.as_deref() == hash);
-    let usable = user.active && user.locked_until.is_none_or(|until| until <= now);
+    let locked = user.locked_until.is_some_and(|until| until > now) && user.lock_reason.as_deref() != Some(LOCKOUT);
+    let usable = user.active && !locked;
     let session_live = match caller.session_id() {
         // The nil session is the operator's (`authd api-keys create`), which has none to end.
         Some(id) if !id.is_nil() => store::sessions::find(conn, id)

@@ -277,10 +277,13 @@ impl App {
         // rest) or is not made at all. `now` is read under the lock for the same reason.
         let row = conn
             .transaction::<_, store::StoreError, _>(async |conn| {
-                let now = self.clock.now();
-                if crate::accounts::lock_standing(conn, caller, None, now).await?.is_none() {
+                if crate::accounts::lock_standing(conn, caller, None, self.clock.now())
+                    .await?
+                    .is_none()
+                {
                     return Ok(None);
                 }
+                let now = self.clock.now();
                 let row = ApiKeyRow {
                     id: Uuid::now_v7(),
                     user_id: caller.user_id,

@@ -328,6 +328,10 @@ async fn wrong_change_password_guesses_lock_the_account() {
         .await
         .unwrap_err();
     assert_eq!(login.code(), Code::Unauthenticated, "the lockout covers login too");
+    // A lockout, which anyone who knows the username can cause, leaves the owner's session
+    // working for what needs no password.
+    let key = app.api_key(&session.access_token, &["tasks:read"]).await;
+    assert_eq!(app.get_me_code(&key).await, Code::Ok);
 }
 
 // 5 (limit). Password checks are also limited per account.
