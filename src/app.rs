@@ -7,7 +7,7 @@ use crate::api_keys::ApiKeyCache;
 use crate::clock::Clock;
 use crate::config::Settings;
 use crate::error::Result;
-use crate::revocation::{Feed, Revocation, RevocationKind, RevocationView};
+use crate::revocation::{Feed, Revocation, RevocationKind, RevocationView, StoredRevocation};
 use crate::store::{self, Pool};
 use crate::tokens::{SigningKeys, TokenIssuer};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -21,6 +21,8 @@ pub struct App {
     pub clock: Clock,
     pub keys: SigningKeys,
     pub issuer: TokenIssuer,
+    /// The rules access tokens are verified under (`authd-client`), for this issuer.
+    pub verifier: authd_client::Verifier,
     pub revocations: RevocationView,
     /// Access tokens already verified (see [`crate::tokens::VerifiedTokens`]).
     pub verified_tokens: crate::tokens::VerifiedTokens,
@@ -91,6 +93,7 @@ impl App {
             pool,
             clock,
             keys,
+            verifier: issuer.verifier(),
             issuer,
             revocations: RevocationView::default(),
             verified_tokens: crate::tokens::VerifiedTokens::new(token_cache_size),

@@ -5,17 +5,11 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chacha20poly1305::aead::{Aead, AeadCore, KeyInit, Payload};
 use chacha20poly1305::{XChaCha20Poly1305, XNonce};
-use rand::RngCore;
 use rand::rngs::OsRng;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-/// 32 bytes (256 bits) from the operating system's CSPRNG, base64url without padding (43 chars).
-pub fn random_token() -> String {
-    let mut bytes = [0u8; 32];
-    OsRng.fill_bytes(&mut bytes);
-    URL_SAFE_NO_PAD.encode(bytes)
-}
+pub use authd_client::random_token;
 
 /// SHA-256 of a high-entropy secret: what the database stores in place of the secret.
 pub fn token_hash(token: &str) -> Vec<u8> {

@@ -4,7 +4,8 @@ use crate::app::App;
 use crate::domain::{ROLE_ADMIN, Scope};
 use crate::error::{Error, Result};
 use crate::revocation::RevocationView;
-use crate::tokens::{AccessClaims, KeyRing, TokenIssuer, VerifiedTokens};
+use crate::tokens::{AccessClaims, KeyRing, VerifiedTokens};
+use authd_client::Verifier;
 use chrono::{DateTime, Utc};
 use std::sync::Arc;
 use uuid::Uuid;
@@ -83,14 +84,14 @@ pub enum ActiveCredential {
 /// of verified tokens) and not revoked in the in-memory view. A replica whose view is not known
 /// current must still ask Postgres, which [`App::validate_credential`] does.
 pub fn check_access_token(
-    issuer: &TokenIssuer,
+    verifier: &Verifier,
     ring: &KeyRing,
     cache: &VerifiedTokens,
     revocations: &RevocationView,
     token: &str,
     now: DateTime<Utc>,
 ) -> Option<Arc<AccessClaims>> {
-    match cache.verify(issuer, ring, token, now) {
+    match cache.verify(verifier, &ring.keys, token, now) {
         Ok(claims) if !revocations.is_access_token_revoked(&claims) => Some(claims),
         Ok(_) => None,
         Err(rejection) => {
@@ -108,7 +109,7 @@ impl App {
             return Ok(self.validate_api_key(token).await?.map(ActiveCredential::ApiKey));
         }
         let Some(claims) = check_access_token(
-            &self.issuer,
+            &self.verifier,
             &self.keys.current(),
             &self.verified_tokens,
             &self.revocations,

@@ -1,7 +1,6 @@
+/// The protobuf API (`auth.v1`), from the `authd-proto` crate.
 pub mod proto {
-    #![allow(clippy::all, missing_docs)]
-    tonic::include_proto!("auth.v1");
-    pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("authd_descriptor");
+    pub use authd_proto::*;
 }
 
 pub mod accounts;

@@ -1,14 +1,15 @@
 //! Scoped API keys: created with a secret shown once, stored as a SHA-256 hash, validated from an
 //! in-process cache so that a valid key costs no database query.
 
-pub mod format;
+/// The API-key format, from the verification core.
+pub use authd_client::api_key as format;
 
 use crate::app::App;
 use crate::crypto::{constant_time_eq, token_hash};
 use crate::domain::Scopes;
 use crate::error::{Error, Result};
 use crate::identity::Caller;
-use crate::revocation::{Revocation, RevocationKind};
+use crate::revocation::{Revocation, RevocationKind, StoredRevocation};
 use crate::store::{self, api_keys::ApiKeyRow};
 use chrono::{DateTime, Utc};
 use diesel_async::AsyncConnection;

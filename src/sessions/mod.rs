@@ -6,7 +6,7 @@ use crate::audit::Event;
 use crate::crypto::{random_token, token_hash};
 use crate::error::{Error, Result};
 use crate::identity::Caller;
-use crate::revocation::{Revocation, RevocationKind};
+use crate::revocation::{Revocation, RevocationKind, StoredRevocation};
 use crate::secret::Secret;
 use crate::store::sessions::{NewRefreshToken, SessionRow};
 use crate::store::users::UserRow;

@@ -1,87 +1,19 @@
-//! Access tokens: RFC 9068 JWTs (`typ: at+jwt`) signed with the active key, and their verification
-//! under an explicit rule set (security rule 3): only our algorithms, only our keys, every claim
-//! enforced against our clock.
+//! Access tokens: RFC 9068 JWTs (`typ: at+jwt`) signed with the active key. They are verified
+//! under the rule set of `authd_client::verify` (security rule 3), with the ring's public keys.
 
 use super::keys::KeyRing;
 use crate::crypto::random_token;
+use authd_client::Verifier;
 use chrono::{DateTime, Utc};
-use jsonwebtoken::{Algorithm, Header, Validation};
-use serde::{Deserialize, Deserializer, Serialize};
-use std::collections::HashSet;
+use jsonwebtoken::Header;
+use serde::Serialize;
 use std::time::Duration;
 use uuid::Uuid;
 
-/// How far `exp` and `nbf` may be off (security rule 3 allows at most 60 s).
-pub const LEEWAY_SECS: i64 = 30;
-/// Longer tokens are not ours; refused before any parsing.
-const MAX_TOKEN_LEN: usize = 8 * 1024;
+pub use authd_client::verify::{AccessClaims, LEEWAY_SECS, Rejection, check_times};
+
 /// The `client_id` of tokens issued to end users through authd's own API.
 pub const CLIENT_ID: &str = "authd";
-
-/// The claims of an access token.
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
-pub struct AccessClaims {
-    pub iss: String,
-    pub sub: String,
-    #[serde(deserialize_with = "one_or_many")]
-    pub aud: Vec<String>,
-    pub exp: i64,
-    pub iat: i64,
-    pub nbf: i64,
-    pub jti: String,
-    pub sid: String,
-    pub scope: String,
-    pub roles: Vec<String>,
-    pub client_id: String,
-    /// The user's name when the token was issued, so introspection needs no look-up.
-    pub username: String,
-}
-
-fn one_or_many<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum OneOrMany {
-        One(String),
-        Many(Vec<String>),
-    }
-    Ok(match OneOrMany::deserialize(d)? {
-        OneOrMany::One(s) => vec![s],
-        OneOrMany::Many(v) => v,
-    })
-}
-
-impl AccessClaims {
-    pub fn user_id(&self) -> Option<Uuid> {
-        Uuid::parse_str(&self.sub).ok()
-    }
-
-    pub fn session_id(&self) -> Option<Uuid> {
-        Uuid::parse_str(&self.sid).ok()
-    }
-}
-
-/// Why a presented access token is not accepted. Never shown to callers in detail.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-pub enum Rejection {
-    #[error("not a JWT")]
-    Malformed,
-    #[error("typ is not at+jwt")]
-    WrongType,
-    #[error("unknown kid")]
-    UnknownKey,
-    #[error("alg not allowed for this key")]
-    WrongAlgorithm,
-    #[error("bad signature")]
-    BadSignature,
-    #[error("wrong issuer")]
-    WrongIssuer,
-    #[error("wrong audience")]
-    WrongAudience,
-    #[error("expired")]
-    Expired,
-    #[error("not yet valid")]
-    NotYetValid,
-}
 
 /// Who the token is for, and for how long.
 pub struct TokenRequest<'a> {
@@ -130,82 +62,20 @@ impl TokenIssuer {
         Ok((token, claims))
     }
 
-    /// Verifies signature and claims. Revocation is the caller's next step.
+    /// The rules tokens of this issuer are verified under (see [`authd_client::Verifier`]).
+    pub fn verifier(&self) -> Verifier {
+        Verifier {
+            issuer: self.issuer.clone(),
+            audience: self.audience.clone(),
+            max_lifetime: self.ttl,
+        }
+    }
+
+    /// Verifies signature and claims with the ring's public keys. Revocation is the caller's
+    /// next step.
     pub fn verify(&self, ring: &KeyRing, token: &str, now: DateTime<Utc>) -> Result<AccessClaims, Rejection> {
-        self.verify_with_kid(ring, token, now).map(|(claims, _)| claims)
+        self.verifier().verify(&ring.keys, token, now)
     }
-
-    /// [`TokenIssuer::verify`], also naming the key that verified the token.
-    pub fn verify_with_kid(
-        &self,
-        ring: &KeyRing,
-        token: &str,
-        now: DateTime<Utc>,
-    ) -> Result<(AccessClaims, String), Rejection> {
-        if token.len() > MAX_TOKEN_LEN || token.bytes().filter(|b| *b == b'.').count() != 2 {
-            return Err(Rejection::Malformed);
-        }
-        let header = jsonwebtoken::decode_header(token).map_err(|_| Rejection::Malformed)?;
-        // We never issue these; a token carrying one is not ours (and they are never followed).
-        if header.jku.is_some() || header.jwk.is_some() || header.x5u.is_some() || header.x5c.is_some() {
-            return Err(Rejection::Malformed);
-        }
-        let typ_ok = header
-            .typ
-            .as_deref()
-            .is_some_and(|t| t.eq_ignore_ascii_case("at+jwt") || t.eq_ignore_ascii_case("application/at+jwt"));
-        if !typ_ok {
-            return Err(Rejection::WrongType);
-        }
-        let kid = header.kid.ok_or(Rejection::UnknownKey)?;
-        let key = ring.verifiers.get(&kid).ok_or(Rejection::UnknownKey)?;
-        if header.alg != key.alg || !matches!(key.alg, Algorithm::EdDSA | Algorithm::ES256 | Algorithm::RS256) {
-            return Err(Rejection::WrongAlgorithm);
-        }
-        let mut validation = Validation::new(key.alg);
-        // Time, issuer and audience are checked below against our own clock and settings.
-        validation.validate_exp = false;
-        validation.validate_nbf = false;
-        validation.validate_aud = false;
-        validation.required_spec_claims = HashSet::new();
-        let data = jsonwebtoken::decode::<AccessClaims>(token, &key.decoding_key, &validation).map_err(|e| match e
-            .kind()
-        {
-            jsonwebtoken::errors::ErrorKind::InvalidSignature => Rejection::BadSignature,
-            _ => Rejection::Malformed,
-        })?;
-        let claims = data.claims;
-        if claims.iss != self.issuer {
-            return Err(Rejection::WrongIssuer);
-        }
-        if !claims.aud.contains(&self.audience) {
-            return Err(Rejection::WrongAudience);
-        }
-        check_times(&claims, now)?;
-        // A token may not live longer than tokens are issued for now: revocation entries are
-        // kept that long, so one issued under a longer lifetime (before a lower
-        // AUTHD_ACCESS_TOKEN_TTL) must not outlive them.
-        let ttl = i64::try_from(self.ttl.as_secs()).unwrap_or(i64::MAX / 2);
-        if claims.exp.saturating_sub(claims.iat) > ttl.saturating_add(LEEWAY_SECS) {
-            return Err(Rejection::Expired);
-        }
-        if claims.user_id().is_none() || claims.session_id().is_none() {
-            return Err(Rejection::Malformed);
-        }
-        Ok((claims, kid))
-    }
-}
-
-/// Expiry and not-before, against our clock with [`LEEWAY_SECS`] of tolerance.
-pub(crate) fn check_times(claims: &AccessClaims, now: DateTime<Utc>) -> Result<(), Rejection> {
-    let now = now.timestamp();
-    if claims.exp + LEEWAY_SECS <= now {
-        return Err(Rejection::Expired);
-    }
-    if claims.nbf - LEEWAY_SECS > now || claims.iat - LEEWAY_SECS > now {
-        return Err(Rejection::NotYetValid);
-    }
-    Ok(())
 }
 
 /// Serialises `aud` as a single string when there is one audience, as most libraries expect.

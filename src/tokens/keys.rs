@@ -8,11 +8,10 @@ use crate::secret::Secret;
 use crate::store::signing_keys::{self, SigningKeyRow};
 use crate::store::{self, Pool, StoreError};
 use chrono::{DateTime, Utc};
-use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey};
+use jsonwebtoken::{Algorithm, EncodingKey};
 use rand::rngs::OsRng;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
-use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -35,16 +34,11 @@ pub struct ActiveKey {
     pub encoding_key: EncodingKey,
 }
 
-/// A key that verifies tokens: the active one and retired ones still published.
-pub struct VerifyingKey {
-    pub alg: Algorithm,
-    pub decoding_key: DecodingKey,
-}
-
 /// The keys as loaded at one moment.
 pub struct KeyRing {
     pub active: ActiveKey,
-    pub verifiers: HashMap<String, VerifyingKey>,
+    /// The public keys that verify tokens: the active one and retired ones still published.
+    pub keys: authd_client::KeySet,
     /// Public JWKs, newest first.
     pub jwks: Vec<Value>,
     pub jwks_json: String,
@@ -160,21 +154,21 @@ impl KeyRing {
             Algorithm::ES256 => EncodingKey::from_ec_der(private_der.expose()),
             _ => EncodingKey::from_rsa_der(private_der.expose()),
         };
-        let mut verifiers = HashMap::new();
         let mut jwks = Vec::new();
         for row in rows {
-            let alg = parse_alg(row)?;
             let jwk: Value = serde_json::from_str(&row.public_jwk).map_err(|e| malformed(row, e))?;
-            let member = |name: &str| jwk.get(name).and_then(Value::as_str).unwrap_or_default().to_string();
-            let decoding_key = match alg {
-                Algorithm::EdDSA => DecodingKey::from_ed_components(&member("x")),
-                Algorithm::ES256 => DecodingKey::from_ec_components(&member("x"), &member("y")),
-                _ => DecodingKey::from_rsa_components(&member("n"), &member("e")),
+            // The JWK is what verifiers outside authd see: it must name the row's own key.
+            let member = |name: &str| jwk.get(name).and_then(Value::as_str).map(str::to_string);
+            if member("kid").as_deref() != Some(&row.kid) || member("alg").as_deref() != Some(&row.alg) {
+                return Err(malformed(row, "its JWK names another kid or alg"));
             }
-            .map_err(|e| malformed(row, e))?;
-            verifiers.insert(row.kid.clone(), VerifyingKey { alg, decoding_key });
+            parse_alg(row)?;
             jwks.push(jwk);
         }
+        let keys = authd_client::KeySet::from_jwks(&jwks).map_err(|e| KeyError::Malformed {
+            kid: e.kid,
+            reason: e.reason,
+        })?;
         let jwks_json = json!({ "keys": jwks }).to_string();
         Ok(KeyRing {
             active: ActiveKey {
@@ -182,7 +176,7 @@ impl KeyRing {
                 alg: active_alg,
                 encoding_key,
             },
-            verifiers,
+            keys,
             jwks,
             jwks_json,
         })

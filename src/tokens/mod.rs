@@ -1,10 +1,10 @@
-//! Signing keys, access tokens (JWT) and their verification.
+//! Signing keys and the issuing of access tokens. Verification (the rules, the cache of verified
+//! tokens) lives in the `authd-client` crate, which the hot path calls.
 
-pub mod cache;
 pub mod jwt;
 pub mod keys;
 mod revoke;
 
-pub use cache::VerifiedTokens;
-pub use jwt::{AccessClaims, TokenIssuer};
+pub use authd_client::{AccessClaims, VerifiedTokens};
+pub use jwt::TokenIssuer;
 pub use keys::{KeyRing, SigningKeys};

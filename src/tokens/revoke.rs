@@ -6,7 +6,7 @@ use crate::app::App;
 use crate::crypto::token_hash;
 use crate::error::Result;
 use crate::identity::Caller;
-use crate::revocation::{Revocation, RevocationKind};
+use crate::revocation::{Revocation, RevocationKind, StoredRevocation};
 use crate::store;
 
 impl App {

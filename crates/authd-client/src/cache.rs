@@ -6,8 +6,8 @@
 //! published and the claims' times still hold against the clock, exactly as a fresh verification
 //! would check them. Revocation is not cached: callers consult the revocation view on every call.
 
-use super::jwt::{AccessClaims, Rejection, TokenIssuer};
-use super::keys::KeyRing;
+use crate::keys::KeySet;
+use crate::verify::{AccessClaims, Rejection, Verifier};
 use chrono::{DateTime, Utc};
 use sha2::{Digest, Sha256};
 use std::collections::{HashMap, VecDeque};
@@ -57,26 +57,26 @@ impl VerifiedTokens {
     /// cache when these very bytes were verified before.
     pub fn verify(
         &self,
-        issuer: &TokenIssuer,
-        ring: &KeyRing,
+        verifier: &Verifier,
+        keys: &KeySet,
         token: &str,
         now: DateTime<Utc>,
     ) -> Result<Arc<AccessClaims>, Rejection> {
         if self.per_shard == 0 {
-            return issuer.verify(ring, token, now).map(Arc::new);
+            return verifier.verify(keys, token, now).map(Arc::new);
         }
         let digest: TokenDigest = Sha256::digest(token.as_bytes()).into();
         let shard = &self.shards[usize::from(digest[0]) % SHARDS];
         if let Some(entry) = shard.read().expect("token cache lock").entries.get(&digest) {
             // A key no longer published, or claims out of their time window, take the full path,
             // which rejects the token with the precise reason.
-            if ring.verifiers.contains_key(&*entry.kid) && super::jwt::check_times(&entry.claims, now).is_ok() {
+            if keys.contains(&entry.kid) && crate::verify::check_times(&entry.claims, now).is_ok() {
                 self.hits.fetch_add(1, Ordering::Relaxed);
                 return Ok(entry.claims.clone());
             }
         }
         self.misses.fetch_add(1, Ordering::Relaxed);
-        let (claims, kid) = issuer.verify_with_kid(ring, token, now)?;
+        let (claims, kid) = verifier.verify_with_kid(keys, token, now)?;
         let claims = Arc::new(claims);
         let mut shard = shard.write().expect("token cache lock");
         let entry = Entry {
@@ -115,80 +115,63 @@ impl VerifiedTokens {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::SigningAlg;
-    use crate::secret::Secret;
-    use crate::tokens::jwt::{LEEWAY_SECS, TokenRequest};
-    use crate::tokens::keys::generate;
-    use std::time::Duration;
-    use uuid::Uuid;
-
-    fn issuer() -> TokenIssuer {
-        TokenIssuer {
-            issuer: "https://auth.example.com".into(),
-            audience: "api".into(),
-            ttl: Duration::from_secs(900),
-        }
-    }
-
-    fn token(ring: &KeyRing, now: DateTime<Utc>) -> String {
-        let request = TokenRequest {
-            user_id: Uuid::now_v7(),
-            username: "u",
-            session_id: Uuid::now_v7(),
-            roles: &[],
-            scope: "profile",
-        };
-        issuer().issue(ring, &request, now).unwrap().0
-    }
+    use crate::testing::Signer;
+    use crate::verify::LEEWAY_SECS;
 
     #[test]
     fn a_repeated_token_is_answered_from_the_cache_until_it_expires() {
-        let kek = Secret::new([7u8; 32]);
-        let ring = KeyRing::from_rows(&[generate(&kek, SigningAlg::EdDsa, Utc::now()).unwrap()], &kek).unwrap();
+        let signer = Signer::new();
         let cache = VerifiedTokens::new(64);
         let now = Utc::now();
-        let token = token(&ring, now);
-        let first = cache.verify(&issuer(), &ring, &token, now).unwrap();
-        let again = cache.verify(&issuer(), &ring, &token, now).unwrap();
+        let token = signer.token(now);
+        let first = cache.verify(&signer.verifier(), &signer.keys(), &token, now).unwrap();
+        let again = cache.verify(&signer.verifier(), &signer.keys(), &token, now).unwrap();
         assert_eq!(first, again);
         assert_eq!(cache.hits_and_misses(), (1, 1));
         // Past its lifetime the cached entry is not used: the full check says why.
         let later = now + chrono::Duration::seconds(900 + LEEWAY_SECS);
-        assert_eq!(cache.verify(&issuer(), &ring, &token, later), Err(Rejection::Expired));
+        assert_eq!(
+            cache.verify(&signer.verifier(), &signer.keys(), &token, later),
+            Err(Rejection::Expired)
+        );
         // A token that differs in one byte is not the cached one.
         let mut tampered = token.clone().into_bytes();
         let last = tampered.len() - 2;
         tampered[last] = if tampered[last] == b'A' { b'B' } else { b'A' };
         let tampered = String::from_utf8(tampered).unwrap();
-        assert!(cache.verify(&issuer(), &ring, &tampered, now).is_err());
+        assert!(
+            cache
+                .verify(&signer.verifier(), &signer.keys(), &tampered, now)
+                .is_err()
+        );
     }
 
     #[test]
     fn a_key_no_longer_published_ends_its_cached_tokens() {
-        let kek = Secret::new([7u8; 32]);
+        let old = Signer::new();
         let now = Utc::now();
-        let old = generate(&kek, SigningAlg::EdDsa, now).unwrap();
-        let ring = KeyRing::from_rows(std::slice::from_ref(&old), &kek).unwrap();
         let cache = VerifiedTokens::new(64);
-        let token = token(&ring, now);
-        cache.verify(&issuer(), &ring, &token, now).unwrap();
-        let newer = KeyRing::from_rows(&[generate(&kek, SigningAlg::EdDsa, now).unwrap()], &kek).unwrap();
-        assert_eq!(cache.verify(&issuer(), &newer, &token, now), Err(Rejection::UnknownKey));
+        let token = old.token(now);
+        cache.verify(&old.verifier(), &old.keys(), &token, now).unwrap();
+        let newer = Signer::new();
+        assert_eq!(
+            cache.verify(&old.verifier(), &newer.keys(), &token, now),
+            Err(Rejection::UnknownKey)
+        );
     }
 
     #[test]
     fn the_cache_stays_within_its_bound() {
-        let kek = Secret::new([7u8; 32]);
-        let ring = KeyRing::from_rows(&[generate(&kek, SigningAlg::EdDsa, Utc::now()).unwrap()], &kek).unwrap();
+        let signer = Signer::new();
+        let (verifier, keys) = (signer.verifier(), signer.keys());
         let cache = VerifiedTokens::new(SHARDS * 2);
         let now = Utc::now();
         for _ in 0..SHARDS * 20 {
-            cache.verify(&issuer(), &ring, &token(&ring, now), now).unwrap();
+            cache.verify(&verifier, &keys, &signer.token(now), now).unwrap();
         }
         assert!(cache.len() <= SHARDS * 2, "{} entries", cache.len());
         let off = VerifiedTokens::new(0);
-        let token = token(&ring, now);
-        off.verify(&issuer(), &ring, &token, now).unwrap();
+        off.verify(&verifier, &keys, &signer.token(now), now).unwrap();
         assert!(off.is_empty());
     }
 
@@ -199,21 +182,21 @@ mod tests {
         /// to whole shards), and the newest token is always answered from it.
         #[test]
         fn eviction_keeps_the_cache_within_its_capacity(capacity in 0usize..48, tokens in 0usize..120) {
-            let kek = Secret::new([9u8; 32]);
-            let ring = KeyRing::from_rows(&[generate(&kek, SigningAlg::EdDsa, Utc::now()).unwrap()], &kek).unwrap();
+            let signer = Signer::new();
+            let (verifier, keys) = (signer.verifier(), signer.keys());
             let cache = VerifiedTokens::new(capacity);
             let now = Utc::now();
             let mut last = None;
             for _ in 0..tokens {
-                let t = token(&ring, now);
-                cache.verify(&issuer(), &ring, &t, now).unwrap();
+                let t = signer.token(now);
+                cache.verify(&verifier, &keys, &t, now).unwrap();
                 last = Some(t);
             }
             proptest::prop_assert!(cache.len() <= capacity.div_ceil(SHARDS) * SHARDS);
             proptest::prop_assert!(cache.len() <= tokens);
             if let (Some(t), true) = (last, capacity > 0) {
                 let (hits, _) = cache.hits_and_misses();
-                cache.verify(&issuer(), &ring, &t, now).unwrap();
+                cache.verify(&verifier, &keys, &t, now).unwrap();
                 proptest::prop_assert_eq!(cache.hits_and_misses().0, hits + 1);
             }
         }

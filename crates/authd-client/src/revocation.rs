@@ -1,9 +1,62 @@
-use super::{Revocation, RevocationKind};
-use crate::tokens::AccessClaims;
+//! Revocations and the in-process view of them that every verification consults: the answer to
+//! "is this credential revoked?" without I/O.
+
 use chrono::{DateTime, Utc};
 use std::collections::HashMap;
 use std::sync::RwLock;
 use uuid::Uuid;
+
+use crate::verify::AccessClaims;
+
+/// What a revocation applies to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum RevocationKind {
+    /// One session: every access token whose `sid` is the subject.
+    Session,
+    /// One user: every token of the subject issued at or before `created_at`.
+    User,
+    /// One API key.
+    ApiKey,
+    /// One access token, by `jti`.
+    Token,
+    /// Not a revocation: an API key got a new secret, so cached copies must be dropped. Recorded
+    /// like one so that every replica learns of it, through the feed or from Postgres.
+    SecretRotated,
+}
+
+impl RevocationKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Session => "session",
+            Self::User => "user",
+            Self::ApiKey => "api_key",
+            Self::Token => "token",
+            Self::SecretRotated => "api_key_rotated",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        match text {
+            "session" => Some(Self::Session),
+            "user" => Some(Self::User),
+            "api_key" => Some(Self::ApiKey),
+            "token" => Some(Self::Token),
+            "api_key_rotated" => Some(Self::SecretRotated),
+            _ => None,
+        }
+    }
+}
+
+/// One revocation, as stored and as applied to the view.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Revocation {
+    pub kind: RevocationKind,
+    pub subject_id: String,
+    pub user_id: Option<Uuid>,
+    pub created_at: DateTime<Utc>,
+    /// After this instant every credential the revocation concerns has expired by itself.
+    pub expires_at: DateTime<Utc>,
+}
 
 /// The live revocations held in memory: the answer to "is this credential revoked?" without I/O.
 /// Entries leave the view once every credential they concern has expired.

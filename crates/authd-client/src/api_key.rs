@@ -28,7 +28,7 @@ pub fn new_prefix() -> String {
 
 /// A full key under `prefix`, with a fresh secret.
 pub fn new_key(prefix: &str) -> String {
-    with_checksum(&format!("{prefix}_{}", crate::crypto::random_token()))
+    with_checksum(&format!("{prefix}_{}", crate::random_token()))
 }
 
 /// `body` followed by its checksum.
@@ -58,7 +58,11 @@ pub fn parse(key: &str) -> Option<&str> {
     {
         return None;
     }
-    crate::crypto::constant_time_eq(checksum(body).as_bytes(), given.as_bytes()).then_some(prefix)
+    bool::from(subtle::ConstantTimeEq::ct_eq(
+        checksum(body).as_bytes(),
+        given.as_bytes(),
+    ))
+    .then_some(prefix)
 }
 
 fn checksum(body: &str) -> String {

@@ -1,0 +1,91 @@
+//! The public keys tokens are verified with, built from a JWKS: nothing private ever enters it.
+
+use jsonwebtoken::{Algorithm, DecodingKey};
+use serde_json::Value;
+use std::collections::HashMap;
+
+/// A key that verifies tokens, and the one algorithm it verifies.
+pub struct VerifyingKey {
+    pub alg: Algorithm,
+    pub decoding_key: DecodingKey,
+}
+
+/// Why a JWK could not be used.
+#[derive(Debug, thiserror::Error)]
+#[error("JWK {kid}: {reason}")]
+pub struct KeySetError {
+    pub kid: String,
+    pub reason: String,
+}
+
+/// Verifying keys by `kid`.
+#[derive(Default)]
+pub struct KeySet {
+    keys: HashMap<String, VerifyingKey>,
+}
+
+impl KeySet {
+    /// Builds the set from JWKs (the `keys` of a JWKS document): EdDSA (`OKP`, Ed25519), ES256
+    /// (`EC`, P-256) and RS256 (`RSA`). A key of any other algorithm is an error.
+    pub fn from_jwks<'a>(jwks: impl IntoIterator<Item = &'a Value>) -> Result<Self, KeySetError> {
+        let mut keys = HashMap::new();
+        for jwk in jwks {
+            let member = |name: &str| jwk.get(name).and_then(Value::as_str).unwrap_or_default();
+            let kid = member("kid").to_string();
+            let fail = |reason: String| KeySetError {
+                kid: kid.clone(),
+                reason,
+            };
+            let (alg, decoding_key) = match member("alg") {
+                "EdDSA" => (Algorithm::EdDSA, DecodingKey::from_ed_components(member("x"))),
+                "ES256" => (
+                    Algorithm::ES256,
+                    DecodingKey::from_ec_components(member("x"), member("y")),
+                ),
+                "RS256" => (
+                    Algorithm::RS256,
+                    DecodingKey::from_rsa_components(member("n"), member("e")),
+                ),
+                other => return Err(fail(format!("unsupported alg `{other}`"))),
+            };
+            let decoding_key = decoding_key.map_err(|e| fail(e.to_string()))?;
+            if kid.is_empty() {
+                return Err(fail("no kid".into()));
+            }
+            keys.insert(kid, VerifyingKey { alg, decoding_key });
+        }
+        Ok(Self { keys })
+    }
+
+    /// Builds the set from a JWKS document (`{"keys": [...]}`).
+    pub fn from_jwks_json(json: &str) -> Result<Self, KeySetError> {
+        let document: Value = serde_json::from_str(json).map_err(|e| KeySetError {
+            kid: String::new(),
+            reason: e.to_string(),
+        })?;
+        let keys = document
+            .get("keys")
+            .and_then(Value::as_array)
+            .ok_or_else(|| KeySetError {
+                kid: String::new(),
+                reason: "no `keys` array".into(),
+            })?;
+        Self::from_jwks(keys)
+    }
+
+    pub fn get(&self, kid: &str) -> Option<&VerifyingKey> {
+        self.keys.get(kid)
+    }
+
+    pub fn contains(&self, kid: &str) -> bool {
+        self.keys.contains_key(kid)
+    }
+
+    pub fn len(&self) -> usize {
+        self.keys.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.keys.is_empty()
+    }
+}
