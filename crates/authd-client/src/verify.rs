@@ -167,3 +167,90 @@ pub fn check_times(claims: &AccessClaims, now: DateTime<Utc>) -> Result<(), Reje
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::Signer;
+    use base64::Engine;
+
+    fn b64(json: &str) -> String {
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(json)
+    }
+
+    /// The token with its header replaced (the signature then no longer matters: each of these
+    /// must be refused before it is checked, or by it).
+    fn with_header(token: &str, header: &str) -> String {
+        let (_, rest) = token.split_once('.').unwrap();
+        format!("{}.{rest}", b64(header))
+    }
+
+    #[test]
+    fn the_rule_set_refuses_what_authd_never_issues() {
+        let signer = Signer::new();
+        let (verifier, keys) = (signer.verifier(), signer.keys());
+        let now = Utc::now();
+        let token = signer.token(now);
+        assert!(verifier.verify(&keys, &token, now).is_ok());
+        let kid = token.split('.').next().unwrap();
+        let header: serde_json::Value =
+            serde_json::from_slice(&base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(kid).unwrap()).unwrap();
+        let kid = header["kid"].as_str().unwrap();
+        let refused = |header: String| verifier.verify(&keys, &with_header(&token, &header), now).unwrap_err();
+        assert_eq!(
+            refused(format!(r#"{{"alg":"EdDSA","typ":"JWT","kid":"{kid}"}}"#)),
+            Rejection::WrongType
+        );
+        assert_eq!(
+            refused(format!(r#"{{"alg":"HS256","typ":"at+jwt","kid":"{kid}"}}"#)),
+            Rejection::WrongAlgorithm
+        );
+        assert_eq!(
+            refused(format!(r#"{{"alg":"none","typ":"at+jwt","kid":"{kid}"}}"#)),
+            Rejection::Malformed
+        );
+        assert_eq!(
+            refused(format!(
+                r#"{{"alg":"EdDSA","typ":"at+jwt","kid":"{kid}","jku":"https://evil.example/jwks"}}"#
+            )),
+            Rejection::Malformed
+        );
+        assert_eq!(
+            refused(r#"{"alg":"EdDSA","typ":"at+jwt","kid":"someone-else"}"#.into()),
+            Rejection::UnknownKey
+        );
+        assert_eq!(
+            refused(r#"{"alg":"EdDSA","typ":"at+jwt"}"#.into()),
+            Rejection::UnknownKey
+        );
+    }
+
+    #[test]
+    fn claims_are_enforced_against_the_verifier_and_the_clock() {
+        let signer = Signer::new();
+        let keys = signer.keys();
+        let now = Utc::now();
+        let token = signer.token(now);
+        let mut other = signer.verifier();
+        other.issuer = "https://evil.example.com".into();
+        assert_eq!(other.verify(&keys, &token, now).unwrap_err(), Rejection::WrongIssuer);
+        let mut other = signer.verifier();
+        other.audience = "another".into();
+        assert_eq!(other.verify(&keys, &token, now).unwrap_err(), Rejection::WrongAudience);
+        let mut shorter = signer.verifier();
+        shorter.max_lifetime = Duration::from_secs(300);
+        assert_eq!(shorter.verify(&keys, &token, now).unwrap_err(), Rejection::Expired);
+        let verifier = signer.verifier();
+        let at = |secs: i64| verifier.verify(&keys, &token, now + chrono::Duration::seconds(secs));
+        assert!(at(900 + LEEWAY_SECS - 1).is_ok());
+        assert_eq!(at(900 + LEEWAY_SECS).unwrap_err(), Rejection::Expired);
+        assert_eq!(at(-LEEWAY_SECS - 1).unwrap_err(), Rejection::NotYetValid);
+        // A token must name a user and a session.
+        let mut claims = verifier.verify(&keys, &token, now).unwrap();
+        claims.sid = "not-a-session".into();
+        assert_eq!(
+            verifier.verify(&keys, &signer.sign(&claims), now).unwrap_err(),
+            Rejection::Malformed
+        );
+    }
+}
