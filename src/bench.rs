@@ -460,8 +460,9 @@ impl Fixture {
                 CreateApiKeyRequest {
                     label: format!("authd bench {tag}"),
                     scopes: vec![crate::domain::Scope::INTROSPECT.to_string()],
+                    // The load generator is a client of authd: the wall clock is its clock.
                     expires_at: Some(crate::grpc::convert::timestamp(
-                        chrono::Utc::now() + chrono::Duration::hours(2),
+                        crate::clock::Clock::system().now() + chrono::Duration::hours(2),
                     )),
                 },
                 &admin_bearer,

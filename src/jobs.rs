@@ -11,9 +11,9 @@
 //!   delivered mail and revocations.
 
 use crate::app::App;
+use crate::health::{set_all, stopped};
 use crate::mail::delivery::SendError;
 use crate::revocation::FeedMessage;
-use crate::startup::{set_all, stopped};
 use crate::store;
 use std::sync::Arc;
 use std::time::Duration;

@@ -1,3 +1,6 @@
+// Tests may read the system clock; the server reads it only through `clock::Clock`.
+#![cfg_attr(test, allow(clippy::disallowed_methods))]
+
 /// The protobuf API (`auth.v1`), from the `authd-proto` crate.
 pub mod proto {
     pub use authd_proto::*;
@@ -15,6 +18,7 @@ pub mod crypto;
 pub mod domain;
 pub mod error;
 pub mod grpc;
+pub mod health;
 pub mod http;
 pub mod identity;
 pub mod jobs;

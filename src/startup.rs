@@ -3,17 +3,16 @@
 use crate::app::App;
 use crate::clock::Clock;
 use crate::config::Settings;
-use crate::grpc::{self, SERVICE_NAMES};
+use crate::grpc;
+use crate::health::{set_all, stopped};
 use crate::proto;
 use crate::store;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
-use tokio::sync::watch;
 use tonic::transport::server::TcpIncoming;
 use tonic_health::ServingStatus;
-use tonic_health::server::HealthReporter;
 
 /// Requests larger than this are refused by the transport before any handler runs.
 pub const MAX_MESSAGE_BYTES: usize = 2 * 1024 * 1024;
@@ -200,25 +199,6 @@ impl Application {
         tracing::info!("authd stopped");
         Ok(())
     }
-}
-
-/// Sets every health entry; once shutdown has begun, only NOT_SERVING.
-pub(crate) async fn set_all(app: &App, health: &HealthReporter, status: ServingStatus) {
-    let status = if app.is_shutting_down() {
-        ServingStatus::NotServing
-    } else {
-        status
-    };
-    app.set_serving(status == ServingStatus::Serving);
-    health.set_service_status("", status).await;
-    for name in SERVICE_NAMES {
-        health.set_service_status(*name, status).await;
-    }
-}
-
-/// Completes once `stop` turns true (or its sender is gone).
-pub(crate) async fn stopped(stop: &mut watch::Receiver<bool>) {
-    let _ = stop.wait_for(|stop| *stop).await;
 }
 
 /// Completes on SIGTERM or SIGINT.

@@ -1,5 +1,8 @@
 //! The integration suite: one binary, each test against its own authd on its own database.
 
+// Tests compare the server's times with the system clock.
+#![allow(clippy::disallowed_methods)]
+
 mod cluster;
 mod helpers;
 
