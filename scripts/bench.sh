@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Measure authd on this machine: start a release build against a fresh database on the private
-# Postgres + Redis of run.sh, drive it with `authd bench`, print the results and the performance
+# Postgres + Redis of run.sh, drive it with `authd-bench`, print the results and the performance
 # targets, stop it.
 #
-#   ./scripts/bench.sh [authd bench args...]     e.g. --duration 5 --scenarios health,introspect-repeated
+#   ./scripts/bench.sh [authd-bench args...]     e.g. --duration 5 --scenarios health,introspect-repeated
 #
 # The server runs with AUTHD_RATE_LIMITS=false (every bench login comes from 127.0.0.1) and its
 # own Redis namespace; any other AUTHD_* variable already set is passed on. Its log goes to
@@ -23,8 +23,9 @@ fi
 cd "$ROOT"
 
 local_stack authd_bench fresh
-"${CARGO:-cargo}" build --release --bin authd
+"${CARGO:-cargo}" build --release -p authd --bin authd -p authd-bench --bin authd-bench
 AUTHD="${CARGO_TARGET_DIR:-$ROOT/target}/release/authd"
+BENCH="${CARGO_TARGET_DIR:-$ROOT/target}/release/authd-bench"
 
 GRPC_PORT=$(free_port)
 HTTP_PORT=$(free_port)
@@ -58,4 +59,4 @@ done
 # Let start-up work (migrations, the first key load) settle before the idle memory sample.
 sleep 3
 
-"$AUTHD" bench --target "$AUTHD_GRPC_ADDR" --server-pid "$SERVER" "$@"
+"$BENCH" --target "$AUTHD_GRPC_ADDR" --server-pid "$SERVER" "$@"

@@ -49,8 +49,6 @@ pub enum Command {
         #[command(subcommand)]
         command: ApiKeysCommand,
     },
-    /// Drive a running authd with load and print throughput, latency and the performance targets.
-    Bench(crate::bench::BenchArgs),
     /// Ask a running authd whether it is serving (exit 0) or not (exit 1).
     Healthcheck {
         /// The gRPC address to ask; defaults to AUTHD_GRPC_ADDR.
@@ -140,7 +138,6 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             println!("{}", issued.secret.expose());
             Ok(())
         }
-        Command::Bench(args) => crate::bench::run(args, config_file).await,
         Command::Healthcheck { addr } => {
             let addr = match addr {
                 Some(addr) => addr,

@@ -55,7 +55,7 @@ impl SigningAlg {
 }
 
 /// Verified access tokens remembered by default (`AUTHD_TOKEN_CACHE_SIZE`).
-pub const DEFAULT_TOKEN_CACHE_SIZE: usize = 16_384;
+pub const DEFAULT_TOKEN_CACHE_SIZE: usize = authd_client::cache::DEFAULT_CAPACITY;
 
 /// argon2id cost parameters.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -354,7 +354,7 @@ pub fn database_url(config_file: Option<&Path>) -> Result<Secret<String>, Config
     Ok(Secret::new(raw.required("database_url")?.to_string()))
 }
 
-/// The argon2id parameters alone (for `authd bench`, which times one hash the way the server
+/// The argon2id parameters alone (for the micro-benchmarks, which time one hash the way the server
 /// would compute it).
 pub fn argon2_params(config_file: Option<&Path>) -> Result<Argon2Params, ConfigError> {
     Raw::gather(&|name| std::env::var(name).ok(), config_file)?.argon2()

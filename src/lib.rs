@@ -10,7 +10,6 @@ pub mod accounts;
 pub mod api_keys;
 pub mod app;
 pub mod audit;
-pub mod bench;
 pub mod cli;
 pub mod clock;
 pub mod config;

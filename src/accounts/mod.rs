@@ -6,7 +6,7 @@ mod password;
 
 pub use lifecycle::DeletionState;
 use lifecycle::LOCKOUT;
-pub use password::{PasswordHasher, Verified, hash_once, time_hash};
+pub use password::{PasswordHasher, Verified, hash_once};
 
 use crate::app::{App, ClientInfo};
 use crate::audit::Event;

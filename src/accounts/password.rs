@@ -194,23 +194,6 @@ pub fn hash_once(params: Argon2Params, password: &str) -> Result<String> {
     hash_with(&mut Scratch::default(), &params, password)
 }
 
-/// How long one argon2id hash at `params` takes on the calling thread: the median of `rounds`,
-/// reusing one memory area as the hashing threads do (for `authd bench` and the benchmarks).
-pub fn time_hash(params: Argon2Params, rounds: usize) -> Result<std::time::Duration> {
-    let params =
-        Params::new(params.memory_kib, params.iterations, params.parallelism, None).map_err(Error::internal)?;
-    let mut scratch = Scratch::default();
-    hash_with(&mut scratch, &params, "warm-up")?;
-    let mut times = Vec::with_capacity(rounds.max(1));
-    for _ in 0..rounds.max(1) {
-        let started = std::time::Instant::now();
-        hash_with(&mut scratch, &params, "correct horse battery staple")?;
-        times.push(started.elapsed());
-    }
-    times.sort();
-    Ok(times[times.len() / 2])
-}
-
 /// An argon2id hash of `password` with a fresh salt, as a PHC string.
 fn hash_with(scratch: &mut Scratch, params: &Params, password: &str) -> Result<String> {
     let salt = SaltString::generate(&mut OsRng);

@@ -14,6 +14,9 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
+/// The capacity the server uses unless `AUTHD_TOKEN_CACHE_SIZE` says otherwise.
+pub const DEFAULT_CAPACITY: usize = 16_384;
+
 /// Independent locks, so concurrent calls for different tokens rarely meet.
 const SHARDS: usize = 16;
 

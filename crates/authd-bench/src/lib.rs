@@ -1,4 +1,4 @@
-//! `authd bench`: a load generator that drives a running authd over gRPC and prints throughput and
+//! `authd-bench`: a load generator that drives a running authd over gRPC and prints throughput and
 //! latency per scenario, then the performance targets (docs/PERFORMANCE.md) against what it
 //! measured in the same run.
 //!
@@ -7,12 +7,14 @@
 //! with scope `tokens:introspect`, and users are registered under a random tag. Run it against a
 //! server started with `AUTHD_RATE_LIMITS=false`: its logins all come from one address.
 
-use crate::config::DEFAULT_TOKEN_CACHE_SIZE;
-use crate::proto::{
+mod hashing;
+
+use anyhow::{Context, bail};
+use authd_client::cache::DEFAULT_CAPACITY as DEFAULT_TOKEN_CACHE_SIZE;
+use authd_proto::{
     ApiKey, CreateApiKeyRequest, LoginRequest, RefreshRequest, RegisterRequest, RevokeApiKeyRequest,
     api_key_service_client::ApiKeyServiceClient, auth_service_client::AuthServiceClient,
 };
-use anyhow::{Context, bail};
 use std::fmt::Write as _;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -61,7 +63,24 @@ impl Scenario {
     }
 }
 
-#[derive(clap::Args, Debug)]
+/// An expiry two hours ahead, for the bench's API key. The load generator is a client of authd:
+/// the wall clock is its clock.
+#[allow(clippy::disallowed_methods)]
+fn in_two_hours() -> prost_types::Timestamp {
+    let at = std::time::SystemTime::now() + Duration::from_secs(2 * 3600);
+    let since = at.duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    prost_types::Timestamp {
+        seconds: i64::try_from(since.as_secs()).unwrap_or(i64::MAX),
+        nanos: 0,
+    }
+}
+
+#[derive(clap::Parser, Debug)]
+#[command(
+    name = "authd-bench",
+    version,
+    about = "Drive a running authd with load; print throughput, latency and the performance targets"
+)]
 pub struct BenchArgs {
     /// The gRPC address of the authd to drive (defaults to AUTHD_GRPC_ADDR).
     #[arg(long)]
@@ -449,7 +468,7 @@ impl Fixture {
             .into_inner();
         let admin_token = admin.tokens.context("Login answered no tokens")?.access_token;
         let admin_bearer: MetadataValue<Ascii> = format!("Bearer {admin_token}").parse()?;
-        let tag = crate::crypto::random_token()
+        let tag = authd_client::random_token()
             .chars()
             .filter(char::is_ascii_alphanumeric)
             .take(6)
@@ -459,11 +478,8 @@ impl Fixture {
             .create_api_key(with_bearer(
                 CreateApiKeyRequest {
                     label: format!("authd bench {tag}"),
-                    scopes: vec![crate::domain::Scope::INTROSPECT.to_string()],
-                    // The load generator is a client of authd: the wall clock is its clock.
-                    expires_at: Some(crate::grpc::convert::timestamp(
-                        crate::clock::Clock::system().now() + chrono::Duration::hours(2),
-                    )),
+                    scopes: vec!["tokens:introspect".to_string()],
+                    expires_at: Some(in_two_hours()),
                 },
                 &admin_bearer,
             ))
@@ -485,7 +501,7 @@ impl Fixture {
         let accounts: Vec<Account> = (0..count)
             .map(|i| Account {
                 username: format!("b{}{group}{i}", self.tag),
-                password: crate::crypto::random_token(),
+                password: authd_client::random_token(),
             })
             .collect();
         for (batch_no, batch) in accounts.chunks(16).enumerate() {
@@ -596,7 +612,7 @@ fn admin_password(args: &BenchArgs) -> anyhow::Result<String> {
 
 /// How long argon2id hashes took, timed by the generator.
 struct Hashing {
-    params: crate::config::Argon2Params,
+    params: hashing::Argon2Params,
     alone: Duration,
     together: Duration,
 }
@@ -634,7 +650,7 @@ fn row(name: &str, m: &Measured) -> String {
 }
 
 /// Runs the scenarios and prints what they measured.
-pub async fn run(args: BenchArgs, config_file: Option<&std::path::Path>) -> anyhow::Result<()> {
+pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     if args.concurrency == 0 || args.duration <= 0.0 || args.warmup < 0.0 {
         bail!("--concurrency and --duration must be positive, --warmup not negative");
     }
@@ -651,7 +667,7 @@ pub async fn run(args: BenchArgs, config_file: Option<&std::path::Path>) -> anyh
         ..Results::default()
     };
 
-    let params = crate::config::argon2_params(config_file)?;
+    let params = hashing::Argon2Params::from_env()?;
     println!(
         "authd bench: {target}, {cores} cores, {} connections, {} in flight, {:.0} s warm-up + {:.0} s per scenario",
         args.connections, args.concurrency, args.warmup, args.duration
@@ -831,11 +847,11 @@ async fn mint(
 
 /// One argon2id hash at the server's parameters (AUTHD_ARGON2_*): alone, and with one per core
 /// running at once (they then share the caches and the memory bandwidth).
-fn time_hashes(params: crate::config::Argon2Params, cores: usize) -> anyhow::Result<Hashing> {
-    let alone = crate::accounts::time_hash(params, 7)?;
+fn time_hashes(params: hashing::Argon2Params, cores: usize) -> anyhow::Result<Hashing> {
+    let alone = hashing::time_hash(params, 7)?;
     let together = std::thread::scope(|scope| {
         let timers: Vec<_> = (0..cores)
-            .map(|_| scope.spawn(move || crate::accounts::time_hash(params, 7)))
+            .map(|_| scope.spawn(move || hashing::time_hash(params, 7)))
             .collect();
         timers
             .into_iter()
