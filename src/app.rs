@@ -31,8 +31,8 @@ pub struct App {
     pub api_keys: ApiKeyCache,
     pub mailer: crate::mail::delivery::Mailer,
     pub rate_limits: crate::ratelimit::RateLimiter,
-    /// Rate-limit refusals not yet written to the audit trail.
-    pub(crate) refusals: crate::audit::Refusals,
+    /// The audit trail.
+    pub audit_log: crate::audit::AuditLog,
     /// Wakes the delivery worker when mail was written here.
     pub(crate) mail_ready: tokio::sync::Notify,
     /// Requests handled after their answer was sent (mail-sending RPCs): how many may wait, and
@@ -88,6 +88,7 @@ impl App {
         rate_limits.connect(clock.now()).await;
         let pool_size = settings.database_pool_size as usize;
         let (outbox, outbox_rx) = mpsc::unbounded_channel();
+        let audit_log = crate::audit::AuditLog::new(pool.clone(), clock.clone());
         let app = Arc::new(Self {
             settings,
             pool,
@@ -102,7 +103,7 @@ impl App {
             api_keys: ApiKeyCache::default(),
             mailer,
             rate_limits,
-            refusals: crate::audit::Refusals::default(),
+            audit_log,
             mail_ready: tokio::sync::Notify::new(),
             background_queue: Arc::new(tokio::sync::Semaphore::new(1024)),
             background_workers: Arc::new(tokio::sync::Semaphore::new((pool_size / 4).max(2))),
@@ -221,7 +222,7 @@ impl App {
     }
 
     /// Counts a call against a limit; over it, refuses. Refusals reach the audit trail as one
-    /// summary per limit and subject each minute (see [`App::flush_refusals`]).
+    /// summary per limit and subject each minute (see [`crate::audit::AuditLog::flush_refusals`]).
     pub async fn enforce(&self, limit: crate::ratelimit::Limit, subject: &str, client: &ClientInfo) -> Result<()> {
         self.enforce_for(limit, subject, None, client).await
     }
@@ -238,7 +239,7 @@ impl App {
         match self.rate_limits.check(limit, subject, now).await {
             Ok(()) => Ok(()),
             Err(retry_after) => {
-                self.refusals.note(limit.name, subject, user_id, client, now);
+                self.audit_log.note_refusal(limit.name, subject, user_id, client);
                 Err(crate::error::Error::RateLimited(retry_after))
             }
         }

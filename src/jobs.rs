@@ -82,7 +82,7 @@ async fn upkeep(app: Arc<App>) {
     refusals.tick().await;
     loop {
         tokio::select! {
-            _ = refusals.tick() => app.flush_refusals().await,
+            _ = refusals.tick() => app.audit_log.flush_refusals().await,
             _ = flush.tick() => {
                 if let Err(e) = app.flush_api_key_usage().await {
                     tracing::warn!(error = %e, "could not write API key usage");
@@ -93,7 +93,7 @@ async fn upkeep(app: Arc<App>) {
                 app.revocations.prune(app.clock.now());
             }
             () = stopped(&mut stop) => {
-                app.flush_refusals().await;
+                app.audit_log.flush_refusals().await;
                 return;
             }
         }

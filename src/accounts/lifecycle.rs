@@ -129,7 +129,8 @@ impl App {
             })
             .await?;
         if let (Some(user_id), MailKind::DeleteAccount) = (written, kind) {
-            self.audit(Event::success("account_deletion.requested").user(user_id))
+            self.audit_log
+                .record(Event::success("account_deletion.requested").user(user_id))
                 .await;
         }
         let written = written.is_some();
@@ -426,7 +427,9 @@ impl App {
         self.apply_revocations(&revocations);
         for id in &purged {
             tracing::info!(user_id = %id, "purged an account after its deletion grace");
-            self.audit(Event::success("account_deletion.purged").user(*id)).await;
+            self.audit_log
+                .record(Event::success("account_deletion.purged").user(*id))
+                .await;
         }
         Ok(purged)
     }

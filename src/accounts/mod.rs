@@ -128,27 +128,28 @@ impl App {
                 "audit identifier",
                 crate::domain::normalize_identifier(identifier).as_bytes(),
             );
-            self.audit(failed("unknown_user").detail("identifier_digest", digest))
+            self.audit_log
+                .record(failed("unknown_user").detail("identifier_digest", digest))
                 .await;
             return Err(Error::Unauthenticated);
         };
         let now = self.clock.now();
         if user.locked_until.is_some_and(|until| until > now) {
-            self.audit(failed("locked").user(user.id)).await;
+            self.audit_log.record(failed("locked").user(user.id)).await;
             return Err(Error::Unauthenticated);
         }
         if !verified.ok {
             self.count_failed_login(user.id).await?;
-            self.audit(failed("wrong_password").user(user.id)).await;
+            self.audit_log.record(failed("wrong_password").user(user.id)).await;
             return Err(Error::Unauthenticated);
         }
         if !user.active {
-            self.audit(failed("inactive").user(user.id)).await;
+            self.audit_log.record(failed("inactive").user(user.id)).await;
             return Err(Error::Unauthenticated);
         }
         // Told only to someone who knows the password.
         if self.settings.require_verified_email && !user.email_verified {
-            self.audit(failed("email_not_verified").user(user.id)).await;
+            self.audit_log.record(failed("email_not_verified").user(user.id)).await;
             return Err(Error::FailedPrecondition("email address not verified"));
         }
         let mut verified_hash = user.password_hash.clone();
@@ -180,13 +181,14 @@ impl App {
         let tokens = self
             .start_session(&user, verified_hash.as_deref(), device_name, client)
             .await?;
-        self.audit(
-            Event::success("login.succeeded")
-                .user(user.id)
-                .client(client)
-                .detail("session_id", tokens.session_id.to_string()),
-        )
-        .await;
+        self.audit_log
+            .record(
+                Event::success("login.succeeded")
+                    .user(user.id)
+                    .client(client)
+                    .detail("session_id", tokens.session_id.to_string()),
+            )
+            .await;
         Ok(LoggedIn { user, tokens })
     }
 

@@ -5,10 +5,11 @@ mod refusals;
 
 pub use refusals::{RefusalSummary, Refusals};
 
-use crate::app::{App, ClientInfo};
+use crate::app::ClientInfo;
+use crate::clock::Clock;
 use crate::error::{Error, Result};
 use crate::identity::Caller;
-use crate::store::{self, audit::AuditFilter, audit::AuditRow};
+use crate::store::{self, Pool, audit::AuditFilter, audit::AuditRow};
 use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
 use uuid::Uuid;
@@ -61,8 +62,31 @@ impl Event {
 const DEFAULT_PAGE: i64 = 50;
 const MAX_PAGE: i64 = 200;
 
-impl App {
-    pub async fn audit(&self, event: Event) {
+/// The audit trail: records events (best effort), summarises rate-limit refusals, and lists
+/// events for their owners and for administrators. Holds only the pool and the clock.
+pub struct AuditLog {
+    pool: Pool,
+    clock: Clock,
+    /// Rate-limit refusals not yet written.
+    refusals: Refusals,
+}
+
+impl AuditLog {
+    pub fn new(pool: Pool, clock: Clock) -> Self {
+        Self {
+            pool,
+            clock,
+            refusals: Refusals::default(),
+        }
+    }
+
+    /// Counts a refused call, for the next summary.
+    pub fn note_refusal(&self, limit: &'static str, subject: &str, user_id: Option<Uuid>, client: &ClientInfo) {
+        self.refusals.note(limit, subject, user_id, client, self.clock.now());
+    }
+
+    /// Records one event; a failure is logged and the call goes on.
+    pub async fn record(&self, event: Event) {
         let kind = event.kind;
         let row = self.audit_row(event);
         let result = async {
@@ -124,7 +148,7 @@ impl App {
 
     /// Events newest first. Administrators see anyone's (all, or `user_id`'s); others their own.
     #[allow(clippy::too_many_arguments)]
-    pub async fn list_audit_events(
+    pub async fn list(
         &self,
         caller: &Caller,
         page_size: i32,

@@ -47,7 +47,8 @@ impl ApiKeyService for ApiKeyApi {
             .await?;
         let event = Event::success("api_key.created").user(caller.user_id).client(&client);
         self.app
-            .audit(
+            .audit_log
+            .record(
                 event
                     .detail("api_key_id", issued.key.id.to_string())
                     .detail("scopes", issued.key.scopes.clone()),
@@ -74,7 +75,8 @@ impl ApiKeyService for ApiKeyApi {
             .user(caller.user_id)
             .client(&client_info(&self.app, &request));
         self.app
-            .audit(event.detail("api_key_id", request.get_ref().id.clone()))
+            .audit_log
+            .record(event.detail("api_key_id", request.get_ref().id.clone()))
             .await;
         Ok(Response::new(RevokeApiKeyResponse {}))
     }
@@ -90,7 +92,8 @@ impl ApiKeyService for ApiKeyApi {
         let issued = self.app.rotate_api_key(&caller, &req.id, grace).await?;
         let event = Event::success("api_key.rotated").user(caller.user_id).client(&client);
         self.app
-            .audit(event.detail("api_key_id", issued.key.id.to_string()))
+            .audit_log
+            .record(event.detail("api_key_id", issued.key.id.to_string()))
             .await;
         Ok(Response::new(RotateApiKeyResponse {
             api_key: Some(convert::api_key(&issued.key)),

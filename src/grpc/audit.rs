@@ -47,7 +47,8 @@ impl AuditService for AuditApi {
         let (since, until) = (instant(&req.since, "since")?, instant(&req.until, "until")?);
         let (rows, next_page_token) = self
             .app
-            .list_audit_events(
+            .audit_log
+            .list(
                 &caller,
                 req.page_size,
                 &req.page_token,

@@ -66,7 +66,8 @@ impl AuthService for AuthApi {
         let req = request.into_inner();
         let user = self.app.register(&req.email, &req.username, &req.password).await?;
         self.app
-            .audit(Event::success("user.registered").user(user.id).client(&client))
+            .audit_log
+            .record(Event::success("user.registered").user(user.id).client(&client))
             .await;
         Ok(Response::new(RegisterResponse {
             user: Some(convert::user(&user, self.app.clock.now())),
@@ -127,7 +128,8 @@ impl AuthService for AuthApi {
             .await?
         {
             self.app
-                .audit(Event::success("logout").user(user_id).client(&client))
+                .audit_log
+                .record(Event::success("logout").user(user_id).client(&client))
                 .await;
         }
         Ok(Response::new(LogoutResponse {}))
@@ -159,7 +161,10 @@ impl AuthService for AuthApi {
         } else {
             Event::failure("password.changed")
         };
-        self.app.audit(event.user(caller.user_id).client(&client)).await;
+        self.app
+            .audit_log
+            .record(event.user(caller.user_id).client(&client))
+            .await;
         changed?;
         Ok(Response::new(ChangePasswordResponse {}))
     }
@@ -180,7 +185,8 @@ impl AuthService for AuthApi {
         let req = request.into_inner();
         let user_id = self.app.reset_password(&req.token, &req.new_password).await?;
         self.app
-            .audit(Event::success("password.reset").user(user_id).client(&client))
+            .audit_log
+            .record(Event::success("password.reset").user(user_id).client(&client))
             .await;
         Ok(Response::new(ResetPasswordResponse {}))
     }
@@ -198,7 +204,8 @@ impl AuthService for AuthApi {
         self.limit_token(&request, &request.get_ref().token).await?;
         let user_id = self.app.verify_email(&request.get_ref().token).await?;
         self.app
-            .audit(
+            .audit_log
+            .record(
                 Event::success("email.verified")
                     .user(user_id)
                     .client(&client_info(&self.app, &request)),
@@ -226,7 +233,8 @@ impl AuthService for AuthApi {
             .user(user_id)
             .client(&client_info(&self.app, &request));
         self.app
-            .audit(event.detail("scheduled_for", scheduled_for.to_rfc3339()))
+            .audit_log
+            .record(event.detail("scheduled_for", scheduled_for.to_rfc3339()))
             .await;
         Ok(Response::new(ConfirmAccountDeletionResponse {
             scheduled_for: Some(convert::timestamp(scheduled_for)),
@@ -247,7 +255,8 @@ impl AuthService for AuthApi {
         };
         let user_id = self.app.cancel_account_deletion(Some(token), caller.as_ref()).await?;
         self.app
-            .audit(
+            .audit_log
+            .record(
                 Event::success("account_deletion.cancelled")
                     .user(user_id)
                     .client(&client_info(&self.app, &request)),

@@ -40,7 +40,8 @@ impl SessionService for SessionApi {
             .user(caller.user_id)
             .client(&client_info(&self.app, &request));
         self.app
-            .audit(event.detail("session_id", request.get_ref().session_id.clone()))
+            .audit_log
+            .record(event.detail("session_id", request.get_ref().session_id.clone()))
             .await;
         Ok(Response::new(RevokeSessionResponse {}))
     }
@@ -59,7 +60,10 @@ impl SessionService for SessionApi {
         let event = Event::success("session.revoked")
             .user(caller.user_id)
             .client(&client_info(&self.app, &request));
-        self.app.audit(event.detail("all", true).detail("count", revoked)).await;
+        self.app
+            .audit_log
+            .record(event.detail("all", true).detail("count", revoked))
+            .await;
         Ok(Response::new(RevokeAllSessionsResponse {
             revoked: i32::try_from(revoked).unwrap_or(i32::MAX),
         }))

@@ -70,7 +70,10 @@ impl UserService for UserApi {
                 Ok(()) => Event::success("email.change_requested"),
                 Err(_) => Event::failure("email.change_requested"),
             };
-            self.app.audit(event.user(caller.user_id).client(&client)).await;
+            self.app
+                .audit_log
+                .record(event.user(caller.user_id).client(&client))
+                .await;
             requested?;
         }
         let user = self.app.update_me(&caller, req.username.as_deref()).await?;
@@ -114,12 +117,16 @@ impl UserService for UserApi {
                 .user(user.id)
                 .client(&client)
                 .detail("by", caller.user_id.to_string());
-            self.app.audit(event.detail("roles", user.roles.clone())).await;
+            self.app
+                .audit_log
+                .record(event.detail("roles", user.roles.clone()))
+                .await;
         }
         if let Some(active) = req.active {
             let kind = if active { "user.activated" } else { "user.deactivated" };
             self.app
-                .audit(
+                .audit_log
+                .record(
                     Event::success(kind)
                         .user(user.id)
                         .client(&client)
@@ -146,7 +153,7 @@ impl UserService for UserApi {
             .client(&client)
             .detail("by", caller.user_id.to_string());
         let reason: String = req.reason.chars().take(200).collect();
-        self.app.audit(event.detail("reason", reason)).await;
+        self.app.audit_log.record(event.detail("reason", reason)).await;
         Ok(Response::new(LockUserResponse {
             user: Some(self.user(&user)),
         }))
@@ -158,7 +165,10 @@ impl UserService for UserApi {
         let event = Event::success("user.unlocked")
             .user(user.id)
             .client(&client_info(&self.app, &request));
-        self.app.audit(event.detail("by", caller.user_id.to_string())).await;
+        self.app
+            .audit_log
+            .record(event.detail("by", caller.user_id.to_string()))
+            .await;
         Ok(Response::new(UnlockUserResponse {
             user: Some(self.user(&user)),
         }))
@@ -171,7 +181,10 @@ impl UserService for UserApi {
         let event = Event::success("user.deleted")
             .user(target)
             .client(&client_info(&self.app, &request));
-        self.app.audit(event.detail("by", caller.user_id.to_string())).await;
+        self.app
+            .audit_log
+            .record(event.detail("by", caller.user_id.to_string()))
+            .await;
         Ok(Response::new(DeleteUserResponse {}))
     }
 }

@@ -214,14 +214,18 @@ impl App {
             Outcome::Rotated(found) => {
                 let (session, user) = *found;
                 let event = Event::success("token.refreshed").user(user.id).client(client);
-                self.audit(event.detail("session_id", session.id.to_string())).await;
+                self.audit_log
+                    .record(event.detail("session_id", session.id.to_string()))
+                    .await;
                 self.issue_tokens(&user, &session, next_token)
             }
             Outcome::Replayed(session_id, user_id) => {
                 tracing::warn!(%session_id, %user_id, "refresh token replayed; ending the session");
                 self.end_sessions(&[session_id], user_id).await?;
                 let event = Event::failure("refresh_token.reused").user(user_id).client(client);
-                self.audit(event.detail("session_id", session_id.to_string())).await;
+                self.audit_log
+                    .record(event.detail("session_id", session_id.to_string()))
+                    .await;
                 Err(Error::Unauthenticated)
             }
             Outcome::Refused => Err(Error::Unauthenticated),

@@ -577,7 +577,7 @@ async fn refusals_are_summarised_in_the_audit_trail() {
     assert_eq!(refused, 27);
     let hits = "SELECT count(*) FROM audit_events WHERE type = 'rate_limit.hit'";
     assert_eq!(app.count(hits).await, 0, "no row per refused call");
-    app.app.flush_refusals().await;
+    app.app.audit_log.flush_refusals().await;
     assert_eq!(app.count(hits).await, 1);
     assert_eq!(
         app.count("SELECT (details::jsonb ->> 'refused')::bigint FROM audit_events WHERE type = 'rate_limit.hit'")

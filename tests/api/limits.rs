@@ -113,7 +113,7 @@ async fn registrations_and_mail_requests_are_limited_per_address() {
         Code::ResourceExhausted
     );
     // The hit is in the audit trail, once the minute's refusals are summarised.
-    app.app.flush_refusals().await;
+    app.app.audit_log.flush_refusals().await;
     let admin = login_from(&app, "198.51.100.70", ADMIN_EMAIL, ADMIN_PASSWORD)
         .await
         .unwrap()
