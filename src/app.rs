@@ -7,6 +7,7 @@ use crate::api_keys::ApiKeyCache;
 use crate::clock::Clock;
 use crate::config::Settings;
 use crate::error::Result;
+use crate::identity::ClientInfo;
 use crate::revocation::{Feed, Revocation, RevocationKind, RevocationView, StoredRevocation};
 use crate::store::{self, Pool};
 use crate::tokens::{SigningKeys, TokenIssuer};
@@ -45,13 +46,6 @@ pub struct App {
     /// Revocations for the Redis feed, sent by the publisher task so no call waits on Redis.
     outbox: mpsc::UnboundedSender<Vec<Revocation>>,
     outbox_rx: Mutex<Option<mpsc::UnboundedReceiver<Vec<Revocation>>>>,
-}
-
-/// Where a call came from, for sessions and (later) the audit trail.
-#[derive(Clone, Debug, Default)]
-pub struct ClientInfo {
-    pub ip_address: Option<String>,
-    pub user_agent: Option<String>,
 }
 
 impl App {

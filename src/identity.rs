@@ -10,6 +10,13 @@ use chrono::{DateTime, Utc};
 use std::sync::Arc;
 use uuid::Uuid;
 
+/// Where a call came from, for sessions and (later) the audit trail.
+#[derive(Clone, Debug, Default)]
+pub struct ClientInfo {
+    pub ip_address: Option<String>,
+    pub user_agent: Option<String>,
+}
+
 /// What the credential was.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Credential {

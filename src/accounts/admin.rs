@@ -24,7 +24,7 @@ fn require_admin(caller: &Caller) -> Result<()> {
 }
 
 fn user_id(text: &str) -> Result<Uuid> {
-    crate::api_keys::parse_id(text, "user_id")
+    crate::domain::parse_id(text, "user_id")
 }
 
 fn not_yourself(caller: &Caller, target: Uuid, what: &'static str) -> Result<()> {

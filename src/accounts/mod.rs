@@ -8,11 +8,12 @@ pub use lifecycle::DeletionState;
 use lifecycle::LOCKOUT;
 pub use password::{PasswordHasher, Verified, hash_once};
 
-use crate::app::{App, ClientInfo};
+use crate::app::App;
 use crate::audit::Event;
 use crate::domain::{Email, Password, ROLE_ADMIN, ROLE_USER, Username};
 use crate::error::{Error, Result};
 use crate::identity::Caller;
+use crate::identity::ClientInfo;
 use crate::sessions::IssuedTokens;
 use crate::store::{self, StoreError, users::NewUser, users::UserRow};
 use diesel_async::AsyncConnection;

@@ -364,7 +364,8 @@ impl App {
     }
 
     pub async fn revoke_api_key(&self, caller: &Caller, id: &str) -> Result<()> {
-        self.revoke_api_key_of(caller.user_id, parse_id(id, "id")?).await
+        self.revoke_api_key_of(caller.user_id, crate::domain::parse_id(id, "id")?)
+            .await
     }
 
     /// Revokes a key of `owner`; `NotFound` when `owner` has no such key.
@@ -394,7 +395,7 @@ impl App {
     }
 
     pub async fn rotate_api_key(&self, caller: &Caller, id: &str, grace: std::time::Duration) -> Result<IssuedApiKey> {
-        let id = parse_id(id, "id")?;
+        let id = crate::domain::parse_id(id, "id")?;
         if grace > std::time::Duration::from_secs(30 * 86_400) {
             return Err(Error::invalid("grace_period", "must be at most 30 days"));
         }
@@ -454,8 +455,4 @@ fn secret_matches(key: &CachedKey, hash: &[u8], now: DateTime<Utc>) -> bool {
         .is_some_and(|old| constant_time_eq(hash, old))
         && key.row.previous_expires_at.is_some_and(|until| until > now);
     current || previous
-}
-
-pub(crate) fn parse_id(text: &str, field: &'static str) -> Result<Uuid> {
-    Uuid::parse_str(text.trim()).map_err(|_| Error::invalid(field, "is not a valid id"))
 }

@@ -5,10 +5,10 @@ mod refusals;
 
 pub use refusals::{RefusalSummary, Refusals};
 
-use crate::app::ClientInfo;
 use crate::clock::Clock;
 use crate::error::{Error, Result};
 use crate::identity::Caller;
+use crate::identity::ClientInfo;
 use crate::store::{self, Pool, audit::AuditFilter, audit::AuditRow};
 use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
@@ -160,7 +160,7 @@ impl AuditLog {
     ) -> Result<(Vec<AuditRow>, String)> {
         let requested = match user_id.trim() {
             "" => None,
-            id => Some(crate::api_keys::parse_id(id, "user_id")?),
+            id => Some(crate::domain::parse_id(id, "user_id")?),
         };
         let user_id = if caller.is_admin() {
             requested

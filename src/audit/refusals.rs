@@ -1,7 +1,7 @@
 //! Rate-limit refusals, counted in memory and recorded as one summary event per limit and subject
 //! per minute: a flood over a limit must not become one INSERT per refused call.
 
-use crate::app::ClientInfo;
+use crate::identity::ClientInfo;
 use chrono::{DateTime, Utc};
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;

@@ -16,6 +16,11 @@ pub fn normalize_identifier(identifier: &str) -> String {
     email::normalize(identifier)
 }
 
+/// An id (a UUID) given in a request; `field` names it in the error.
+pub fn parse_id(text: &str, field: &'static str) -> Result<uuid::Uuid, crate::error::Error> {
+    uuid::Uuid::parse_str(text.trim()).map_err(|_| crate::error::Error::invalid(field, "is not a valid id"))
+}
+
 /// Roles a user can hold; carried in access tokens as `roles`.
 pub const ROLE_USER: &str = "user";
 pub const ROLE_MODERATOR: &str = "moderator";

@@ -1,7 +1,7 @@
 //! What every adapter reads from a request besides its message: the bearer credential and the
 //! client's address and user agent.
 
-use crate::app::ClientInfo;
+use crate::identity::ClientInfo;
 use tonic::Request;
 use tonic::metadata::MetadataMap;
 

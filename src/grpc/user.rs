@@ -177,7 +177,7 @@ impl UserService for UserApi {
     async fn delete_user(&self, request: Request<DeleteUserRequest>) -> Reply<DeleteUserResponse> {
         let caller = self.app.authenticate_user(bearer(request.metadata())).await?;
         self.app.delete_user(&caller, &request.get_ref().user_id).await?;
-        let target = crate::api_keys::parse_id(&request.get_ref().user_id, "user_id")?;
+        let target = crate::domain::parse_id(&request.get_ref().user_id, "user_id")?;
         let event = Event::success("user.deleted")
             .user(target)
             .client(&client_info(&self.app, &request));

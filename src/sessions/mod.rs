@@ -1,11 +1,12 @@
 //! Sessions and their refresh tokens: one session per login, a refresh token rotated on every use
 //! (security rule 5), and revocation that reaches every access token of the session.
 
-use crate::app::{App, ClientInfo};
+use crate::app::App;
 use crate::audit::Event;
 use crate::crypto::{random_token, token_hash};
 use crate::error::{Error, Result};
 use crate::identity::Caller;
+use crate::identity::ClientInfo;
 use crate::revocation::{Revocation, RevocationKind, StoredRevocation};
 use crate::secret::Secret;
 use crate::store::sessions::{NewRefreshToken, SessionRow};
@@ -358,7 +359,7 @@ impl App {
 
     /// Ends one of the caller's sessions; another user's session is `NotFound`, never revealed.
     pub async fn revoke_session(&self, caller: &Caller, session_id: &str) -> Result<()> {
-        let id = crate::api_keys::parse_id(session_id, "session_id")?;
+        let id = crate::domain::parse_id(session_id, "session_id")?;
         let session = {
             let mut conn = store::conn(&self.pool).await?;
             store::sessions::find(&mut conn, id).await?
