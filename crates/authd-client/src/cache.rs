@@ -73,7 +73,12 @@ impl VerifiedTokens {
         if let Some(entry) = shard.read().expect("token cache lock").entries.get(&digest) {
             // A key no longer published, or claims out of their time window, take the full path,
             // which rejects the token with the precise reason.
-            if keys.contains(&entry.kid) && crate::verify::check_times(&entry.claims, now).is_ok() {
+            // The entry must also be one this verifier would accept (a cache shared by verifiers
+            // of other issuers or audiences must not answer for them).
+            if keys.contains(&entry.kid)
+                && verifier.accepts_claims(&entry.claims)
+                && crate::verify::check_times(&entry.claims, now).is_ok()
+            {
                 self.hits.fetch_add(1, Ordering::Relaxed);
                 return Ok(entry.claims.clone());
             }
@@ -131,6 +136,13 @@ mod tests {
         let again = cache.verify(&signer.verifier(), &signer.keys(), &token, now).unwrap();
         assert_eq!(first, again);
         assert_eq!(cache.hits_and_misses(), (1, 1));
+        // A verifier for another audience sharing the cache gets no answer for this token.
+        let mut other = signer.verifier();
+        other.audience = "another-api".into();
+        assert_eq!(
+            cache.verify(&other, &signer.keys(), &token, now),
+            Err(Rejection::WrongAudience)
+        );
         // Past its lifetime the cached entry is not used: the full check says why.
         let later = now + chrono::Duration::seconds(900 + LEEWAY_SECS);
         assert_eq!(

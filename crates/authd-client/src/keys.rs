@@ -26,7 +26,8 @@ pub struct KeySet {
 
 impl KeySet {
     /// Builds the set from JWKs (the `keys` of a JWKS document): EdDSA (`OKP`, Ed25519), ES256
-    /// (`EC`, P-256) and RS256 (`RSA`). A key of any other algorithm is an error.
+    /// (`EC`, P-256) and RS256 (`RSA`, at least 2048 bits), for signatures. Any other key, a key
+    /// whose type does not fit its algorithm, a missing member or a repeated `kid` is an error.
     pub fn from_jwks<'a>(jwks: impl IntoIterator<Item = &'a Value>) -> Result<Self, KeySetError> {
         let mut keys = HashMap::new();
         for jwk in jwks {
@@ -36,6 +37,28 @@ impl KeySet {
                 kid: kid.clone(),
                 reason,
             };
+            let shape = match member("alg") {
+                "EdDSA" => member("kty") == "OKP" && member("crv") == "Ed25519" && !member("x").is_empty(),
+                "ES256" => {
+                    member("kty") == "EC"
+                        && member("crv") == "P-256"
+                        && !member("x").is_empty()
+                        && !member("y").is_empty()
+                }
+                // 2048 bits of modulus are 342 base64url characters.
+                "RS256" => member("kty") == "RSA" && member("n").len() >= 342 && !member("e").is_empty(),
+                _ => false,
+            };
+            if !shape || !matches!(member("use"), "" | "sig") {
+                return Err(fail(format!(
+                    "not an EdDSA (Ed25519), ES256 (P-256) or RS256 (2048+ bits) signing key: alg `{}`, kty `{}`",
+                    member("alg"),
+                    member("kty")
+                )));
+            }
+            if keys.contains_key(&kid) {
+                return Err(fail("the kid appears twice".into()));
+            }
             let (alg, decoding_key) = match member("alg") {
                 "EdDSA" => (Algorithm::EdDSA, DecodingKey::from_ed_components(member("x"))),
                 "ES256" => (
@@ -87,5 +110,30 @@ impl KeySet {
 
     pub fn is_empty(&self) -> bool {
         self.keys.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn only_well_formed_signing_keys_enter_the_set() {
+        let x = "11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo";
+        let good = json!({"kty": "OKP", "crv": "Ed25519", "x": x, "kid": "a", "alg": "EdDSA", "use": "sig"});
+        assert_eq!(KeySet::from_jwks([&good]).unwrap().len(), 1);
+        for bad in [
+            json!({"kty": "RSA", "n": "AQAB", "e": "AQAB", "kid": "b", "alg": "EdDSA"}),
+            json!({"kty": "OKP", "crv": "X25519", "x": x, "kid": "c", "alg": "EdDSA"}),
+            json!({"kty": "OKP", "crv": "Ed25519", "kid": "d", "alg": "EdDSA"}),
+            json!({"kty": "OKP", "crv": "Ed25519", "x": x, "kid": "e", "alg": "EdDSA", "use": "enc"}),
+            json!({"kty": "oct", "k": "c2VjcmV0", "kid": "f", "alg": "HS256"}),
+            json!({"kty": "RSA", "n": "AQAB", "e": "AQAB", "kid": "g", "alg": "RS256"}),
+            json!({"kty": "OKP", "crv": "Ed25519", "x": x, "alg": "EdDSA"}),
+        ] {
+            assert!(KeySet::from_jwks([&bad]).is_err(), "{bad}");
+        }
+        assert!(KeySet::from_jwks([&good, &good]).is_err(), "a repeated kid");
     }
 }

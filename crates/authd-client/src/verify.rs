@@ -145,14 +145,26 @@ impl Verifier {
             return Err(Rejection::WrongAudience);
         }
         check_times(&claims, now)?;
-        let longest = i64::try_from(self.max_lifetime.as_secs()).unwrap_or(i64::MAX / 2);
-        if claims.exp.saturating_sub(claims.iat) > longest.saturating_add(LEEWAY_SECS) {
+        if !self.lifetime_allowed(&claims) {
             return Err(Rejection::Expired);
         }
         if claims.user_id().is_none() || claims.session_id().is_none() {
             return Err(Rejection::Malformed);
         }
         Ok((claims, kid))
+    }
+}
+
+impl Verifier {
+    /// Whether claims already verified once fit this verifier: its issuer, its audience, and a
+    /// lifetime it allows (times are checked separately, against the clock).
+    pub fn accepts_claims(&self, claims: &AccessClaims) -> bool {
+        claims.iss == self.issuer && claims.aud.contains(&self.audience) && self.lifetime_allowed(claims)
+    }
+
+    fn lifetime_allowed(&self, claims: &AccessClaims) -> bool {
+        let longest = i64::try_from(self.max_lifetime.as_secs()).unwrap_or(i64::MAX / 2);
+        claims.exp.saturating_sub(claims.iat) <= longest.saturating_add(LEEWAY_SECS)
     }
 }
 
