@@ -93,4 +93,9 @@ fn check(issuer: &TokenIssuer, claims: &AccessClaims, now: DateTime<Utc>) {
     assert!(claims.exp + leeway > now.timestamp());
     assert!(claims.nbf - leeway <= now.timestamp());
     assert!(claims.user_id().is_some() && claims.session_id().is_some());
+    let longest = i64::try_from(issuer.ttl.as_secs()).unwrap();
+    assert!(
+        claims.exp - claims.iat <= longest + leeway,
+        "a lifetime longer than tokens are issued for"
+    );
 }
