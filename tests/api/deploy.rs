@@ -50,3 +50,46 @@ fn trusted_proxies_are_explained_where_the_ingress_is() {
     );
     assert!(service.contains("AUTHD_TRUSTED_PROXIES"));
 }
+
+/// The image's build stage copies every part of the workspace the release build reads: each
+/// member's directory, the protos, the migrations, the sources and the benchmark the manifest
+/// names. (There is no Docker engine in CI to build the image itself.)
+#[test]
+fn the_image_copies_what_the_workspace_build_needs() {
+    let dockerfile = read("deploy/Dockerfile");
+    let manifest = read("Cargo.toml");
+    let copied: Vec<&str> = dockerfile
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("COPY "))
+        .filter(|l| !l.starts_with("--from"))
+        .flat_map(|l| {
+            let parts: Vec<&str> = l.split_whitespace().collect();
+            parts[..parts.len() - 1].to_vec()
+        })
+        .collect();
+    let members = manifest
+        .lines()
+        .find_map(|l| l.strip_prefix("members = "))
+        .expect("a workspace member list");
+    let mut needed: Vec<String> = members
+        .trim_matches(['[', ']'])
+        .split(',')
+        .map(|m| m.trim().trim_matches('"'))
+        .filter(|m| *m != ".")
+        .map(|m| m.split('/').next().unwrap().to_string())
+        .collect();
+    needed.extend(["Cargo.toml", "Cargo.lock", "proto", "migrations", "src", "benches"].map(String::from));
+    for path in needed {
+        assert!(
+            copied.contains(&path.as_str()),
+            "deploy/Dockerfile does not COPY {path}"
+        );
+    }
+    for path in &copied {
+        let root = env!("CARGO_MANIFEST_DIR");
+        assert!(
+            std::path::Path::new(&format!("{root}/{path}")).exists(),
+            "deploy/Dockerfile copies {path}, which does not exist"
+        );
+    }
+}
