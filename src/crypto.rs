@@ -20,11 +20,21 @@ pub fn token_hash(token: &str) -> Vec<u8> {
 /// hex, 128 bits: lets records correlate a value (a typed identifier) without holding it, and
 /// without anyone lacking the key being able to test guesses against it.
 pub fn keyed_digest(kek: &Secret<[u8; 32]>, context: &str, value: &[u8]) -> String {
+    digest_with(&derive_key(kek, context), value)
+}
+
+/// The key [`keyed_digest`] uses for `context`, for callers that digest many values.
+pub fn derive_key(kek: &Secret<[u8; 32]>, context: &str) -> Secret<[u8; 32]> {
     use hmac::{Hmac, Mac};
     let mut derived = <Hmac<Sha256> as Mac>::new_from_slice(kek.expose()).expect("any key length");
     derived.update(context.as_bytes());
-    let key = derived.finalize().into_bytes();
-    let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&key).expect("any key length");
+    Secret::new(derived.finalize().into_bytes().into())
+}
+
+/// [`keyed_digest`] under a key from [`derive_key`].
+pub fn digest_with(key: &Secret<[u8; 32]>, value: &[u8]) -> String {
+    use hmac::{Hmac, Mac};
+    let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(key.expose()).expect("any key length");
     mac.update(value);
     mac.finalize().into_bytes()[..16]
         .iter()

@@ -87,7 +87,7 @@ pub struct RateLimiter {
     script: redis::Script,
     /// Key → theoretical arrival time (ms since the epoch), for when Redis cannot be used.
     local: Mutex<HashMap<String, i64>>,
-    /// Keys subjects into storage keys (see [`RateLimiter::key`]).
+    /// Keys subjects into storage keys (see [`RateLimiter::key`]), derived once.
     subject_key: Secret<[u8; 32]>,
 }
 
@@ -187,13 +187,16 @@ impl RateLimiter {
             redis,
             script: redis::Script::new(SCRIPT),
             local: Mutex::new(HashMap::new()),
-            subject_key,
+            subject_key: crate::crypto::derive_key(&subject_key, "rate limit subject"),
         })
     }
 
     /// Connects to Redis before the first call (at start-up, so that limits are shared from the
     /// first request); gives up after a second, and later calls connect in the background.
     pub async fn connect(&self, now: DateTime<Utc>) {
+        if !self.enabled {
+            return;
+        }
         if let Some(link) = &self.redis {
             link.connect(now.timestamp_millis()).await;
         }
@@ -203,7 +206,7 @@ impl RateLimiter {
     /// digest), so no input can make a large key, and no identifier is written to Redis as typed
     /// or in a form a dictionary could reverse.
     fn key(&self, limit: Limit, subject: &str) -> String {
-        let digest = crate::crypto::keyed_digest(&self.subject_key, "rate limit subject", subject.as_bytes());
+        let digest = crate::crypto::digest_with(&self.subject_key, subject.as_bytes());
         format!("{}:rl:{}:{digest}", self.namespace, limit.name)
     }
 
