@@ -10,8 +10,8 @@
 #![allow(clippy::disallowed_methods)]
 
 use authd::api_keys::format;
+use authd::authn::{ActiveCredential, check_access_token};
 use authd::config::SigningAlg;
-use authd::identity::{ActiveCredential, check_access_token};
 use authd::revocation::{Revocation, RevocationKind, RevocationView};
 use authd::secret::Secret;
 use authd::tokens::jwt::TokenRequest;

@@ -119,7 +119,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         } => {
             let password = read_password()?;
             let app = App::build(Settings::load(config_file)?, Clock::system()).await?;
-            if app.ensure_admin(&email, username.as_deref(), &password).await? {
+            if app
+                .accounts
+                .ensure_admin(&email, username.as_deref(), &password)
+                .await?
+            {
                 println!("created admin {email}");
             } else {
                 println!("a user with email {email} already exists; nothing changed");
@@ -130,7 +134,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             command: ApiKeysCommand::Create { owner, label, scopes },
         } => {
             let app = App::build(Settings::load(config_file)?, Clock::system()).await?;
-            let issued = app.create_api_key_for(&owner, &label, &scopes).await?;
+            let issued = app.api_keys.create_api_key_for(&owner, &label, &scopes).await?;
             eprintln!(
                 "created API key {} ({}); the secret below is shown only once:",
                 issued.key.id, issued.key.prefix

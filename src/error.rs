@@ -1,7 +1,7 @@
 //! The one error type of authd's rules. `grpc::status` maps it to a `tonic::Status` in one place.
 
 /// What went wrong, in the terms a caller may be told. Internal details stay in the log.
-#[derive(Debug, thiserror::Error)]
+#[derive(Clone, Debug, thiserror::Error)]
 pub enum Error {
     /// Bad input; `field` names the request field.
     #[error("{field}: {reason}")]

@@ -47,7 +47,7 @@ async fn discovery(State(app): State<Arc<App>>) -> impl IntoResponse {
 }
 
 async fn health(State(app): State<Arc<App>>) -> impl IntoResponse {
-    if app.is_serving() {
+    if app.state.is_serving() {
         (StatusCode::OK, "SERVING\n")
     } else {
         (StatusCode::SERVICE_UNAVAILABLE, "NOT_SERVING\n")
@@ -57,7 +57,7 @@ async fn health(State(app): State<Arc<App>>) -> impl IntoResponse {
 /// Prometheus text format.
 async fn metrics(State(app): State<Arc<App>>) -> impl IntoResponse {
     let state = app.pool.state();
-    let (hits, misses) = app.verified_tokens.hits_and_misses();
+    let (hits, misses) = app.authenticator.verified_tokens().hits_and_misses();
     let body = format!(
         "# HELP authd_up Whether authd reports SERVING.\n# TYPE authd_up gauge\nauthd_up {}\n\
          # HELP authd_revocations_live Revocations held in the in-process view.\n# TYPE authd_revocations_live gauge\nauthd_revocations_live {}\n\
@@ -68,13 +68,13 @@ async fn metrics(State(app): State<Arc<App>>) -> impl IntoResponse {
          # HELP authd_token_cache_entries Verified access tokens held in the cache.\n# TYPE authd_token_cache_entries gauge\nauthd_token_cache_entries {}\n\
          # HELP authd_token_cache_hits_total Access tokens answered from the cache of verified tokens.\n# TYPE authd_token_cache_hits_total counter\nauthd_token_cache_hits_total {}\n\
          # HELP authd_token_cache_misses_total Access tokens whose signature was checked.\n# TYPE authd_token_cache_misses_total counter\nauthd_token_cache_misses_total {}\n",
-        u8::from(app.is_serving()),
-        app.revocations.len(),
+        u8::from(app.state.is_serving()),
+        app.revoker.view().len(),
         state.connections,
         state.idle_connections,
         app.keys.current().jwks.len(),
-        u8::from(app.feed.is_synced()),
-        app.verified_tokens.len(),
+        u8::from(app.revoker.feed().is_synced()),
+        app.authenticator.verified_tokens().len(),
         hits,
         misses,
     );

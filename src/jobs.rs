@@ -36,7 +36,7 @@ pub fn spawn(app: Arc<App>, health: HealthReporter) -> Vec<JoinHandle<()>> {
         tokio::spawn(deliver_mail(app.clone())),
         tokio::spawn(housekeeping(app.clone())),
     ];
-    if app.feed.is_distributed() {
+    if app.revoker.feed().is_distributed() {
         jobs.push(tokio::spawn(publish_feed(app.clone())));
         jobs.push(tokio::spawn(follow_feed(app)));
     }
@@ -44,7 +44,7 @@ pub fn spawn(app: Arc<App>, health: HealthReporter) -> Vec<JoinHandle<()>> {
 }
 
 async fn probe_database(app: Arc<App>, health: HealthReporter) {
-    let mut stop = app.shutdown_signal();
+    let mut stop = app.state.shutdown_signal();
     let mut serving = true;
     let mut tick = tokio::time::interval(app.settings.health_probe_interval);
     loop {
@@ -59,20 +59,20 @@ async fn probe_database(app: Arc<App>, health: HealthReporter) {
         serving = reachable;
         if reachable {
             // Catch up on revocations written while we could not read them.
-            if let Err(e) = app.catch_up_revocations().await {
+            if let Err(e) = app.revoker.catch_up().await {
                 tracing::warn!(error = %e, "could not reload revocations");
             }
             tracing::info!("database reachable again: SERVING");
-            set_all(&app, &health, ServingStatus::Serving).await;
+            set_all(&app.state, &health, ServingStatus::Serving).await;
         } else {
             tracing::warn!("database unreachable: NOT_SERVING");
-            set_all(&app, &health, ServingStatus::NotServing).await;
+            set_all(&app.state, &health, ServingStatus::NotServing).await;
         }
     }
 }
 
 async fn upkeep(app: Arc<App>) {
-    let mut stop = app.shutdown_signal();
+    let mut stop = app.state.shutdown_signal();
     let settings = &app.settings;
     let mut flush = tokio::time::interval(settings.usage_flush_interval);
     let mut keys = tokio::time::interval(settings.key_refresh_interval);
@@ -84,13 +84,13 @@ async fn upkeep(app: Arc<App>) {
         tokio::select! {
             _ = refusals.tick() => app.audit_log.flush_refusals().await,
             _ = flush.tick() => {
-                if let Err(e) = app.flush_api_key_usage().await {
+                if let Err(e) = app.api_keys.flush_api_key_usage().await {
                     tracing::warn!(error = %e, "could not write API key usage");
                 }
             }
             _ = keys.tick() => {
                 app.reload_keys().await;
-                app.revocations.prune(app.clock.now());
+                app.revoker.view().prune(app.clock.now());
             }
             () = stopped(&mut stop) => {
                 app.audit_log.flush_refusals().await;
@@ -117,7 +117,7 @@ const MAIL_GIVE_UP: chrono::Duration = chrono::Duration::days(1);
 /// Sends due mail from the outbox: at once when this replica wrote some, otherwise every
 /// `AUTHD_MAIL_POLL_INTERVAL` (other replicas' mail, retries).
 async fn deliver_mail(app: Arc<App>) {
-    let mut stop = app.shutdown_signal();
+    let mut stop = app.state.shutdown_signal();
     let mut tick = tokio::time::interval(app.settings.mail_poll_interval);
     loop {
         tokio::select! {
@@ -197,14 +197,14 @@ async fn record_outcome(
 
 /// Purges, at least once a minute, by one replica at a time.
 async fn housekeeping(app: Arc<App>) {
-    let mut stop = app.shutdown_signal();
+    let mut stop = app.state.shutdown_signal();
     let mut tick = tokio::time::interval(app.settings.housekeeping_interval);
     loop {
         tokio::select! {
             _ = tick.tick() => {}
             () = stopped(&mut stop) => return,
         }
-        if let Err(e) = app.purge_deleted_accounts().await {
+        if let Err(e) = app.accounts.purge_deleted_accounts().await {
             tracing::warn!(error = %e.detail(), "could not purge deleted accounts");
         }
         if let Err(e) = purge_expired(&app).await {
@@ -239,7 +239,7 @@ async fn purge_expired(app: &App) -> crate::error::Result<()> {
 /// both modes: it bounds what a lost feed message, or a call cancelled between its commit and its
 /// broadcast, can leave unseen.
 async fn resync_revocations(app: Arc<App>) {
-    let mut stop = app.shutdown_signal();
+    let mut stop = app.state.shutdown_signal();
     let mut tick = tokio::time::interval(app.settings.revocation_resync_interval);
     tick.tick().await;
     loop {
@@ -247,7 +247,7 @@ async fn resync_revocations(app: Arc<App>) {
             _ = tick.tick() => {}
             () = stopped(&mut stop) => return,
         }
-        if let Err(e) = app.catch_up_revocations().await {
+        if let Err(e) = app.revoker.catch_up().await {
             tracing::debug!(error = %e, "could not re-read recent revocations");
         }
     }
@@ -257,10 +257,10 @@ async fn resync_revocations(app: Arc<App>) {
 /// wait for Redis. Whatever is queued when shutdown begins is still sent (within a deadline), so a
 /// logout during the drain reaches the other replicas.
 async fn publish_feed(app: Arc<App>) {
-    let Some(mut outbox) = app.take_outbox() else {
+    let Some(mut outbox) = app.revoker.take_outbox() else {
         return;
     };
-    let mut stop = app.shutdown_signal();
+    let mut stop = app.state.shutdown_signal();
     loop {
         let first = tokio::select! {
             next = outbox.recv() => next,
@@ -270,14 +270,14 @@ async fn publish_feed(app: Arc<App>) {
         while let Ok(more) = outbox.try_recv() {
             batch.extend(more);
         }
-        app.feed.publish_revocations(&batch).await;
+        app.revoker.feed().publish_revocations(&batch).await;
     }
     let mut rest = Vec::new();
     while let Ok(more) = outbox.try_recv() {
         rest.extend(more);
     }
     if !rest.is_empty() {
-        let _ = tokio::time::timeout(Duration::from_secs(2), app.feed.publish_revocations(&rest)).await;
+        let _ = tokio::time::timeout(Duration::from_secs(2), app.revoker.feed().publish_revocations(&rest)).await;
     }
 }
 
@@ -285,26 +285,26 @@ async fn publish_feed(app: Arc<App>) {
 /// may have missed, and only then counts as synced; when the subscription is lost it is unsynced
 /// (each credential is checked in Postgres) until the next round succeeds.
 async fn follow_feed(app: Arc<App>) {
-    let mut stop = app.shutdown_signal();
+    let mut stop = app.state.shutdown_signal();
     let mut retry = FEED_RETRY_MIN;
     let mut warned = false;
     loop {
-        match app.feed.subscribe().await {
+        match app.revoker.feed().subscribe().await {
             Ok(Some(pubsub)) => {
                 // Subscribed first, then reloaded: nothing published in between is missed, and
                 // whatever was revoked while the feed was down is in Postgres.
-                match app.load_revocations().await {
+                match app.revoker.load().await {
                     Ok(_) => {
-                        app.feed.set_synced(true);
+                        app.revoker.feed().set_synced(true);
                         if warned {
                             tracing::info!("revocation feed resumed");
                         }
                         retry = FEED_RETRY_MIN;
                         if follow(&app, pubsub, &mut stop).await {
-                            app.feed.set_synced(false);
+                            app.revoker.feed().set_synced(false);
                             return;
                         }
-                        app.feed.set_synced(false);
+                        app.revoker.feed().set_synced(false);
                         tracing::warn!(
                             "lost the revocation feed; checking Postgres for each credential until it is back"
                         );
@@ -358,13 +358,13 @@ async fn follow(app: &Arc<App>, pubsub: redis::aio::PubSub, stop: &mut tokio::sy
 }
 
 fn apply(app: &Arc<App>, message: FeedMessage) {
-    if message.origin() == app.feed.origin() {
+    if message.origin() == app.revoker.feed().origin() {
         return;
     }
     match &message {
         FeedMessage::Revocation { .. } => {
             if let Some(revocation) = message.to_revocation() {
-                app.absorb(&revocation);
+                app.revoker.absorb(&revocation);
             }
         }
         FeedMessage::KeysChanged { .. } => {

@@ -10,6 +10,7 @@ pub mod accounts;
 pub mod api_keys;
 pub mod app;
 pub mod audit;
+pub mod authn;
 pub mod cli;
 pub mod clock;
 pub mod config;

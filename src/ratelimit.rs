@@ -2,6 +2,7 @@
 //! the same size). Shared by every replica through Redis (one atomic Lua script), with an
 //! in-process fallback when Redis is absent or unreachable.
 
+use crate::identity::ClientInfo;
 use crate::secret::Secret;
 use chrono::{DateTime, Utc};
 use redis::AsyncCommands;
@@ -290,6 +291,57 @@ impl RateLimiter {
             }
         }
         self.local.lock().expect("rate limit lock").remove(&key);
+    }
+}
+
+/// The limits as the RPCs meet them: a call over a limit is refused, and the refusal reaches the
+/// audit trail as one summary per limit and subject each minute (see
+/// [`crate::audit::AuditLog::flush_refusals`]).
+pub struct Limits {
+    limiter: RateLimiter,
+    audit_log: Arc<crate::audit::AuditLog>,
+    clock: crate::clock::Clock,
+}
+
+impl Limits {
+    pub fn new(limiter: RateLimiter, audit_log: Arc<crate::audit::AuditLog>, clock: crate::clock::Clock) -> Self {
+        Self {
+            limiter,
+            audit_log,
+            clock,
+        }
+    }
+
+    /// See [`RateLimiter::connect`].
+    pub async fn connect(&self) {
+        self.limiter.connect(self.clock.now()).await;
+    }
+
+    /// Counts a call against a limit; over it, refuses.
+    pub async fn enforce(&self, limit: Limit, subject: &str, client: &ClientInfo) -> crate::error::Result<()> {
+        self.enforce_for(limit, subject, None, client).await
+    }
+
+    /// [`Limits::enforce`] for a subject that is a known account.
+    pub async fn enforce_for(
+        &self,
+        limit: Limit,
+        subject: &str,
+        user_id: Option<uuid::Uuid>,
+        client: &ClientInfo,
+    ) -> crate::error::Result<()> {
+        match self.limiter.check(limit, subject, self.clock.now()).await {
+            Ok(()) => Ok(()),
+            Err(retry_after) => {
+                self.audit_log.note_refusal(limit.name, subject, user_id, client);
+                Err(crate::error::Error::RateLimited(retry_after))
+            }
+        }
+    }
+
+    /// See [`RateLimiter::reset`].
+    pub async fn reset(&self, limit: Limit, subject: &str, now: DateTime<Utc>) {
+        self.limiter.reset(limit, subject, now).await;
     }
 }
 

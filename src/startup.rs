@@ -46,6 +46,7 @@ impl Application {
             &app.settings.bootstrap_admin_email,
             &app.settings.bootstrap_admin_password,
         ) && app
+            .accounts
             .ensure_admin(email, None, password.expose())
             .await
             .map_err(|e| anyhow::anyhow!("bootstrap admin: {e}"))?
@@ -90,7 +91,7 @@ impl Application {
             http_listener,
         } = self;
         let (health, health_service) = tonic_health::server::health_reporter();
-        set_all(&app, &health, ServingStatus::Serving).await;
+        set_all(&app.state, &health, ServingStatus::Serving).await;
         // Reflection describes authd's services, health, and the google.rpc error details, so
         // grpcurl shows a BadRequest's field violations or a RetryInfo's delay by name.
         let described = || {
@@ -102,7 +103,7 @@ impl Application {
         let reflection_v1 = described().build_v1()?;
         let reflection_v1alpha = described().build_v1alpha()?;
 
-        let stop_rx = app.shutdown_signal();
+        let stop_rx = app.state.shutdown_signal();
         let jobs = crate::jobs::spawn(app.clone(), health.clone());
 
         macro_rules! limited {
@@ -120,32 +121,49 @@ impl Application {
             .http2_max_header_list_size(MAX_HEADER_LIST_BYTES)
             .http2_keepalive_interval(Some(Duration::from_secs(30)))
             .http2_keepalive_timeout(Some(Duration::from_secs(10)))
+            .layer(grpc::authenticate::AuthenticateLayer::new(
+                app.authenticator.clone(),
+                &settings.trusted_proxies,
+            ))
             .add_service(health_service)
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)
             .add_service(limited!(
                 auth_service_server::AuthServiceServer,
-                grpc::AuthApi::new(app.clone())
+                grpc::AuthApi::new(
+                    app.accounts.clone(),
+                    app.sessions.clone(),
+                    app.limits.clone(),
+                    app.clock.clone()
+                )
             ))
             .add_service(limited!(
                 user_service_server::UserServiceServer,
-                grpc::UserApi::new(app.clone())
+                grpc::UserApi::new(app.accounts.clone(), app.limits.clone(), app.clock.clone())
             ))
             .add_service(limited!(
                 session_service_server::SessionServiceServer,
-                grpc::SessionApi::new(app.clone())
+                grpc::SessionApi::new(app.sessions.clone())
             ))
             .add_service(limited!(
                 api_key_service_server::ApiKeyServiceServer,
-                grpc::ApiKeyApi::new(app.clone())
+                grpc::ApiKeyApi::new(app.api_keys.clone(), app.limits.clone())
             ))
             .add_service(limited!(
                 token_service_server::TokenServiceServer,
-                grpc::TokenApi::new(app.clone())
+                grpc::TokenApi::new(grpc::TokenDeps {
+                    authenticator: app.authenticator.clone(),
+                    revoker: app.revoker.clone(),
+                    keys: app.keys.clone(),
+                    limits: app.limits.clone(),
+                    clock: app.clock.clone(),
+                    state: app.state.clone(),
+                    heartbeat: settings.watch_heartbeat_interval,
+                })
             ))
             .add_service(limited!(
                 audit_service_server::AuditServiceServer,
-                grpc::AuditApi::new(app.clone())
+                grpc::AuditApi::new(app.audit_log.clone())
             ));
 
         let incoming = TcpIncoming::from(listener)
@@ -169,13 +187,13 @@ impl Application {
             () = shutdown => None,
         };
         if let Some(result) = early_exit {
-            app.begin_shutdown();
+            app.state.begin_shutdown();
             result??;
             return Ok(());
         }
         tracing::info!("shutting down: health NOT_SERVING, draining in-flight calls");
-        app.begin_shutdown();
-        set_all(&app, &health, ServingStatus::NotServing).await;
+        app.state.begin_shutdown();
+        set_all(&app.state, &health, ServingStatus::NotServing).await;
         match tokio::time::timeout(app.settings.shutdown_grace, &mut server).await {
             Ok(result) => result??,
             Err(_) => {
@@ -191,7 +209,7 @@ impl Application {
             }
         }
         http.abort();
-        match tokio::time::timeout(Duration::from_secs(2), app.flush_api_key_usage()).await {
+        match tokio::time::timeout(Duration::from_secs(2), app.api_keys.flush_api_key_usage()).await {
             Ok(Ok(())) => {}
             Ok(Err(e)) => tracing::warn!(error = %e, "could not write API key usage at shutdown"),
             Err(_) => tracing::warn!("gave up writing API key usage at shutdown"),

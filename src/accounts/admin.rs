@@ -2,10 +2,11 @@
 //! lock, unlock and delete. Every change that lowers what an account may do revokes what it
 //! holds (its tokens carry its roles, and a lock or deletion must take effect at once).
 
-use crate::app::App;
+use super::Accounts;
+use crate::audit::Event;
 use crate::domain::ROLES;
 use crate::error::{Error, Result};
-use crate::identity::Caller;
+use crate::identity::{Caller, ClientInfo};
 use crate::store::{self, StoreError, users::UserRow};
 use diesel_async::AsyncConnection;
 use uuid::Uuid;
@@ -35,7 +36,7 @@ fn not_yourself(caller: &Caller, target: Uuid, what: &'static str) -> Result<()>
     }
 }
 
-impl App {
+impl Accounts {
     /// A page of users in creation order, optionally those whose email or username starts with
     /// `query`; the token of the next page is empty on the last one.
     pub async fn list_users(
@@ -95,6 +96,7 @@ impl App {
         id: &str,
         roles: Option<&[String]>,
         active: Option<bool>,
+        client: &ClientInfo,
     ) -> Result<UserRow> {
         require_admin(caller)?;
         let id = user_id(id)?;
@@ -140,7 +142,7 @@ impl App {
                     revoke |= !active && before.active;
                 }
                 let revocations = if revoke {
-                    self.revoke_user_in(conn, id, now).await?
+                    self.revoker.revoke_user_in(conn, id, now).await?
                 } else {
                     Vec::new()
                 };
@@ -149,12 +151,33 @@ impl App {
             })
             .await
             .map_err(not_found)?;
-        self.apply_revocations(&revocations);
+        self.revoker.apply(&revocations);
+        let by = caller.user_id.to_string();
+        if roles.is_some() {
+            let event = Event::success("user.roles_changed")
+                .user(user.id)
+                .client(client)
+                .detail("by", by.clone());
+            self.audit_log.record(event.detail("roles", user.roles.clone())).await;
+        }
+        if let Some(active) = active {
+            let kind = if active { "user.activated" } else { "user.deactivated" };
+            let event = Event::success(kind).user(user.id).client(client);
+            self.audit_log.record(event.detail("by", by)).await;
+        }
         Ok(user)
     }
 
     /// Locks login (for `duration`, or until unlocked) and ends everything the user holds.
-    pub async fn lock_user(&self, caller: &Caller, id: &str, duration: Option<std::time::Duration>) -> Result<UserRow> {
+    /// `reason` (at most 200 characters of it) goes to the audit trail.
+    pub async fn lock_user(
+        &self,
+        caller: &Caller,
+        id: &str,
+        duration: Option<std::time::Duration>,
+        reason: &str,
+        client: &ClientInfo,
+    ) -> Result<UserRow> {
         require_admin(caller)?;
         let id = user_id(id)?;
         not_yourself(caller, id, "you cannot lock yourself")?;
@@ -168,17 +191,23 @@ impl App {
             .transaction::<_, StoreError, _>(async |conn| {
                 store::users::lock(conn, id).await?.ok_or(StoreError::NotFound)?;
                 let user = store::users::set_lock(conn, id, Some(until), Some(ADMIN_LOCK), now).await?;
-                Ok((user, self.revoke_user_in(conn, id, now).await?))
+                Ok((user, self.revoker.revoke_user_in(conn, id, now).await?))
             })
             .await
             .map_err(not_found)?;
-        self.apply_revocations(&revocations);
+        self.revoker.apply(&revocations);
+        let event = Event::success("user.locked")
+            .user(user.id)
+            .client(client)
+            .detail("by", caller.user_id.to_string());
+        let reason: String = reason.chars().take(200).collect();
+        self.audit_log.record(event.detail("reason", reason)).await;
         Ok(user)
     }
 
     /// Lifts any lock, an administrator's or a lockout after failed logins, and forgets the
     /// failures that led to it.
-    pub async fn unlock_user(&self, caller: &Caller, id: &str) -> Result<UserRow> {
+    pub async fn unlock_user(&self, caller: &Caller, id: &str, client: &ClientInfo) -> Result<UserRow> {
         require_admin(caller)?;
         let id = user_id(id)?;
         let now = self.clock.now();
@@ -190,11 +219,15 @@ impl App {
         let user = store::users::set_lock(&mut conn, id, None, None, now).await?;
         drop(conn);
         self.forget_failures(&user).await;
+        let event = Event::success("user.unlocked").user(user.id).client(client);
+        self.audit_log
+            .record(event.detail("by", caller.user_id.to_string()))
+            .await;
         Ok(user)
     }
 
     /// Deletes an account at once, revoking everything it held.
-    pub async fn delete_user(&self, caller: &Caller, id: &str) -> Result<()> {
+    pub async fn delete_user(&self, caller: &Caller, id: &str, client: &ClientInfo) -> Result<()> {
         require_admin(caller)?;
         let id = user_id(id)?;
         not_yourself(caller, id, "you cannot delete yourself")?;
@@ -203,13 +236,17 @@ impl App {
         let revocations = conn
             .transaction::<_, StoreError, _>(async |conn| {
                 store::users::lock(conn, id).await?.ok_or(StoreError::NotFound)?;
-                let revocations = self.revoke_user_in(conn, id, now).await?;
+                let revocations = self.revoker.revoke_user_in(conn, id, now).await?;
                 store::users::delete(conn, &[id]).await?;
                 Ok(revocations)
             })
             .await
             .map_err(not_found)?;
-        self.apply_revocations(&revocations);
+        self.revoker.apply(&revocations);
+        let event = Event::success("user.deleted").user(id).client(client);
+        self.audit_log
+            .record(event.detail("by", caller.user_id.to_string()))
+            .await;
         Ok(())
     }
 }

@@ -6,12 +6,12 @@
 //! afterwards: whether the address has an account shows neither in the answer nor in its timing
 //! (security rule 8).
 
-use crate::app::App;
+use super::Accounts;
 use crate::audit::Event;
 use crate::crypto::{random_token, token_hash};
 use crate::domain::{Email, Password};
 use crate::error::{Error, Result};
-use crate::identity::Caller;
+use crate::identity::{Caller, ClientInfo};
 use crate::mail::{self, Enqueued, MailKind, Message, Notice};
 use crate::store::{self, StoreError, one_time_tokens::OneTimeTokenRow, users::UserRow};
 use chrono::{DateTime, Utc};
@@ -71,7 +71,7 @@ fn invalid_token() -> Error {
     Error::invalid("token", "is invalid, expired or already used")
 }
 
-impl App {
+impl Accounts {
     pub fn request_password_reset(self: &Arc<Self>, email: &str) -> Result<()> {
         self.mail_in_background(Email::parse(email)?, MailKind::ResetPassword)
     }
@@ -151,8 +151,8 @@ impl App {
     ) -> store::StoreResult<bool> {
         let (ttl, valid_for) = lifetime(kind);
         let token = random_token();
-        let message = Message::new(kind, to, &self.settings.public_url, &token, valid_for);
-        let settings = &self.settings;
+        let message = Message::new(kind, to, &self.policy.public_url, &token, valid_for);
+        let settings = &self.policy;
         let enqueued = mail::enqueue(
             conn,
             &settings.key_encryption_key,
@@ -189,7 +189,7 @@ impl App {
         now: DateTime<Utc>,
     ) -> store::StoreResult<()> {
         let message = Message::notice(notice, to, new_address);
-        let settings = &self.settings;
+        let settings = &self.policy;
         let kek = &settings.key_encryption_key;
         mail::enqueue(conn, kek, notice.as_str(), &message, settings.mail_rate_per_hour, now).await?;
         Ok(())
@@ -203,7 +203,18 @@ impl App {
         caller: &Caller,
         new_email: &str,
         current_password: Option<&str>,
+        client: &ClientInfo,
     ) -> Result<()> {
+        let requested = self.start_email_change(caller, new_email, current_password).await;
+        let event = match &requested {
+            Ok(()) => Event::success("email.change_requested"),
+            Err(_) => Event::failure("email.change_requested"),
+        };
+        self.audit_log.record(event.user(caller.user_id).client(client)).await;
+        requested
+    }
+
+    async fn start_email_change(&self, caller: &Caller, new_email: &str, current_password: Option<&str>) -> Result<()> {
         let email = Email::parse(new_email)?;
         let owner = self.get_me(caller).await?;
         self.confirm_owner(caller, &owner, current_password, "current_password")
@@ -246,43 +257,46 @@ impl App {
     }
 
     /// Marks the address of a verification token verified (or moves the account to it).
-    /// Returns the account whose address was verified.
-    pub async fn verify_email(&self, token: &str) -> Result<Uuid> {
+    pub async fn verify_email(&self, token: &str, client: &ClientInfo) -> Result<()> {
         let hash = token_hash(token.trim());
         let now = self.clock.now();
         let mut conn = store::conn(&self.pool).await?;
-        conn.transaction::<_, StoreError, _>(async |conn| {
-            let (spent, user) = spend(conn, &hash, MailKind::VerifyEmail, now).await?;
-            let email = Email::parse(&spent.email).map_err(|_| StoreError::NotFound)?;
-            if email.normalized() == user.email_normalized {
-                store::users::mark_email_verified(conn, user.id, now)
-                    .await
-                    .map(|()| user.id)
-            } else {
-                store::users::set_verified_email(conn, user.id, email.as_str(), email.normalized(), now).await?;
-                // Links mailed to the old address die with it (a spent deletion link too, which
-                // could otherwise still cancel).
-                for kind in [MailKind::ResetPassword, MailKind::DeleteAccount, MailKind::VerifyEmail] {
-                    store::one_time_tokens::retire_all(conn, user.id, kind.as_str(), now).await?;
+        let user_id = conn
+            .transaction::<_, StoreError, _>(async |conn| {
+                let (spent, user) = spend(conn, &hash, MailKind::VerifyEmail, now).await?;
+                let email = Email::parse(&spent.email).map_err(|_| StoreError::NotFound)?;
+                if email.normalized() == user.email_normalized {
+                    store::users::mark_email_verified(conn, user.id, now)
+                        .await
+                        .map(|()| user.id)
+                } else {
+                    store::users::set_verified_email(conn, user.id, email.as_str(), email.normalized(), now).await?;
+                    // Links mailed to the old address die with it (a spent deletion link too, which
+                    // could otherwise still cancel).
+                    for kind in [MailKind::ResetPassword, MailKind::DeleteAccount, MailKind::VerifyEmail] {
+                        store::one_time_tokens::retire_all(conn, user.id, kind.as_str(), now).await?;
+                    }
+                    // The old address learns where its account went.
+                    self.write_notice(conn, Notice::EmailChanged, &user.email, email.as_str(), now)
+                        .await?;
+                    Ok(user.id)
                 }
-                // The old address learns where its account went.
-                self.write_notice(conn, Notice::EmailChanged, &user.email, email.as_str(), now)
-                    .await?;
-                Ok(user.id)
-            }
-        })
-        .await
-        .map_err(|e| match e {
-            StoreError::NotFound => invalid_token(),
-            StoreError::Conflict(_) => Error::AlreadyExists("email"),
-            other => other.into(),
-        })
+            })
+            .await
+            .map_err(|e| match e {
+                StoreError::NotFound => invalid_token(),
+                StoreError::Conflict(_) => Error::AlreadyExists("email"),
+                other => other.into(),
+            })?;
+        self.audit_log
+            .record(Event::success("email.verified").user(user_id).client(client))
+            .await;
+        Ok(())
     }
 
     /// Sets a new password with a reset token, then ends every session and revokes every earlier
     /// token of the account (the user-wide path).
-    /// Returns the account whose password was reset.
-    pub async fn reset_password(&self, token: &str, new_password: &str) -> Result<Uuid> {
+    pub async fn reset_password(&self, token: &str, new_password: &str, client: &ClientInfo) -> Result<()> {
         let password = Password::parse(new_password, "new_password")?;
         let token = token_hash(token.trim());
         // The token is looked up first: a junk token costs one indexed read, never a hash nor a
@@ -320,23 +334,26 @@ impl App {
                 }
                 // Following the link proved control of the address.
                 store::users::mark_email_verified(conn, spent.user_id, now).await?;
-                Ok((user.id, self.revoke_user_in(conn, spent.user_id, now).await?))
+                Ok((user.id, self.revoker.revoke_user_in(conn, spent.user_id, now).await?))
             })
             .await
             .map_err(token_error)?;
         let (user_id, revocations) = revocations;
-        self.apply_revocations(&revocations);
+        self.revoker.apply(&revocations);
         self.forget_failures(&owner).await;
-        Ok(user_id)
+        self.audit_log
+            .record(Event::success("password.reset").user(user_id).client(client))
+            .await;
+        Ok(())
     }
 
     /// Schedules the deletion `AUTHD_ACCOUNT_DELETION_GRACE` ahead and ends every session.
-    /// Returns when the account will be purged, and which account it is.
-    pub async fn confirm_account_deletion(&self, token: &str) -> Result<(DateTime<Utc>, Uuid)> {
+    /// Returns when the account will be purged.
+    pub async fn confirm_account_deletion(&self, token: &str, client: &ClientInfo) -> Result<DateTime<Utc>> {
         let token = token_hash(token.trim());
         let now = self.clock.now();
         let scheduled_for =
-            now + chrono::Duration::from_std(self.settings.account_deletion_grace).map_err(Error::internal)?;
+            now + chrono::Duration::from_std(self.policy.account_deletion_grace).map_err(Error::internal)?;
         let mut conn = store::conn(&self.pool).await?;
         let revocations = conn
             .transaction::<_, StoreError, _>(async |conn| {
@@ -350,52 +367,71 @@ impl App {
                 .await?;
                 // The mailed link can cancel for the whole grace period.
                 store::one_time_tokens::extend(conn, &spent.token_hash, scheduled_for).await?;
-                Ok((user.id, self.revoke_user_in(conn, user.id, now).await?))
+                Ok((user.id, self.revoker.revoke_user_in(conn, user.id, now).await?))
             })
             .await
             .map_err(token_error)?;
         let (user_id, revocations) = revocations;
-        self.apply_revocations(&revocations);
-        Ok((scheduled_for, user_id))
+        self.revoker.apply(&revocations);
+        let event = Event::success("account_deletion.confirmed")
+            .user(user_id)
+            .client(client);
+        self.audit_log
+            .record(event.detail("scheduled_for", scheduled_for.to_rfc3339()))
+            .await;
+        Ok(scheduled_for)
     }
 
-    /// Cancels a requested or scheduled deletion, with the mailed token or as the signed-in user;
-    /// returns the account.
-    pub async fn cancel_account_deletion(&self, token: Option<&str>, caller: Option<&Caller>) -> Result<Uuid> {
+    /// Cancels a requested or scheduled deletion, with the mailed token or as the signed-in user.
+    pub async fn cancel_account_deletion(
+        &self,
+        token: Option<&str>,
+        caller: Option<&Caller>,
+        client: &ClientInfo,
+    ) -> Result<()> {
         let now = self.clock.now();
         let token = token.map(str::trim).filter(|t| !t.is_empty()).map(token_hash);
         if token.is_none() && caller.is_none() {
             return Err(Error::Unauthenticated);
         }
         let mut conn = store::conn(&self.pool).await?;
-        conn.transaction::<_, StoreError, _>(async |conn| {
-            let user_id = match &token {
-                Some(hash) => {
-                    let row = store::one_time_tokens::find(conn, hash, MailKind::DeleteAccount.as_str()).await?;
-                    let row = row.filter(|row| row.expires_at > now).ok_or(StoreError::NotFound)?;
-                    let user = store::users::lock(conn, row.user_id)
-                        .await?
-                        .ok_or(StoreError::NotFound)?;
-                    // Only the token of the pending request: an older one cannot cancel a newer one.
-                    if user.deletion_requested_at.is_none_or(|at| row.created_at < at) {
-                        return Err(StoreError::NotFound);
+        let user_id = conn
+            .transaction::<_, StoreError, _>(async |conn| {
+                let user_id = match &token {
+                    Some(hash) => {
+                        let row = store::one_time_tokens::find(conn, hash, MailKind::DeleteAccount.as_str()).await?;
+                        let row = row.filter(|row| row.expires_at > now).ok_or(StoreError::NotFound)?;
+                        let user = store::users::lock(conn, row.user_id)
+                            .await?
+                            .ok_or(StoreError::NotFound)?;
+                        // Only the token of the pending request: an older one cannot cancel a newer one.
+                        if user.deletion_requested_at.is_none_or(|at| row.created_at < at) {
+                            return Err(StoreError::NotFound);
+                        }
+                        user.id
                     }
-                    user.id
-                }
-                None => {
-                    let caller = caller.expect("checked above");
-                    store::users::lock(conn, caller.user_id)
-                        .await?
-                        .ok_or(StoreError::NotFound)?
-                        .id
-                }
-            };
-            store::users::set_deletion(conn, user_id, None, None).await?;
-            store::one_time_tokens::retire_all(conn, user_id, MailKind::DeleteAccount.as_str(), now).await?;
-            Ok(user_id)
-        })
-        .await
-        .map_err(token_error)
+                    None => {
+                        let caller = caller.expect("checked above");
+                        store::users::lock(conn, caller.user_id)
+                            .await?
+                            .ok_or(StoreError::NotFound)?
+                            .id
+                    }
+                };
+                store::users::set_deletion(conn, user_id, None, None).await?;
+                store::one_time_tokens::retire_all(conn, user_id, MailKind::DeleteAccount.as_str(), now).await?;
+                Ok(user_id)
+            })
+            .await
+            .map_err(token_error)?;
+        self.audit_log
+            .record(
+                Event::success("account_deletion.cancelled")
+                    .user(user_id)
+                    .client(client),
+            )
+            .await;
+        Ok(())
     }
 
     pub async fn account_deletion_status(&self, caller: &Caller) -> Result<DeletionState> {
@@ -418,13 +454,13 @@ impl App {
                 let due = store::users::lock_due_deletions(conn, now, 100).await?;
                 let mut revocations = Vec::new();
                 for id in &due {
-                    revocations.extend(self.revoke_user_in(conn, *id, now).await?);
+                    revocations.extend(self.revoker.revoke_user_in(conn, *id, now).await?);
                 }
                 store::users::delete(conn, &due).await?;
                 Ok((due, revocations))
             })
             .await?;
-        self.apply_revocations(&revocations);
+        self.revoker.apply(&revocations);
         for id in &purged {
             tracing::info!(user_id = %id, "purged an account after its deletion grace");
             self.audit_log

@@ -8,16 +8,99 @@ pub use lifecycle::DeletionState;
 use lifecycle::LOCKOUT;
 pub use password::{PasswordHasher, Verified, hash_once};
 
-use crate::app::App;
-use crate::audit::Event;
+use crate::audit::{AuditLog, Event};
+use crate::clock::Clock;
 use crate::domain::{Email, Password, ROLE_ADMIN, ROLE_USER, Username};
 use crate::error::{Error, Result};
 use crate::identity::Caller;
 use crate::identity::ClientInfo;
-use crate::sessions::IssuedTokens;
-use crate::store::{self, StoreError, users::NewUser, users::UserRow};
+use crate::ratelimit::Limits;
+use crate::revocation::Revoker;
+use crate::secret::Secret;
+use crate::sessions::{IssuedTokens, Sessions};
+use crate::store::{self, Pool, StoreError, users::NewUser, users::UserRow};
 use diesel_async::AsyncConnection;
+use std::sync::Arc;
 use uuid::Uuid;
+
+/// The account rules that come from configuration.
+#[derive(Clone, Debug)]
+pub struct AccountPolicy {
+    pub password_policy: crate::domain::PasswordPolicy,
+    /// Keys the digests of unknown identifiers in the audit trail, and the mail outbox.
+    pub key_encryption_key: Secret<[u8; 32]>,
+    pub lockout_threshold: u32,
+    pub lockout_duration: std::time::Duration,
+    pub require_verified_email: bool,
+    /// Where the links in mail lead.
+    pub public_url: String,
+    pub mail_rate_per_hour: u32,
+    pub account_deletion_grace: std::time::Duration,
+}
+
+impl AccountPolicy {
+    pub fn from_settings(settings: &crate::config::Settings) -> Self {
+        Self {
+            password_policy: settings.password_policy,
+            key_encryption_key: settings.key_encryption_key.clone(),
+            lockout_threshold: settings.lockout_threshold,
+            lockout_duration: settings.lockout_duration,
+            require_verified_email: settings.require_verified_email,
+            public_url: settings.public_url.clone(),
+            mail_rate_per_hour: settings.mail_rate_per_hour,
+            account_deletion_grace: settings.account_deletion_grace,
+        }
+    }
+}
+
+/// Accounts: registration, login, the owner's changes, the mailed lifecycle, and what
+/// administrators do to accounts.
+pub struct Accounts {
+    pool: Pool,
+    clock: Clock,
+    hasher: PasswordHasher,
+    policy: AccountPolicy,
+    sessions: Arc<Sessions>,
+    revoker: Arc<Revoker>,
+    limits: Arc<Limits>,
+    audit_log: Arc<AuditLog>,
+    /// Wakes the delivery worker when mail was written here.
+    mail_ready: Arc<tokio::sync::Notify>,
+    /// Requests handled after their answer was sent (mail-sending RPCs): how many may wait, and
+    /// how many run at once (a quarter of the pool, so a flood cannot starve other calls).
+    background_queue: Arc<tokio::sync::Semaphore>,
+    background_workers: Arc<tokio::sync::Semaphore>,
+}
+
+/// The services an [`Accounts`] calls on.
+pub struct AccountDeps {
+    pub pool: Pool,
+    pub clock: Clock,
+    pub hasher: PasswordHasher,
+    pub sessions: Arc<Sessions>,
+    pub revoker: Arc<Revoker>,
+    pub limits: Arc<Limits>,
+    pub audit_log: Arc<AuditLog>,
+    pub mail_ready: Arc<tokio::sync::Notify>,
+}
+
+impl Accounts {
+    pub fn new(deps: AccountDeps, policy: AccountPolicy, pool_size: usize) -> Self {
+        Self {
+            pool: deps.pool,
+            clock: deps.clock,
+            hasher: deps.hasher,
+            policy,
+            sessions: deps.sessions,
+            revoker: deps.revoker,
+            limits: deps.limits,
+            audit_log: deps.audit_log,
+            mail_ready: deps.mail_ready,
+            background_queue: Arc::new(tokio::sync::Semaphore::new(1024)),
+            background_workers: Arc::new(tokio::sync::Semaphore::new((pool_size / 4).max(2))),
+        }
+    }
+}
 
 /// A successful login.
 pub struct LoggedIn {
@@ -25,15 +108,20 @@ pub struct LoggedIn {
     pub tokens: IssuedTokens,
 }
 
-impl App {
-    pub async fn register(&self, email: &str, username: &str, password: &str) -> Result<UserRow> {
+impl Accounts {
+    pub async fn register(&self, email: &str, username: &str, password: &str, client: &ClientInfo) -> Result<UserRow> {
         let email = Email::parse(email)?;
         let username = Username::parse(username)?;
         let password = Password::parse(password, "password")?;
         self.check_password_policy(&password, "password", &[email.as_str(), username.as_str()])
             .await?;
-        self.create_user(&email, &username, &password, vec![ROLE_USER.to_string()])
-            .await
+        let user = self
+            .create_user(&email, &username, &password, vec![ROLE_USER.to_string()])
+            .await?;
+        self.audit_log
+            .record(Event::success("user.registered").user(user.id).client(client))
+            .await;
+        Ok(user)
     }
 
     /// The password policy, on a blocking thread: zxcvbn's estimate takes milliseconds that the
@@ -44,7 +132,7 @@ impl App {
         field: &'static str,
         user_inputs: &[&str],
     ) -> Result<()> {
-        let policy = self.settings.password_policy;
+        let policy = self.policy.password_policy;
         let password = password.clone();
         let inputs: Vec<String> = user_inputs.iter().map(|s| s.to_string()).collect();
         tokio::task::spawn_blocking(move || {
@@ -125,7 +213,7 @@ impl App {
             // The same round trips as a wrong password's failure count, so timing tells nothing.
             self.count_failed_login(Uuid::nil()).await?;
             let digest = crate::crypto::keyed_digest(
-                &self.settings.key_encryption_key,
+                &self.policy.key_encryption_key,
                 "audit identifier",
                 crate::domain::normalize_identifier(identifier).as_bytes(),
             );
@@ -149,7 +237,7 @@ impl App {
             return Err(Error::Unauthenticated);
         }
         // Told only to someone who knows the password.
-        if self.settings.require_verified_email && !user.email_verified {
+        if self.policy.require_verified_email && !user.email_verified {
             self.audit_log.record(failed("email_not_verified").user(user.id)).await;
             return Err(Error::FailedPrecondition("email address not verified"));
         }
@@ -180,6 +268,7 @@ impl App {
             }
         }
         let tokens = self
+            .sessions
             .start_session(&user, verified_hash.as_deref(), device_name, client)
             .await?;
         self.audit_log
@@ -247,7 +336,7 @@ impl App {
     /// unlocked or reset account can sign in at once.
     pub(crate) async fn forget_failures(&self, user: &UserRow) {
         let now = self.clock.now();
-        let limits = &self.rate_limits;
+        let limits = &self.limits;
         for identifier in [&user.email, &user.username] {
             let subject = crate::domain::normalize_identifier(identifier);
             limits.reset(crate::ratelimit::LOGIN_PER_ACCOUNT, &subject, now).await;
@@ -261,7 +350,7 @@ impl App {
     /// `AUTHD_LOCKOUT_DURATION` (existing sessions are untouched: a lockout is what an attacker
     /// can cause, so it must not cost the owner more than their password login).
     async fn count_failed_login(&self, user_id: Uuid) -> Result<()> {
-        let settings = &self.settings;
+        let settings = &self.policy;
         let now = self.clock.now();
         let until = now + chrono::Duration::from_std(settings.lockout_duration).map_err(Error::internal)?;
         let mut conn = store::conn(&self.pool).await?;
@@ -307,7 +396,18 @@ impl App {
 
     /// Changes the caller's password, ends every other session of theirs and retires every
     /// pending one-time link.
-    pub async fn change_password(&self, caller: &Caller, current: &str, new: &str) -> Result<()> {
+    pub async fn change_password(&self, caller: &Caller, current: &str, new: &str, client: &ClientInfo) -> Result<()> {
+        let changed = self.set_own_password(caller, current, new).await;
+        let event = if changed.is_ok() {
+            Event::success("password.changed")
+        } else {
+            Event::failure("password.changed")
+        };
+        self.audit_log.record(event.user(caller.user_id).client(client)).await;
+        changed
+    }
+
+    async fn set_own_password(&self, caller: &Caller, current: &str, new: &str) -> Result<()> {
         let user = self.get_me(caller).await?;
         self.confirm_owner(caller, &user, Some(current), "current_password")
             .await?;
@@ -329,13 +429,14 @@ impl App {
                 }
                 store::users::set_password_hash(conn, user.id, &hash, now).await?;
                 store::one_time_tokens::retire_unused(conn, user.id, now).await?;
-                self.revoke_all_sessions_in(conn, user.id, caller.session_id(), now)
+                self.revoker
+                    .revoke_all_sessions_in(conn, user.id, caller.session_id(), now)
                     .await
                     .map(Some)
             })
             .await?
             .ok_or(Error::Unauthenticated)?;
-        self.apply_revocations(&revocations);
+        self.revoker.apply(&revocations);
         Ok(())
     }
 

@@ -4,12 +4,15 @@
 /// The API-key format, from the verification core.
 pub use authd_client::api_key as format;
 
-use crate::app::App;
+use crate::audit::{AuditLog, Event};
+use crate::clock::Clock;
 use crate::crypto::{constant_time_eq, token_hash};
 use crate::domain::Scopes;
 use crate::error::{Error, Result};
-use crate::identity::Caller;
+use crate::identity::{Caller, ClientInfo};
+use crate::revocation::{ForgetsRevoked, Revoker};
 use crate::revocation::{Revocation, RevocationKind, StoredRevocation};
+use crate::store::Pool;
 use crate::store::{self, api_keys::ApiKeyRow};
 use chrono::{DateTime, Utc};
 use diesel_async::AsyncConnection;
@@ -61,6 +64,16 @@ pub struct ApiKeyCache {
     /// Bumped by every invalidation, so a look-up that raced with one does not store stale data.
     generation: AtomicU64,
     usage: Mutex<HashMap<Uuid, DateTime<Utc>>>,
+}
+
+impl ForgetsRevoked for ApiKeyCache {
+    fn forget(&self, revocation: &Revocation) {
+        match revocation.kind {
+            RevocationKind::ApiKey | RevocationKind::SecretRotated => self.forget_id(&revocation.subject_id),
+            RevocationKind::User => self.forget_owner(&revocation.subject_id),
+            RevocationKind::Session | RevocationKind::Token => {}
+        }
+    }
 }
 
 enum Cached {
@@ -145,7 +158,36 @@ pub struct IssuedApiKey {
     pub secret: crate::secret::Secret<String>,
 }
 
-impl App {
+/// API keys: their validation (from the cache), creation, rotation and revocation.
+pub struct ApiKeys {
+    pool: Pool,
+    clock: Clock,
+    cache: Arc<ApiKeyCache>,
+    revoker: Arc<Revoker>,
+    audit_log: Arc<AuditLog>,
+    /// `AUTHD_USER_GRANTABLE_SCOPES`.
+    grantable: Vec<String>,
+}
+
+impl ApiKeys {
+    pub fn new(
+        pool: Pool,
+        clock: Clock,
+        cache: Arc<ApiKeyCache>,
+        revoker: Arc<Revoker>,
+        audit_log: Arc<AuditLog>,
+        grantable: Vec<String>,
+    ) -> Self {
+        Self {
+            pool,
+            clock,
+            cache,
+            revoker,
+            audit_log,
+            grantable,
+        }
+    }
+
     /// Validates a presented API key: shape and checksum, then hash (constant time), expiry,
     /// revocation, and its owner's state.
     pub async fn validate_api_key(&self, presented: &str) -> Result<Option<ActiveApiKey>> {
@@ -154,9 +196,9 @@ impl App {
         };
         let now = self.clock.now();
         // A replica that cannot prove its view current reads the key (and its revocations) afresh.
-        let synced = self.feed.is_synced();
+        let synced = self.revoker.feed().is_synced();
         let cached = if synced {
-            self.api_keys.get(prefix, now)
+            self.cache.get(prefix, now)
         } else {
             Cached::Unknown
         };
@@ -166,7 +208,7 @@ impl App {
                 // A secret that matches neither hash may be newer than the copy (a rotation whose
                 // news has not arrived): read the row once more, at most once a second per key.
                 if !secret_matches(&key, &hash, now) && now - loaded_at > chrono::Duration::seconds(1) {
-                    self.api_keys.forget_prefix(prefix);
+                    self.cache.forget_prefix(prefix);
                     Box::pin(self.load_and_cache(prefix, now)).await?
                 } else {
                     Some(key)
@@ -182,7 +224,8 @@ impl App {
             && key.row.expires_at.is_none_or(|exp| exp > now)
             && key.owner_active
             && !self
-                .revocations
+                .revoker
+                .view()
                 .is_api_key_revoked(key.row.id, key.row.user_id, key.row.created_at);
         if !secret_matches(&key, &hash, now) || !live {
             return Ok(None);
@@ -192,7 +235,7 @@ impl App {
         }
         let second = now.timestamp();
         if key.last_noted.swap(second, Ordering::Relaxed) != second {
-            self.api_keys.note_use(key.row.id, now);
+            self.cache.note_use(key.row.id, now);
         }
         Ok(Some(ActiveApiKey {
             id: key.row.id,
@@ -211,7 +254,7 @@ impl App {
         if key.owner_admin {
             return key.row.scopes.clone();
         }
-        let allowed = &self.settings.user_grantable_scopes;
+        let allowed = &self.grantable;
         key.row
             .scopes
             .iter()
@@ -228,9 +271,9 @@ impl App {
     }
 
     async fn load_and_cache(&self, prefix: &str, now: DateTime<Utc>) -> Result<Option<Arc<CachedKey>>> {
-        let generation = self.api_keys.generation();
+        let generation = self.cache.generation();
         let entry = self.load_api_key(prefix).await?;
-        self.api_keys.put(prefix, entry.clone(), generation, now);
+        self.cache.put(prefix, entry.clone(), generation, now);
         Ok(entry)
     }
 
@@ -252,6 +295,26 @@ impl App {
     }
 
     pub async fn create_api_key(
+        &self,
+        caller: &Caller,
+        label: &str,
+        scopes: &[String],
+        expires_at: Option<DateTime<Utc>>,
+        client: &ClientInfo,
+    ) -> Result<IssuedApiKey> {
+        let issued = self.create(caller, label, scopes, expires_at).await?;
+        let event = Event::success("api_key.created").user(caller.user_id).client(client);
+        self.audit_log
+            .record(
+                event
+                    .detail("api_key_id", issued.key.id.to_string())
+                    .detail("scopes", issued.key.scopes.clone()),
+            )
+            .await;
+        Ok(issued)
+    }
+
+    async fn create(
         &self,
         caller: &Caller,
         label: &str,
@@ -304,7 +367,7 @@ impl App {
             })
             .await?
             .ok_or(Error::Unauthenticated)?;
-        self.api_keys.forget_prefix(&row.prefix);
+        self.cache.forget_prefix(&row.prefix);
         Ok(IssuedApiKey {
             key: row,
             secret: secret.into(),
@@ -330,7 +393,7 @@ impl App {
                 jti: String::new(),
             },
         };
-        self.create_api_key(&caller, label, scopes, None).await
+        self.create(&caller, label, scopes, None).await
     }
 
     /// Admins (in their own session) may put any scope on a key. Others may grant only the
@@ -341,7 +404,7 @@ impl App {
         if caller.is_admin() {
             return Ok(());
         }
-        let allowed = &self.settings.user_grantable_scopes;
+        let allowed = &self.grantable;
         match scopes.iter().find(|scope| !allowed.iter().any(|a| a == scope.as_str())) {
             Some(scope) => Err(Error::denied(format!(
                 "scope `{}` is not grantable by this caller (see AUTHD_USER_GRANTABLE_SCOPES)",
@@ -354,7 +417,7 @@ impl App {
     pub async fn list_api_keys(&self, caller: &Caller) -> Result<Vec<ApiKeyRow>> {
         let mut conn = store::conn(&self.pool).await?;
         let mut rows = store::api_keys::list_for_user(&mut conn, caller.user_id).await?;
-        let usage = self.api_keys.usage.lock().expect("api key usage lock").clone();
+        let usage = self.cache.usage.lock().expect("api key usage lock").clone();
         for row in &mut rows {
             if let Some(at) = usage.get(&row.id) {
                 row.last_used_at = row.last_used_at.max(Some(*at));
@@ -363,38 +426,21 @@ impl App {
         Ok(rows)
     }
 
-    pub async fn revoke_api_key(&self, caller: &Caller, id: &str) -> Result<()> {
-        self.revoke_api_key_of(caller.user_id, crate::domain::parse_id(id, "id")?)
-            .await
+    pub async fn revoke_api_key(&self, caller: &Caller, id: &str, client: &ClientInfo) -> Result<()> {
+        let key_id = crate::domain::parse_id(id, "id")?;
+        self.revoker.revoke_api_key(caller.user_id, key_id).await?;
+        let event = Event::success("api_key.revoked").user(caller.user_id).client(client);
+        self.audit_log.record(event.detail("api_key_id", id.to_string())).await;
+        Ok(())
     }
 
-    /// Revokes a key of `owner`; `NotFound` when `owner` has no such key.
-    pub(crate) async fn revoke_api_key_of(&self, owner: Uuid, id: Uuid) -> Result<()> {
-        let now = self.clock.now();
-        let mut conn = store::conn(&self.pool).await?;
-        let revoked = store::api_keys::revoke(&mut conn, id, owner, now).await?;
-        match revoked {
-            Some(row) => {
-                // The row itself is the durable record; the entry feeds the other replicas' views.
-                let revocation = Revocation {
-                    kind: RevocationKind::ApiKey,
-                    subject_id: row.id.to_string(),
-                    user_id: Some(row.user_id),
-                    created_at: now,
-                    expires_at: now + self.revocation_lifetime(),
-                };
-                store::revocations::insert_many(&mut conn, &[revocation.to_row()]).await?;
-                self.apply_revocations(&[revocation]);
-                Ok(())
-            }
-            None => match store::api_keys::find_for_user(&mut conn, id, owner).await? {
-                Some(_) => Ok(()), // already revoked: revoking is idempotent
-                None => Err(Error::NotFound("api key")),
-            },
-        }
-    }
-
-    pub async fn rotate_api_key(&self, caller: &Caller, id: &str, grace: std::time::Duration) -> Result<IssuedApiKey> {
+    pub async fn rotate_api_key(
+        &self,
+        caller: &Caller,
+        id: &str,
+        grace: std::time::Duration,
+        client: &ClientInfo,
+    ) -> Result<IssuedApiKey> {
         let id = crate::domain::parse_id(id, "id")?;
         if grace > std::time::Duration::from_secs(30 * 86_400) {
             return Err(Error::invalid("grace_period", "must be at most 30 days"));
@@ -425,8 +471,12 @@ impl App {
             })
             .await?
             .ok_or(Error::FailedPrecondition("the api key is revoked or expired"))?;
-        self.api_keys.forget_prefix(&row.prefix);
-        self.apply_revocations(&[rotated]);
+        self.cache.forget_prefix(&row.prefix);
+        self.revoker.apply(&[rotated]);
+        let event = Event::success("api_key.rotated").user(caller.user_id).client(client);
+        self.audit_log
+            .record(event.detail("api_key_id", row.id.to_string()))
+            .await;
         Ok(IssuedApiKey {
             key: row,
             secret: secret.into(),
@@ -435,7 +485,7 @@ impl App {
 
     /// Writes the `last_used_at` stamps gathered since the last flush.
     pub async fn flush_api_key_usage(&self) -> Result<()> {
-        let usage = self.api_keys.take_usage();
+        let usage = self.cache.take_usage();
         if usage.is_empty() {
             return Ok(());
         }

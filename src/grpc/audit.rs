@@ -1,6 +1,6 @@
 use super::convert;
-use super::request::bearer;
-use crate::app::App;
+use super::request::caller;
+use crate::audit::AuditLog;
 use crate::error::Error;
 use crate::proto::audit_service_server::AuditService;
 use crate::proto::*;
@@ -9,12 +9,12 @@ use tonic::{Request, Response, Status};
 
 /// `auth.v1.AuditService`.
 pub struct AuditApi {
-    app: Arc<App>,
+    audit_log: Arc<AuditLog>,
 }
 
 impl AuditApi {
-    pub fn new(app: Arc<App>) -> Self {
-        Self { app }
+    pub fn new(audit_log: Arc<AuditLog>) -> Self {
+        Self { audit_log }
     }
 }
 
@@ -42,14 +42,12 @@ impl AuditService for AuditApi {
             ("user_id", &req.user_id, super::bounds::SHORT),
             ("type", &req.r#type, super::bounds::SHORT),
         ])?;
-        let caller = self.app.authenticate_user(bearer(request.metadata())).await?;
-        let req = request.into_inner();
+        let caller = caller(&request)?;
         let (since, until) = (instant(&req.since, "since")?, instant(&req.until, "until")?);
         let (rows, next_page_token) = self
-            .app
             .audit_log
             .list(
-                &caller,
+                caller,
                 req.page_size,
                 &req.page_token,
                 &req.user_id,

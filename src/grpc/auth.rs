@@ -1,25 +1,33 @@
 use super::bounds;
 use super::convert;
-use super::request::{bearer, client_info};
-use crate::accounts::DeletionState;
-use crate::app::App;
-use crate::audit::Event;
+use super::request::{caller, client, optional_caller};
+use crate::accounts::{Accounts, DeletionState};
+use crate::clock::Clock;
 use crate::error::Error;
 use crate::identity::ClientInfo;
 use crate::proto::auth_service_server::AuthService;
 use crate::proto::*;
-use crate::ratelimit;
+use crate::ratelimit::{self, Limits};
+use crate::sessions::Sessions;
 use std::sync::Arc;
 use tonic::{Request, Response, Status};
 
 /// `auth.v1.AuthService`.
 pub struct AuthApi {
-    app: Arc<App>,
+    accounts: Arc<Accounts>,
+    sessions: Arc<Sessions>,
+    limits: Arc<Limits>,
+    clock: Clock,
 }
 
 impl AuthApi {
-    pub fn new(app: Arc<App>) -> Self {
-        Self { app }
+    pub fn new(accounts: Arc<Accounts>, sessions: Arc<Sessions>, limits: Arc<Limits>, clock: Clock) -> Self {
+        Self {
+            accounts,
+            sessions,
+            limits,
+            clock,
+        }
     }
 
     /// The per-address limit of the RPCs that send mail, after the address's length bound.
@@ -35,8 +43,8 @@ impl AuthApi {
     }
 
     async fn limit_address<T>(&self, limit: ratelimit::Limit, request: &Request<T>) -> Result<(), Status> {
-        let client = client_info(&self.app, request);
-        Ok(self.app.enforce(limit, &address(&client), &client).await?)
+        let client = client(request);
+        Ok(self.limits.enforce(limit, &address(&client), &client).await?)
     }
 }
 
@@ -60,18 +68,17 @@ impl AuthService for AuthApi {
             ("username", &req.username, bounds::USERNAME),
             ("password", &req.password, bounds::PASSWORD),
         ])?;
-        let client = client_info(&self.app, &request);
-        self.app
+        let client = client(&request);
+        self.limits
             .enforce(ratelimit::REGISTER_PER_ADDRESS, &address(&client), &client)
             .await?;
         let req = request.into_inner();
-        let user = self.app.register(&req.email, &req.username, &req.password).await?;
-        self.app
-            .audit_log
-            .record(Event::success("user.registered").user(user.id).client(&client))
-            .await;
+        let user = self
+            .accounts
+            .register(&req.email, &req.username, &req.password, &client)
+            .await?;
         Ok(Response::new(RegisterResponse {
-            user: Some(convert::user(&user, self.app.clock.now())),
+            user: Some(convert::user(&user, self.clock.now())),
         }))
     }
 
@@ -86,29 +93,32 @@ impl AuthService for AuthApi {
                 bounds::LABEL,
             ),
         ])?;
-        let client = client_info(&self.app, &request);
-        self.app
+        let client = client(&request);
+        self.limits
             .enforce(ratelimit::LOGIN_PER_ADDRESS, &address(&client), &client)
             .await?;
         let account = crate::domain::normalize_identifier(&request.get_ref().identifier);
-        self.app
+        self.limits
             .enforce(ratelimit::LOGIN_PER_ACCOUNT, &account, &client)
             .await?;
         let req = request.into_inner();
         let done = self
-            .app
+            .accounts
             .login(&req.identifier, &req.password, req.device_name.as_deref(), &client)
             .await?;
         Ok(Response::new(LoginResponse {
-            user: Some(convert::user(&done.user, self.app.clock.now())),
+            user: Some(convert::user(&done.user, self.clock.now())),
             tokens: Some(convert::tokens(done.tokens)),
         }))
     }
 
     async fn refresh(&self, request: Request<RefreshRequest>) -> Reply<RefreshResponse> {
         bounds::check(&[("refresh_token", &request.get_ref().refresh_token, bounds::OPAQUE_TOKEN)])?;
-        let client = client_info(&self.app, &request);
-        let tokens = self.app.refresh(&request.into_inner().refresh_token, &client).await?;
+        let client = client(&request);
+        let tokens = self
+            .sessions
+            .refresh(&request.into_inner().refresh_token, &client)
+            .await?;
         Ok(Response::new(RefreshResponse {
             tokens: Some(convert::tokens(tokens)),
         }))
@@ -116,23 +126,16 @@ impl AuthService for AuthApi {
 
     async fn logout(&self, request: Request<LogoutRequest>) -> Reply<LogoutResponse> {
         bounds::check(&[("refresh_token", &request.get_ref().refresh_token, bounds::OPAQUE_TOKEN)])?;
-        let caller = match bearer(request.metadata()) {
-            Some(token) if request.get_ref().refresh_token.trim().is_empty() => {
-                Some(self.app.authenticate(Some(token)).await?)
-            }
-            _ => None,
+        let refresh_token = &request.get_ref().refresh_token;
+        // A refresh token names the session itself; only without one does the caller's matter.
+        let caller = if refresh_token.trim().is_empty() {
+            optional_caller(&request)?
+        } else {
+            None
         };
-        let client = client_info(&self.app, &request);
-        if let Some(user_id) = self
-            .app
-            .logout(Some(&request.get_ref().refresh_token), caller.as_ref())
-            .await?
-        {
-            self.app
-                .audit_log
-                .record(Event::success("logout").user(user_id).client(&client))
-                .await;
-        }
+        self.sessions
+            .logout(Some(refresh_token), caller, &client(&request))
+            .await?;
         Ok(Response::new(LogoutResponse {}))
     }
 
@@ -142,9 +145,9 @@ impl AuthService for AuthApi {
             ("current_password", &req.current_password, bounds::PASSWORD),
             ("new_password", &req.new_password, bounds::PASSWORD),
         ])?;
-        let caller = self.app.authenticate_user(bearer(request.metadata())).await?;
-        let client = client_info(&self.app, &request);
-        self.app
+        let caller = caller(&request)?;
+        let client = client(&request);
+        self.limits
             .enforce_for(
                 ratelimit::PASSWORD_CHECK_PER_ACCOUNT,
                 &caller.user_id.to_string(),
@@ -152,21 +155,10 @@ impl AuthService for AuthApi {
                 &client,
             )
             .await?;
-        let req = request.into_inner();
-        let changed = self
-            .app
-            .change_password(&caller, &req.current_password, &req.new_password)
-            .await;
-        let event = if changed.is_ok() {
-            Event::success("password.changed")
-        } else {
-            Event::failure("password.changed")
-        };
-        self.app
-            .audit_log
-            .record(event.user(caller.user_id).client(&client))
-            .await;
-        changed?;
+        let req = request.get_ref();
+        self.accounts
+            .change_password(caller, &req.current_password, &req.new_password, &client)
+            .await?;
         Ok(Response::new(ChangePasswordResponse {}))
     }
 
@@ -175,20 +167,18 @@ impl AuthService for AuthApi {
         request: Request<RequestPasswordResetRequest>,
     ) -> Reply<RequestPasswordResetResponse> {
         self.limit_mail(&request, &request.get_ref().email).await?;
-        self.app.request_password_reset(&request.get_ref().email)?;
+        self.accounts.request_password_reset(&request.get_ref().email)?;
         Ok(Response::new(RequestPasswordResetResponse {}))
     }
 
     async fn reset_password(&self, request: Request<ResetPasswordRequest>) -> Reply<ResetPasswordResponse> {
         bounds::check(&[("new_password", &request.get_ref().new_password, bounds::PASSWORD)])?;
         self.limit_token(&request, &request.get_ref().token).await?;
-        let client = client_info(&self.app, &request);
+        let client = client(&request);
         let req = request.into_inner();
-        let user_id = self.app.reset_password(&req.token, &req.new_password).await?;
-        self.app
-            .audit_log
-            .record(Event::success("password.reset").user(user_id).client(&client))
-            .await;
+        self.accounts
+            .reset_password(&req.token, &req.new_password, &client)
+            .await?;
         Ok(Response::new(ResetPasswordResponse {}))
     }
 
@@ -197,21 +187,15 @@ impl AuthService for AuthApi {
         request: Request<SendVerificationEmailRequest>,
     ) -> Reply<SendVerificationEmailResponse> {
         self.limit_mail(&request, &request.get_ref().email).await?;
-        self.app.send_verification_email(&request.get_ref().email)?;
+        self.accounts.send_verification_email(&request.get_ref().email)?;
         Ok(Response::new(SendVerificationEmailResponse {}))
     }
 
     async fn verify_email(&self, request: Request<VerifyEmailRequest>) -> Reply<VerifyEmailResponse> {
         self.limit_token(&request, &request.get_ref().token).await?;
-        let user_id = self.app.verify_email(&request.get_ref().token).await?;
-        self.app
-            .audit_log
-            .record(
-                Event::success("email.verified")
-                    .user(user_id)
-                    .client(&client_info(&self.app, &request)),
-            )
-            .await;
+        self.accounts
+            .verify_email(&request.get_ref().token, &client(&request))
+            .await?;
         Ok(Response::new(VerifyEmailResponse {}))
     }
 
@@ -220,7 +204,7 @@ impl AuthService for AuthApi {
         request: Request<RequestAccountDeletionRequest>,
     ) -> Reply<RequestAccountDeletionResponse> {
         self.limit_mail(&request, &request.get_ref().email).await?;
-        self.app.request_account_deletion(&request.get_ref().email)?;
+        self.accounts.request_account_deletion(&request.get_ref().email)?;
         Ok(Response::new(RequestAccountDeletionResponse {}))
     }
 
@@ -229,14 +213,10 @@ impl AuthService for AuthApi {
         request: Request<ConfirmAccountDeletionRequest>,
     ) -> Reply<ConfirmAccountDeletionResponse> {
         self.limit_token(&request, &request.get_ref().token).await?;
-        let (scheduled_for, user_id) = self.app.confirm_account_deletion(&request.get_ref().token).await?;
-        let event = Event::success("account_deletion.confirmed")
-            .user(user_id)
-            .client(&client_info(&self.app, &request));
-        self.app
-            .audit_log
-            .record(event.detail("scheduled_for", scheduled_for.to_rfc3339()))
-            .await;
+        let scheduled_for = self
+            .accounts
+            .confirm_account_deletion(&request.get_ref().token, &client(&request))
+            .await?;
         Ok(Response::new(ConfirmAccountDeletionResponse {
             scheduled_for: Some(convert::timestamp(scheduled_for)),
         }))
@@ -250,19 +230,17 @@ impl AuthService for AuthApi {
             self.limit_token(&request, &request.get_ref().token).await?;
         }
         let token = request.get_ref().token.trim();
-        let caller = match bearer(request.metadata()) {
-            Some(credential) if token.is_empty() => Some(self.app.authenticate_user(Some(credential)).await?),
-            _ => None,
+        // Without the mailed token, the account's own session cancels.
+        let caller = match token.is_empty() {
+            true => optional_caller(&request)?,
+            false => None,
         };
-        let user_id = self.app.cancel_account_deletion(Some(token), caller.as_ref()).await?;
-        self.app
-            .audit_log
-            .record(
-                Event::success("account_deletion.cancelled")
-                    .user(user_id)
-                    .client(&client_info(&self.app, &request)),
-            )
-            .await;
+        if let Some(caller) = caller {
+            caller.require_user_session()?;
+        }
+        self.accounts
+            .cancel_account_deletion(Some(token), caller, &client(&request))
+            .await?;
         Ok(Response::new(CancelAccountDeletionResponse {}))
     }
 
@@ -270,8 +248,7 @@ impl AuthService for AuthApi {
         &self,
         request: Request<GetAccountDeletionStatusRequest>,
     ) -> Reply<GetAccountDeletionStatusResponse> {
-        let caller = self.app.authenticate_user(bearer(request.metadata())).await?;
-        let (state, scheduled_for) = match self.app.account_deletion_status(&caller).await? {
+        let (state, scheduled_for) = match self.accounts.account_deletion_status(caller(&request)?).await? {
             DeletionState::None => (AccountDeletionState::None, None),
             DeletionState::Requested => (AccountDeletionState::Requested, None),
             DeletionState::Scheduled(at) => (AccountDeletionState::Scheduled, Some(convert::timestamp(at))),
@@ -301,8 +278,8 @@ impl AuthService for AuthApi {
                 bounds::LABEL,
             ),
         ])?;
-        let client = client_info(&self.app, &request);
-        self.app
+        let client = client(&request);
+        self.limits
             .enforce(ratelimit::PROVIDER_LOGIN_PER_ADDRESS, &address(&client), &client)
             .await?;
         later("LoginWithProvider")

@@ -1,10 +1,12 @@
-//! The gRPC adapters: decode a request into domain calls, encode the result. One place maps
-//! domain errors to `tonic::Status` ([`status`]); one place reads the caller's credential
-//! ([`request`]).
+//! The gRPC adapters: decode a request into calls of the domain services each adapter holds,
+//! encode the result. One layer authenticates every RPC and opens its span ([`authenticate`]);
+//! one place maps domain errors to `tonic::Status` ([`status`]); rate limits are applied here,
+//! audit events are recorded by the domain.
 
 mod api_key;
 mod audit;
 mod auth;
+pub mod authenticate;
 mod bounds;
 pub mod convert;
 mod request;
@@ -17,15 +19,7 @@ pub use api_key::ApiKeyApi;
 pub use audit::AuditApi;
 pub use auth::AuthApi;
 pub use session::SessionApi;
-pub use token::{TokenApi, introspection};
+pub use token::{TokenApi, TokenDeps, introspection};
 pub use user::UserApi;
 
-/// The fully qualified names of authd's own services, as health and reflection list them.
-pub const SERVICE_NAMES: &[&str] = &[
-    "auth.v1.AuthService",
-    "auth.v1.UserService",
-    "auth.v1.SessionService",
-    "auth.v1.ApiKeyService",
-    "auth.v1.TokenService",
-    "auth.v1.AuditService",
-];
+pub use crate::health::SERVICE_NAMES;

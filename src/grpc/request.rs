@@ -1,14 +1,15 @@
-//! What every adapter reads from a request besides its message: the bearer credential and the
-//! client's address and user agent.
+//! What every adapter reads from a request besides its message: the caller the authentication
+//! layer established ([`super::authenticate`]), and the client's address and user agent.
 
-use crate::identity::ClientInfo;
-use tonic::Request;
+use crate::error::Error;
+use crate::identity::{Caller, ClientInfo};
+use std::sync::Arc;
 use tonic::metadata::MetadataMap;
+use tonic::{Request, Status};
 
-/// The credential of `authorization: Bearer <credential>`; `None` when absent, malformed or
+/// The credential of an `authorization: Bearer <credential>` value; `None` when malformed or
 /// longer than any credential authd issues.
-pub fn bearer(metadata: &MetadataMap) -> Option<&str> {
-    let value = metadata.get("authorization")?.to_str().ok()?;
+pub fn bearer_of(value: &str) -> Option<&str> {
     if value.len() > super::bounds::CREDENTIAL {
         return None;
     }
@@ -17,20 +18,34 @@ pub fn bearer(metadata: &MetadataMap) -> Option<&str> {
     (scheme.eq_ignore_ascii_case("bearer") && !credential.is_empty()).then_some(credential)
 }
 
-/// The caller's address (through trusted proxies, see [`crate::net::client_address`]) and user agent.
-pub fn client_info<T>(app: &crate::app::App, request: &Request<T>) -> ClientInfo {
-    let forwarded = request.metadata().get("x-forwarded-for").and_then(|v| v.to_str().ok());
-    let address = crate::net::client_address(
-        request.remote_addr().map(|a| a.ip()),
-        forwarded,
-        &app.settings.trusted_proxies,
-    );
-    ClientInfo {
-        ip_address: address.map(|ip| ip.to_string()),
-        user_agent: request
-            .metadata()
-            .get("user-agent")
-            .and_then(|v| v.to_str().ok())
-            .map(|ua| ua.chars().filter(|c| !c.is_control()).take(512).collect()),
+/// The bearer credential of a request's metadata; `None` when absent or malformed.
+pub fn bearer(metadata: &MetadataMap) -> Option<&str> {
+    bearer_of(metadata.get("authorization")?.to_str().ok()?)
+}
+
+/// A credential presented to an RPC whose credential is optional, and refused.
+#[derive(Clone, Debug)]
+pub(crate) struct Refused(pub Arc<Error>);
+
+/// The authenticated caller. The layer has already refused the call when its policy needs a
+/// caller and none was established, so a missing one here is refused too (fail closed).
+pub fn caller<T>(request: &Request<T>) -> Result<&Caller, Status> {
+    request
+        .extensions()
+        .get::<Caller>()
+        .ok_or_else(|| Error::Unauthenticated.into())
+}
+
+/// The caller of an RPC whose credential is optional: `None` when none was presented, and the
+/// refusal when one was presented and is not live.
+pub fn optional_caller<T>(request: &Request<T>) -> Result<Option<&Caller>, Status> {
+    if let Some(Refused(error)) = request.extensions().get::<Refused>() {
+        return Err(Error::clone(error).into());
     }
+    Ok(request.extensions().get::<Caller>())
+}
+
+/// Where the call came from, as the layer resolved it (through trusted proxies).
+pub fn client<T>(request: &Request<T>) -> ClientInfo {
+    request.extensions().get::<ClientInfo>().cloned().unwrap_or_default()
 }

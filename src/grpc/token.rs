@@ -1,12 +1,15 @@
 use super::bounds;
 use super::convert;
-use super::request::{bearer, client_info};
-use crate::app::App;
+use super::request::{bearer, caller, client};
+use crate::authn::{ActiveCredential, Authenticator};
+use crate::clock::Clock;
 use crate::error::Error;
-use crate::identity::ActiveCredential;
+use crate::health::ServerState;
 use crate::proto::token_service_server::TokenService;
 use crate::proto::*;
-use crate::revocation::{Revocation, RevocationKind};
+use crate::ratelimit::Limits;
+use crate::revocation::{Revocation, RevocationKind, Revoker};
+use crate::tokens::SigningKeys;
 use std::pin::Pin;
 use std::sync::Arc;
 use tokio::sync::{broadcast, mpsc};
@@ -16,20 +19,32 @@ use tonic::{Request, Response, Status};
 
 /// `auth.v1.TokenService`.
 pub struct TokenApi {
-    app: Arc<App>,
+    inner: Arc<TokenDeps>,
+}
+
+/// What the token RPCs and their streams use.
+pub struct TokenDeps {
+    pub authenticator: Arc<Authenticator>,
+    pub revoker: Arc<Revoker>,
+    pub keys: SigningKeys,
+    pub limits: Arc<Limits>,
+    pub clock: Clock,
+    pub state: Arc<ServerState>,
+    /// How often the watch streams send a heartbeat (and re-check their credential).
+    pub heartbeat: std::time::Duration,
 }
 
 impl TokenApi {
-    pub fn new(app: Arc<App>) -> Self {
-        Self { app }
+    pub fn new(inner: TokenDeps) -> Self {
+        Self { inner: Arc::new(inner) }
     }
 }
 
 type Reply<T> = Result<Response<T>, Status>;
 type ReplyStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
 
-pub(crate) fn jwks_message(app: &App) -> (Vec<Jwk>, String) {
-    let ring = app.keys.current();
+pub(crate) fn jwks_message(keys: &SigningKeys) -> (Vec<Jwk>, String) {
+    let ring = keys.current();
     let member =
         |jwk: &serde_json::Value, name: &str| jwk.get(name).and_then(|v| v.as_str()).unwrap_or_default().to_string();
     let keys = ring
@@ -52,7 +67,7 @@ pub(crate) fn jwks_message(app: &App) -> (Vec<Jwk>, String) {
 
 /// A server stream fed by `produce`, which ends when the client goes away, when the producer
 /// returns, or when the server begins to shut down (so streams never hold up a graceful stop).
-fn stream_from<T, F, Fut>(app: Arc<App>, produce: F) -> ReplyStream<T>
+fn stream_from<T, F, Fut>(state: Arc<ServerState>, produce: F) -> ReplyStream<T>
 where
     T: Send + 'static,
     F: FnOnce(mpsc::Sender<Result<T, Status>>) -> Fut,
@@ -65,7 +80,7 @@ where
         tokio::select! {
             () = work => {}
             () = closed.closed() => {}
-            () = app.shutting_down() => {}
+            () = state.shutting_down() => {}
         }
     });
     Box::pin(ReceiverStream::new(rx))
@@ -73,8 +88,8 @@ where
 
 /// Re-checks a stream's credential: a revoked or expired one ends the stream. A store that is
 /// briefly unreachable does not.
-async fn still_authorised(app: &App, credential: &str) -> Result<(), Status> {
-    match app.authenticate(Some(credential)).await {
+async fn still_authorised(authenticator: &Authenticator, credential: &str) -> Result<(), Status> {
+    match authenticator.authenticate(Some(credential)).await {
         Ok(caller) => caller
             .require_scope(crate::domain::Scope::INTROSPECT)
             .map_err(Status::from),
@@ -89,7 +104,7 @@ fn revocation_event(revocation: &Revocation) -> RevocationEvent {
         RevocationKind::User => crate::proto::RevocationKind::User,
         RevocationKind::ApiKey => crate::proto::RevocationKind::ApiKey,
         RevocationKind::Token => crate::proto::RevocationKind::Token,
-        // Never sent to watchers (App::notify_watchers filters it out).
+        // Never sent to watchers (the revoker does not tell them).
         RevocationKind::SecretRotated => crate::proto::RevocationKind::Unspecified,
     };
     let until = match revocation.kind {
@@ -151,13 +166,12 @@ impl TokenService for TokenApi {
     type WatchKeysStream = ReplyStream<WatchKeysResponse>;
 
     async fn get_jwks(&self, _: Request<GetJwksRequest>) -> Reply<GetJwksResponse> {
-        let (keys, jwks_json) = jwks_message(&self.app);
+        let (keys, jwks_json) = jwks_message(&self.inner.keys);
         Ok(Response::new(GetJwksResponse { keys, jwks_json }))
     }
 
     async fn introspect(&self, request: Request<IntrospectRequest>) -> Reply<IntrospectResponse> {
-        let caller = self.app.authenticate(bearer(request.metadata())).await?;
-        if !caller.can_introspect() {
+        if !caller(&request)?.can_introspect() {
             return Err(Error::denied("scope tokens:introspect required").into());
         }
         let token = request.get_ref().token.trim();
@@ -166,7 +180,7 @@ impl TokenService for TokenApi {
         if token.len() > bounds::CREDENTIAL {
             return Ok(Response::new(IntrospectResponse::default()));
         }
-        let answer = match self.app.validate_credential(token).await? {
+        let answer = match self.inner.authenticator.validate_credential(token).await? {
             Some(credential) => introspection(credential),
             None => IntrospectResponse::default(),
         };
@@ -174,13 +188,14 @@ impl TokenService for TokenApi {
     }
 
     async fn revoke(&self, request: Request<RevokeRequest>) -> Reply<RevokeResponse> {
-        let caller = self.app.authenticate(bearer(request.metadata())).await?;
+        let caller = caller(&request)?;
         // RFC 7009: OK for anything authd did not issue, which an oversized token cannot be.
         if request.get_ref().token.len() > bounds::CREDENTIAL {
             return Ok(Response::new(RevokeResponse {}));
         }
-        let client = client_info(&self.app, &request);
-        self.app
+        let client = client(&request);
+        self.inner
+            .limits
             .enforce_for(
                 crate::ratelimit::REVOKE_PER_CALLER,
                 &caller.user_id.to_string(),
@@ -188,7 +203,10 @@ impl TokenService for TokenApi {
                 &client,
             )
             .await?;
-        self.app.revoke_token(&caller, request.get_ref().token.trim()).await?;
+        self.inner
+            .authenticator
+            .revoke_token(caller, request.get_ref().token.trim())
+            .await?;
         Ok(Response::new(RevokeResponse {}))
     }
 
@@ -196,14 +214,13 @@ impl TokenService for TokenApi {
         &self,
         request: Request<WatchRevocationsRequest>,
     ) -> Reply<Self::WatchRevocationsStream> {
-        let caller = self.app.authenticate(bearer(request.metadata())).await?;
-        caller.require_scope(crate::domain::Scope::INTROSPECT)?;
+        caller(&request)?.require_scope(crate::domain::Scope::INTROSPECT)?;
         // Subscribed before answering: every revocation applied from now on is delivered.
-        let mut events = self.app.feed.watch();
-        let app = self.app.clone();
+        let mut events = self.inner.revoker.feed().watch();
+        let app = self.inner.clone();
         let credential = bearer(request.metadata()).unwrap_or_default().to_string();
-        Ok(Response::new(stream_from(app.clone(), move |tx| async move {
-            let mut heartbeat = tokio::time::interval(app.settings.watch_heartbeat_interval);
+        Ok(Response::new(stream_from(app.state.clone(), move |tx| async move {
+            let mut heartbeat = tokio::time::interval(app.heartbeat);
             loop {
                 let event = tokio::select! {
                     event = events.recv() => match event {
@@ -214,7 +231,7 @@ impl TokenService for TokenApi {
                         Err(broadcast::error::RecvError::Closed) => return,
                     },
                     _ = heartbeat.tick() => {
-                        if let Err(status) = still_authorised(&app, &credential).await {
+                        if let Err(status) = still_authorised(&app.authenticator, &credential).await {
                             let _ = tx.send(Err(status)).await;
                             return;
                         }
@@ -235,18 +252,17 @@ impl TokenService for TokenApi {
     }
 
     async fn watch_keys(&self, request: Request<WatchKeysRequest>) -> Reply<Self::WatchKeysStream> {
-        let caller = self.app.authenticate(bearer(request.metadata())).await?;
-        caller.require_scope(crate::domain::Scope::INTROSPECT)?;
-        let mut version = self.app.keys.watch();
+        caller(&request)?.require_scope(crate::domain::Scope::INTROSPECT)?;
+        let mut version = self.inner.keys.watch();
         version.borrow_and_update();
-        let app = self.app.clone();
+        let app = self.inner.clone();
         let credential = bearer(request.metadata()).unwrap_or_default().to_string();
-        Ok(Response::new(stream_from(app.clone(), move |tx| async move {
-            let mut heartbeat = tokio::time::interval(app.settings.watch_heartbeat_interval);
+        Ok(Response::new(stream_from(app.state.clone(), move |tx| async move {
+            let mut heartbeat = tokio::time::interval(app.heartbeat);
             heartbeat.tick().await;
             let mut is_heartbeat = false;
             loop {
-                let (keys, jwks_json) = jwks_message(&app);
+                let (keys, jwks_json) = jwks_message(&app.keys);
                 let message = WatchKeysResponse {
                     keys,
                     jwks_json,
@@ -262,7 +278,7 @@ impl TokenService for TokenApi {
                     },
                     _ = heartbeat.tick() => true,
                 };
-                if is_heartbeat && let Err(status) = still_authorised(&app, &credential).await {
+                if is_heartbeat && let Err(status) = still_authorised(&app.authenticator, &credential).await {
                     let _ = tx.send(Err(status)).await;
                     return;
                 }

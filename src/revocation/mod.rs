@@ -2,9 +2,11 @@
 //! path consults without any I/O.
 
 pub mod feed;
+mod revoker;
 
 pub use authd_client::revocation::{Revocation, RevocationKind, RevocationView};
 pub use feed::{Feed, FeedMessage};
+pub use revoker::{ForgetsRevoked, Revoker};
 
 use crate::store::revocations::{NewRevocation, RevocationRow};
 

@@ -1,20 +1,22 @@
 //! Sessions and their refresh tokens: one session per login, a refresh token rotated on every use
 //! (security rule 5), and revocation that reaches every access token of the session.
 
-use crate::app::App;
-use crate::audit::Event;
+use crate::audit::{AuditLog, Event};
+use crate::clock::Clock;
 use crate::crypto::{random_token, token_hash};
 use crate::error::{Error, Result};
 use crate::identity::Caller;
 use crate::identity::ClientInfo;
-use crate::revocation::{Revocation, RevocationKind, StoredRevocation};
+use crate::revocation::Revoker;
 use crate::secret::Secret;
 use crate::store::sessions::{NewRefreshToken, SessionRow};
 use crate::store::users::UserRow;
-use crate::store::{self, Conn};
+use crate::store::{self, Conn, Pool};
 use crate::tokens::jwt::{CLIENT_ID, TokenRequest};
+use crate::tokens::{SigningKeys, TokenIssuer};
 use chrono::{DateTime, Utc};
 use diesel_async::AsyncConnection;
+use std::sync::Arc;
 use uuid::Uuid;
 
 /// The scope carried by access tokens issued to users.
@@ -29,7 +31,49 @@ pub struct IssuedTokens {
     pub session_id: Uuid,
 }
 
-impl App {
+/// How many sessions a user may hold, and for how long.
+#[derive(Clone, Copy, Debug)]
+pub struct SessionPolicy {
+    /// `AUTHD_REFRESH_TOKEN_TTL`: a session lasts as long as its refresh tokens.
+    pub refresh_token_ttl: std::time::Duration,
+    /// `AUTHD_SINGLE_SESSION`: a login ends every other session of the user.
+    pub single_session: bool,
+    /// `AUTHD_MAX_SESSIONS_PER_USER` (0: no limit): a login beyond it ends the oldest.
+    pub max_sessions_per_user: u32,
+}
+
+/// Sessions: opened by a login, rotated by refresh, ended by logout or revocation.
+pub struct Sessions {
+    pool: Pool,
+    clock: Clock,
+    keys: SigningKeys,
+    issuer: TokenIssuer,
+    revoker: Arc<Revoker>,
+    audit_log: Arc<AuditLog>,
+    policy: SessionPolicy,
+}
+
+impl Sessions {
+    pub fn new(
+        pool: Pool,
+        clock: Clock,
+        keys: SigningKeys,
+        issuer: TokenIssuer,
+        revoker: Arc<Revoker>,
+        audit_log: Arc<AuditLog>,
+        policy: SessionPolicy,
+    ) -> Self {
+        Self {
+            pool,
+            clock,
+            keys,
+            issuer,
+            revoker,
+            audit_log,
+            policy,
+        }
+    }
+
     /// Opens a session for a user who just proved who they are (against `verified_hash`),
     /// enforcing the session limits.
     pub(crate) async fn start_session(
@@ -45,7 +89,7 @@ impl App {
             user_id: user.id,
             created_at: now,
             last_used_at: now,
-            expires_at: now + chrono::Duration::from_std(self.settings.refresh_token_ttl).map_err(Error::internal)?,
+            expires_at: now + chrono::Duration::from_std(self.policy.refresh_token_ttl).map_err(Error::internal)?,
             revoked_at: None,
             ip_address: client.ip_address.clone(),
             user_agent: client.user_agent.as_deref().map(|ua| ua.chars().take(512).collect()),
@@ -81,14 +125,12 @@ impl App {
                 .await?;
                 store::users::record_login(conn, user.id, now).await?;
                 let ended = self.sessions_over_limit(conn, user.id, session_for_tx.id, now).await?;
-                let revocations = self.session_revocations(&ended, user.id, now);
-                store::revocations::insert_many(conn, &revocations.iter().map(Revocation::to_row).collect::<Vec<_>>())
-                    .await?;
+                let revocations = self.revoker.record_sessions_ended(conn, &ended, user.id, now).await?;
                 Ok(Some(revocations))
             })
             .await?
             .ok_or(Error::Unauthenticated)?;
-        self.apply_revocations(&ended);
+        self.revoker.apply(&ended);
         self.issue_tokens(user, &session, refresh_token)
     }
 
@@ -101,10 +143,10 @@ impl App {
         new_session: Uuid,
         now: DateTime<Utc>,
     ) -> store::StoreResult<Vec<Uuid>> {
-        if self.settings.single_session {
+        if self.policy.single_session {
             return store::sessions::revoke_all_for_user(conn, user_id, Some(new_session), now).await;
         }
-        let max = self.settings.max_sessions_per_user as usize;
+        let max = self.policy.max_sessions_per_user as usize;
         if max == 0 {
             return Ok(Vec::new());
         }
@@ -117,19 +159,6 @@ impl App {
             }
         }
         Ok(ended)
-    }
-
-    fn session_revocations(&self, sessions: &[Uuid], user_id: Uuid, now: DateTime<Utc>) -> Vec<Revocation> {
-        sessions
-            .iter()
-            .map(|id| Revocation {
-                kind: RevocationKind::Session,
-                subject_id: id.to_string(),
-                user_id: Some(user_id),
-                created_at: now,
-                expires_at: now + self.revocation_lifetime(),
-            })
-            .collect()
     }
 
     fn issue_tokens(&self, user: &UserRow, session: &SessionRow, refresh_token: String) -> Result<IssuedTokens> {
@@ -222,7 +251,7 @@ impl App {
             }
             Outcome::Replayed(session_id, user_id) => {
                 tracing::warn!(%session_id, %user_id, "refresh token replayed; ending the session");
-                self.end_sessions(&[session_id], user_id).await?;
+                self.revoker.end_sessions(&[session_id], user_id).await?;
                 let event = Event::failure("refresh_token.reused").user(user_id).client(client);
                 self.audit_log
                     .record(event.detail("session_id", session_id.to_string()))
@@ -234,8 +263,22 @@ impl App {
     }
 
     /// Ends the session of a refresh token, or the caller's own session.
+    pub async fn logout(
+        &self,
+        refresh_token: Option<&str>,
+        caller: Option<&Caller>,
+        client: &ClientInfo,
+    ) -> Result<()> {
+        if let Some(user_id) = self.end_own_session(refresh_token, caller).await? {
+            self.audit_log
+                .record(Event::success("logout").user(user_id).client(client))
+                .await;
+        }
+        Ok(())
+    }
+
     /// Returns the user whose session ended, if any did.
-    pub async fn logout(&self, refresh_token: Option<&str>, caller: Option<&Caller>) -> Result<Option<Uuid>> {
+    async fn end_own_session(&self, refresh_token: Option<&str>, caller: Option<&Caller>) -> Result<Option<Uuid>> {
         if let Some(token) = refresh_token.map(str::trim).filter(|t| !t.is_empty()) {
             let hash = token_hash(token);
             let mut conn = store::conn(&self.pool).await?;
@@ -246,7 +289,7 @@ impl App {
             drop(conn);
             // An unknown token gets the same answer: logging out is idempotent.
             if let Some(session) = &session {
-                self.end_sessions(&[session.id], session.user_id).await?;
+                self.revoker.end_sessions(&[session.id], session.user_id).await?;
             }
             return Ok(session.map(|s| s.user_id));
         }
@@ -254,102 +297,8 @@ impl App {
         let session_id = caller.session_id().ok_or(Error::FailedPrecondition(
             "logout needs a refresh token or an access token; API keys have no session",
         ))?;
-        self.end_sessions(&[session_id], caller.user_id).await?;
+        self.revoker.end_sessions(&[session_id], caller.user_id).await?;
         Ok(Some(caller.user_id))
-    }
-
-    /// Revokes sessions in Postgres (with their revocation records) and in the local view.
-    pub(crate) async fn end_sessions(&self, session_ids: &[Uuid], user_id: Uuid) -> Result<Vec<Uuid>> {
-        let now = self.clock.now();
-        let mut conn = store::conn(&self.pool).await?;
-        let ids = session_ids.to_vec();
-        let revocations = conn
-            .transaction::<_, store::StoreError, _>(async |conn| {
-                let mut ended = Vec::new();
-                for id in &ids {
-                    if store::sessions::revoke(conn, *id, now).await? {
-                        ended.push(*id);
-                    }
-                }
-                let revocations = self.session_revocations(&ended, user_id, now);
-                store::revocations::insert_many(conn, &revocations.iter().map(Revocation::to_row).collect::<Vec<_>>())
-                    .await?;
-                Ok(revocations)
-            })
-            .await?;
-        self.apply_revocations(&revocations);
-        Ok(revocations.iter().filter_map(|r| r.subject_id.parse().ok()).collect())
-    }
-
-    /// Ends every live session of a user except `keep`; returns how many ended.
-    pub async fn revoke_all_sessions(&self, user_id: Uuid, keep: Option<Uuid>) -> Result<usize> {
-        let now = self.clock.now();
-        let mut conn = store::conn(&self.pool).await?;
-        let revocations = conn
-            .transaction::<_, store::StoreError, _>(async |conn| {
-                self.revoke_all_sessions_in(conn, user_id, keep, now).await
-            })
-            .await?;
-        self.apply_revocations(&revocations);
-        Ok(revocations.len())
-    }
-
-    /// The database half of ending a user's sessions, inside the caller's transaction; the caller
-    /// applies the returned revocations once it commits.
-    pub(crate) async fn revoke_all_sessions_in(
-        &self,
-        conn: &mut Conn<'_>,
-        user_id: Uuid,
-        keep: Option<Uuid>,
-        now: DateTime<Utc>,
-    ) -> store::StoreResult<Vec<Revocation>> {
-        let ended = store::sessions::revoke_all_for_user(conn, user_id, keep, now).await?;
-        let revocations = self.session_revocations(&ended, user_id, now);
-        store::revocations::insert_many(conn, &revocations.iter().map(Revocation::to_row).collect::<Vec<_>>()).await?;
-        Ok(revocations)
-    }
-
-    /// Revokes everything a user holds as of now: every session, every access token issued
-    /// before this second, every API key, and every pending one-time link. Used when the account
-    /// itself changes hands or standing (password reset, lock, deactivation, role change,
-    /// deletion).
-    pub async fn revoke_user(&self, user_id: Uuid) -> Result<()> {
-        let now = self.clock.now();
-        let mut conn = store::conn(&self.pool).await?;
-        let revocations = conn
-            .transaction::<_, store::StoreError, _>(async |conn| {
-                store::users::lock(conn, user_id).await?;
-                self.revoke_user_in(conn, user_id, now).await
-            })
-            .await?;
-        self.apply_revocations(&revocations);
-        Ok(())
-    }
-
-    /// The database half of [`App::revoke_user`], in the caller's transaction (which should hold
-    /// the user's row lock); the caller applies the result once it commits.
-    pub(crate) async fn revoke_user_in(
-        &self,
-        conn: &mut Conn<'_>,
-        user_id: Uuid,
-        now: DateTime<Utc>,
-    ) -> store::StoreResult<Vec<Revocation>> {
-        // The keys' own rows record their end, so the user-wide entry need only outlive the
-        // access tokens (and the replicas' key caches, re-read within a minute): it has an end,
-        // and the view and Redis do not grow with every revocation ever made.
-        store::api_keys::revoke_all_for_user(conn, user_id, now).await?;
-        store::one_time_tokens::retire_unused(conn, user_id, now).await?;
-        let user_wide = Revocation {
-            kind: RevocationKind::User,
-            subject_id: user_id.to_string(),
-            user_id: Some(user_id),
-            created_at: now,
-            expires_at: now + self.revocation_lifetime(),
-        };
-        let mut revocations = self.revoke_all_sessions_in(conn, user_id, None, now).await?;
-        store::revocations::insert_many(conn, &[user_wide.to_row()]).await?;
-        revocations.push(user_wide);
-        Ok(revocations)
     }
 
     pub async fn list_sessions(&self, caller: &Caller) -> Result<Vec<SessionRow>> {
@@ -357,8 +306,19 @@ impl App {
         Ok(store::sessions::live_for_user(&mut conn, caller.user_id, self.clock.now()).await?)
     }
 
+    /// Ends every session of the caller, or every other one.
+    pub async fn revoke_all(&self, caller: &Caller, keep_current: bool, client: &ClientInfo) -> Result<usize> {
+        let keep = if keep_current { caller.session_id() } else { None };
+        let revoked = self.revoker.revoke_all_sessions(caller.user_id, keep).await?;
+        let event = Event::success("session.revoked").user(caller.user_id).client(client);
+        self.audit_log
+            .record(event.detail("all", true).detail("count", revoked))
+            .await;
+        Ok(revoked)
+    }
+
     /// Ends one of the caller's sessions; another user's session is `NotFound`, never revealed.
-    pub async fn revoke_session(&self, caller: &Caller, session_id: &str) -> Result<()> {
+    pub async fn revoke_session(&self, caller: &Caller, session_id: &str, client: &ClientInfo) -> Result<()> {
         let id = crate::domain::parse_id(session_id, "session_id")?;
         let session = {
             let mut conn = store::conn(&self.pool).await?;
@@ -366,7 +326,11 @@ impl App {
         };
         match session {
             Some(session) if session.user_id == caller.user_id => {
-                self.end_sessions(&[id], caller.user_id).await?;
+                self.revoker.end_sessions(&[id], caller.user_id).await?;
+                let event = Event::success("session.revoked").user(caller.user_id).client(client);
+                self.audit_log
+                    .record(event.detail("session_id", session_id.to_string()))
+                    .await;
                 Ok(())
             }
             _ => Err(Error::NotFound("session")),

@@ -3,7 +3,6 @@
 
 pub mod jwt;
 pub mod keys;
-mod revoke;
 
 pub use authd_client::{AccessClaims, VerifiedTokens};
 pub use jwt::TokenIssuer;

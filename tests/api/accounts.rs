@@ -261,7 +261,12 @@ async fn passwords_are_stored_as_argon2id_and_rehashed_when_parameters_change() 
     )
     .await
     .unwrap();
-    cheap.app().register("gus@example.com", "gus", PASSWORD).await.unwrap();
+    cheap
+        .app()
+        .accounts
+        .register("gus@example.com", "gus", PASSWORD, &Default::default())
+        .await
+        .unwrap();
     drop(cheap);
     let mut conn = <diesel_async::AsyncPgConnection as diesel_async::AsyncConnection>::establish(&url)
         .await
@@ -275,6 +280,7 @@ async fn passwords_are_stored_as_argon2id_and_rehashed_when_parameters_change() 
         .await
         .unwrap();
     full.app()
+        .accounts
         .login("gus", PASSWORD, None, &Default::default())
         .await
         .unwrap_or_else(|_| panic!("login"));

@@ -627,7 +627,7 @@ async fn user_wide_revocations_have_an_end() {
     let user = app.register("joe").await;
     let session = app.login("joe", PASSWORD).await;
     let key = app.api_key(&session.access_token, &["tasks:read"]).await;
-    app.app.revoke_user(user.id.parse().unwrap()).await.unwrap();
+    app.app.revoker.revoke_user(user.id.parse().unwrap()).await.unwrap();
     assert!(!app.is_active(&introspector, &key).await);
     assert!(!app.is_active(&introspector, &session.access_token).await);
     let longest = "SELECT coalesce(max(extract(epoch FROM expires_at - created_at)), 0)::bigint \

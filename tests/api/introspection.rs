@@ -304,7 +304,12 @@ async fn a_rotated_key_stays_published_and_old_tokens_stay_valid() {
     assert_eq!(kids, vec![new_kid.clone(), old_kid.clone()]);
     assert_eq!(other.keys.current().active.kid, new_kid);
     assert!(
-        other.validate_credential(&before.access_token).await.unwrap().is_some(),
+        other
+            .authenticator
+            .validate_credential(&before.access_token)
+            .await
+            .unwrap()
+            .is_some(),
         "old tokens verify"
     );
     drop(application);
@@ -462,11 +467,11 @@ async fn a_cached_token_still_obeys_revocation() {
     let app = spawn_app().await;
     let tokens = app.user("cora").await;
     let gateway = app.introspector().await;
-    let (hits_before, _) = app.app.verified_tokens.hits_and_misses();
+    let (hits_before, _) = app.app.authenticator.verified_tokens().hits_and_misses();
     for _ in 0..3 {
         assert!(app.introspect(&gateway, &tokens.access_token).await.active);
     }
-    let (hits, _) = app.app.verified_tokens.hits_and_misses();
+    let (hits, _) = app.app.authenticator.verified_tokens().hits_and_misses();
     assert!(hits >= hits_before + 2, "a repeated token is answered from the cache");
     app.auth()
         .logout(bearer(LogoutRequest::default(), &tokens.access_token))
@@ -474,7 +479,7 @@ async fn a_cached_token_still_obeys_revocation() {
         .unwrap();
     let answer = app.introspect(&gateway, &tokens.access_token).await;
     assert_eq!(answer, IntrospectResponse::default(), "revoked, though cached");
-    let (hits_after, _) = app.app.verified_tokens.hits_and_misses();
+    let (hits_after, _) = app.app.authenticator.verified_tokens().hits_and_misses();
     assert!(
         hits_after > hits,
         "the revoked token was found in the cache, and refused"

@@ -9,6 +9,7 @@ mod helpers;
 mod accounts;
 mod admin;
 mod api_keys;
+mod architecture;
 mod audit;
 mod cli;
 mod deploy;

@@ -485,10 +485,13 @@ async fn with_redis_healthy_a_valid_introspection_issues_no_database_query() {
     ];
     overrides.extend_from_slice(QUIET_BACKGROUND);
     let app = spawn_app_with(&overrides).await;
-    within(Duration::from_secs(10), || async { app.app.feed.is_synced() }).await;
+    within(Duration::from_secs(10), || async { app.app.revoker.feed().is_synced() }).await;
     // The feed stays up on its own (its liveness pings succeed).
     tokio::time::sleep(Duration::from_millis(2500)).await;
-    assert!(app.app.feed.is_synced(), "the feed dropped while Redis was healthy");
+    assert!(
+        app.app.revoker.feed().is_synced(),
+        "the feed dropped while Redis was healthy"
+    );
     let introspector = app.introspector().await;
     let tokens = app.user("gil").await;
     assert!(app.is_active(&introspector, &tokens.access_token).await);
@@ -535,7 +538,7 @@ async fn a_user_wide_revocation_reaches_every_replica_and_spares_later_logins() 
         (Client::connect(addr).await, app)
     };
     within(Duration::from_secs(10), || async {
-        a.app.feed.is_synced() && b.1.feed.is_synced()
+        a.app.revoker.feed().is_synced() && b.1.revoker.feed().is_synced()
     })
     .await;
     let introspector = a.introspector().await;
@@ -543,7 +546,7 @@ async fn a_user_wide_revocation_reaches_every_replica_and_spares_later_logins() 
     let tokens = a.login("hal", PASSWORD).await;
     let key = a.api_key(&tokens.access_token, &["tasks:read"]).await;
     assert!(b.0.is_active(&introspector, &key).await);
-    a.app.revoke_user(user.id.parse().unwrap()).await.unwrap();
+    a.app.revoker.revoke_user(user.id.parse().unwrap()).await.unwrap();
     within(Duration::from_secs(1), || async {
         !b.0.is_active(&introspector, &tokens.access_token).await && !b.0.is_active(&introspector, &key).await
     })

@@ -1,0 +1,234 @@
+//! The one home of authentication for authd's own RPCs, and of the span each RPC runs in: a tower
+//! layer around every gRPC service. It resolves where the call came from, looks the RPC up in
+//! [`ACCESS`], authenticates the bearer credential the policy asks for, and either refuses the
+//! call before any handler runs or hands the handler its [`Caller`] in the request's extensions
+//! (read with [`super::request::caller`]).
+
+use super::request::{Refused, bearer_of};
+use crate::authn::Authenticator;
+use crate::error::Error;
+use crate::identity::{Caller, ClientInfo};
+use crate::net::Cidr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use tonic::Status;
+use tonic::transport::server::TcpConnectInfo;
+use tower_layer::Layer;
+use tower_service::Service;
+use tracing::Instrument;
+
+/// What an RPC asks of its caller's credential.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Access {
+    /// No credential: the call proves itself otherwise (a password, a mailed token) or is public.
+    Public,
+    /// A credential is checked when one is presented; the handler decides whether it needs it.
+    Optional,
+    /// Any live credential: a user's access token or an API key.
+    Caller,
+    /// A user's own access token (managing the account); API keys are refused.
+    UserSession,
+}
+
+use Access::{Caller as AnyCaller, Optional, Public, UserSession};
+
+/// Every RPC of authd's own services and what it asks. An `auth.v1` method missing here is
+/// treated as [`Access::UserSession`] (fail closed), and a test checks the table is complete.
+pub const ACCESS: &[(&str, Access)] = &[
+    ("auth.v1.AuthService/Register", Public),
+    ("auth.v1.AuthService/Login", Public),
+    ("auth.v1.AuthService/Refresh", Public),
+    ("auth.v1.AuthService/Logout", Optional),
+    ("auth.v1.AuthService/ChangePassword", UserSession),
+    ("auth.v1.AuthService/RequestPasswordReset", Public),
+    ("auth.v1.AuthService/ResetPassword", Public),
+    ("auth.v1.AuthService/SendVerificationEmail", Public),
+    ("auth.v1.AuthService/VerifyEmail", Public),
+    ("auth.v1.AuthService/RequestAccountDeletion", Public),
+    ("auth.v1.AuthService/ConfirmAccountDeletion", Public),
+    ("auth.v1.AuthService/CancelAccountDeletion", Optional),
+    ("auth.v1.AuthService/GetAccountDeletionStatus", UserSession),
+    ("auth.v1.AuthService/ListProviders", Public),
+    ("auth.v1.AuthService/LoginWithProvider", Public),
+    ("auth.v1.UserService/GetMe", AnyCaller),
+    ("auth.v1.UserService/UpdateMe", UserSession),
+    ("auth.v1.UserService/ListUsers", UserSession),
+    ("auth.v1.UserService/GetUser", UserSession),
+    ("auth.v1.UserService/UpdateUser", UserSession),
+    ("auth.v1.UserService/LockUser", UserSession),
+    ("auth.v1.UserService/UnlockUser", UserSession),
+    ("auth.v1.UserService/DeleteUser", UserSession),
+    ("auth.v1.SessionService/ListSessions", UserSession),
+    ("auth.v1.SessionService/RevokeSession", UserSession),
+    ("auth.v1.SessionService/RevokeAllSessions", UserSession),
+    ("auth.v1.ApiKeyService/CreateApiKey", UserSession),
+    ("auth.v1.ApiKeyService/ListApiKeys", UserSession),
+    ("auth.v1.ApiKeyService/RevokeApiKey", UserSession),
+    ("auth.v1.ApiKeyService/RotateApiKey", UserSession),
+    ("auth.v1.TokenService/GetJwks", Public),
+    ("auth.v1.TokenService/Introspect", AnyCaller),
+    ("auth.v1.TokenService/Revoke", AnyCaller),
+    ("auth.v1.TokenService/WatchRevocations", AnyCaller),
+    ("auth.v1.TokenService/WatchKeys", AnyCaller),
+    ("auth.v1.AuditService/ListAuditEvents", UserSession),
+];
+
+/// What `method` (`package.Service/Method`) asks; `None` for services that are not authd's own
+/// (health, reflection), which need no credential.
+pub fn access(method: &str) -> Option<Access> {
+    if let Some((_, access)) = ACCESS.iter().find(|(name, _)| *name == method) {
+        return Some(*access);
+    }
+    method.starts_with("auth.v1.").then_some(UserSession)
+}
+
+/// Wraps every gRPC service in [`Authenticate`].
+#[derive(Clone)]
+pub struct AuthenticateLayer {
+    authenticator: Arc<Authenticator>,
+    trusted_proxies: Arc<[Cidr]>,
+}
+
+impl AuthenticateLayer {
+    pub fn new(authenticator: Arc<Authenticator>, trusted_proxies: &[Cidr]) -> Self {
+        Self {
+            authenticator,
+            trusted_proxies: trusted_proxies.into(),
+        }
+    }
+
+    /// The caller's address (through trusted proxies, see [`crate::net::client_address`]) and
+    /// user agent.
+    fn client_info(&self, headers: &http::HeaderMap, peer: Option<std::net::IpAddr>) -> ClientInfo {
+        let forwarded = headers.get("x-forwarded-for").and_then(|v| v.to_str().ok());
+        let address = crate::net::client_address(peer, forwarded, &self.trusted_proxies);
+        ClientInfo {
+            ip_address: address.map(|ip| ip.to_string()),
+            user_agent: headers
+                .get("user-agent")
+                .and_then(|v| v.to_str().ok())
+                .map(|ua| ua.chars().filter(|c| !c.is_control()).take(512).collect()),
+        }
+    }
+
+    /// The caller the policy asks for, or the refusal. `Ok(None)`: no caller, none needed.
+    async fn authenticate(&self, access: Access, bearer: Option<&str>) -> Result<Option<Caller>, Error> {
+        match access {
+            Public => Ok(None),
+            Optional => match bearer {
+                Some(_) => self.authenticator.authenticate(bearer).await.map(Some),
+                None => Ok(None),
+            },
+            AnyCaller => self.authenticator.authenticate(bearer).await.map(Some),
+            UserSession => self.authenticator.authenticate_user(bearer).await.map(Some),
+        }
+    }
+}
+
+impl<S> Layer<S> for AuthenticateLayer {
+    type Service = Authenticate<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        Authenticate {
+            inner,
+            layer: self.clone(),
+        }
+    }
+}
+
+/// See [`AuthenticateLayer`].
+#[derive(Clone)]
+pub struct Authenticate<S> {
+    inner: S,
+    layer: AuthenticateLayer,
+}
+
+type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
+
+impl<S, ReqBody, ResBody> Service<http::Request<ReqBody>> for Authenticate<S>
+where
+    S: Service<http::Request<ReqBody>, Response = http::Response<ResBody>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    ReqBody: Send + 'static,
+    ResBody: Default + Send + 'static,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = BoxFuture<Result<Self::Response, Self::Error>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: http::Request<ReqBody>) -> Self::Future {
+        // The clone that was made ready is the one that is called.
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        let layer = self.layer.clone();
+        let method = request.uri().path().trim_start_matches('/').to_string();
+        let span = tracing::info_span!("rpc", rpc.method = %method);
+        Box::pin(
+            async move {
+                let peer = request
+                    .extensions()
+                    .get::<TcpConnectInfo>()
+                    .and_then(|info| info.remote_addr())
+                    .map(|addr| addr.ip());
+                let client = layer.client_info(request.headers(), peer);
+                request.extensions_mut().insert(client);
+                if let Some(access) = access(&method) {
+                    let bearer = request
+                        .headers()
+                        .get("authorization")
+                        .and_then(|v| v.to_str().ok())
+                        .and_then(bearer_of);
+                    match layer.authenticate(access, bearer).await {
+                        Ok(Some(caller)) => {
+                            request.extensions_mut().insert(caller);
+                        }
+                        Ok(None) => {}
+                        Err(error) if access == Optional => {
+                            request.extensions_mut().insert(Refused(Arc::new(error)));
+                        }
+                        Err(error) => return Ok(Status::from(error).into_http()),
+                    }
+                }
+                inner.call(request).await
+            }
+            .instrument(span),
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use prost::Message;
+
+    /// Every method of authd's own services has an explicit entry, and every entry names one.
+    #[test]
+    fn the_access_table_names_every_rpc() {
+        let set = prost_types::FileDescriptorSet::decode(crate::proto::FILE_DESCRIPTOR_SET).unwrap();
+        let mut methods = Vec::new();
+        for file in set.file.iter().filter(|f| f.package() == "auth.v1") {
+            for service in &file.service {
+                for method in &service.method {
+                    methods.push(format!("auth.v1.{}/{}", service.name(), method.name()));
+                }
+            }
+        }
+        assert!(methods.len() >= 30, "the descriptor set lists authd's RPCs");
+        for method in &methods {
+            assert!(
+                ACCESS.iter().any(|(name, _)| name == method),
+                "{method} has no entry in grpc::authenticate::ACCESS"
+            );
+        }
+        for (name, _) in ACCESS {
+            assert!(methods.contains(&name.to_string()), "{name} is not an RPC");
+        }
+        assert_eq!(access("auth.v1.NewService/Unknown"), Some(UserSession));
+        assert_eq!(access("grpc.health.v1.Health/Check"), None);
+    }
+}
