@@ -129,12 +129,12 @@ impl AuthService for AuthApi {
         let refresh_token = &request.get_ref().refresh_token;
         // A refresh token names the session itself; only without one does the caller's matter.
         let caller = if refresh_token.trim().is_empty() {
-            optional_caller(&request)?
+            optional_caller(&request).await?
         } else {
             None
         };
         self.sessions
-            .logout(Some(refresh_token), caller, &client(&request))
+            .logout(Some(refresh_token), caller.as_ref(), &client(&request))
             .await?;
         Ok(Response::new(LogoutResponse {}))
     }
@@ -232,14 +232,14 @@ impl AuthService for AuthApi {
         let token = request.get_ref().token.trim();
         // Without the mailed token, the account's own session cancels.
         let caller = match token.is_empty() {
-            true => optional_caller(&request)?,
+            true => optional_caller(&request).await?,
             false => None,
         };
-        if let Some(caller) = caller {
+        if let Some(caller) = &caller {
             caller.require_user_session()?;
         }
         self.accounts
-            .cancel_account_deletion(Some(token), caller, &client(&request))
+            .cancel_account_deletion(Some(token), caller.as_ref(), &client(&request))
             .await?;
         Ok(Response::new(CancelAccountDeletionResponse {}))
     }

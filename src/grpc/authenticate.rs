@@ -2,9 +2,11 @@
 //! layer around every gRPC service. It resolves where the call came from, looks the RPC up in
 //! [`ACCESS`], authenticates the bearer credential the policy asks for, and either refuses the
 //! call before any handler runs or hands the handler its [`Caller`] in the request's extensions
-//! (read with [`super::request::caller`]).
+//! (read with [`super::request::caller`]). For an RPC whose credential is optional the check is
+//! deferred to the moment the handler needs it ([`super::request::optional_caller`]), so that
+//! such an unauthenticated call meets its length bounds before anything else.
 
-use super::request::{Refused, bearer_of};
+use super::request::{Deferred, bearer_of};
 use crate::authn::Authenticator;
 use crate::error::Error;
 use crate::identity::{Caller, ClientInfo};
@@ -23,7 +25,7 @@ use tracing::Instrument;
 pub enum Access {
     /// No credential: the call proves itself otherwise (a password, a mailed token) or is public.
     Public,
-    /// A credential is checked when one is presented; the handler decides whether it needs it.
+    /// A credential is checked if the handler needs it and one was presented.
     Optional,
     /// Any live credential: a user's access token or an API key.
     Caller,
@@ -34,7 +36,8 @@ pub enum Access {
 use Access::{Caller as AnyCaller, Optional, Public, UserSession};
 
 /// Every RPC of authd's own services and what it asks. An `auth.v1` method missing here is
-/// treated as [`Access::UserSession`] (fail closed), and a test checks the table is complete.
+/// refused as unimplemented before any handler runs (fail closed), and a test checks the table
+/// is complete.
 pub const ACCESS: &[(&str, Access)] = &[
     ("auth.v1.AuthService/Register", Public),
     ("auth.v1.AuthService/Login", Public),
@@ -74,13 +77,26 @@ pub const ACCESS: &[(&str, Access)] = &[
     ("auth.v1.AuditService/ListAuditEvents", UserSession),
 ];
 
-/// What `method` (`package.Service/Method`) asks; `None` for services that are not authd's own
-/// (health, reflection), which need no credential.
-pub fn access(method: &str) -> Option<Access> {
+/// How the layer treats a call to `method` (`package.Service/Method`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Route {
+    /// One of authd's RPCs, with what it asks.
+    Rpc(Access),
+    /// Not authd's own (health, reflection): no credential needed.
+    Other,
+    /// An `auth.v1` method the table does not name.
+    Unknown,
+}
+
+pub fn route(method: &str) -> Route {
     if let Some((_, access)) = ACCESS.iter().find(|(name, _)| *name == method) {
-        return Some(*access);
+        return Route::Rpc(*access);
     }
-    method.starts_with("auth.v1.").then_some(UserSession)
+    if method.starts_with("auth.v1.") {
+        Route::Unknown
+    } else {
+        Route::Other
+    }
 }
 
 /// Wraps every gRPC service in [`Authenticate`].
@@ -112,16 +128,11 @@ impl AuthenticateLayer {
         }
     }
 
-    /// The caller the policy asks for, or the refusal. `Ok(None)`: no caller, none needed.
-    async fn authenticate(&self, access: Access, bearer: Option<&str>) -> Result<Option<Caller>, Error> {
+    /// The caller a required policy asks for, or the refusal.
+    async fn authenticate(&self, access: Access, bearer: Option<&str>) -> Result<Caller, Error> {
         match access {
-            Public => Ok(None),
-            Optional => match bearer {
-                Some(_) => self.authenticator.authenticate(bearer).await.map(Some),
-                None => Ok(None),
-            },
-            AnyCaller => self.authenticator.authenticate(bearer).await.map(Some),
-            UserSession => self.authenticator.authenticate_user(bearer).await.map(Some),
+            UserSession => self.authenticator.authenticate_user(bearer).await,
+            Public | Optional | AnyCaller => self.authenticator.authenticate(bearer).await,
         }
     }
 }
@@ -177,22 +188,29 @@ where
                     .map(|addr| addr.ip());
                 let client = layer.client_info(request.headers(), peer);
                 request.extensions_mut().insert(client);
-                if let Some(access) = access(&method) {
-                    let bearer = request
-                        .headers()
-                        .get("authorization")
-                        .and_then(|v| v.to_str().ok())
-                        .and_then(bearer_of);
-                    match layer.authenticate(access, bearer).await {
-                        Ok(Some(caller)) => {
+                let access = match route(&method) {
+                    Route::Rpc(access) => access,
+                    Route::Other => return inner.call(request).await,
+                    Route::Unknown => return Ok(Status::unimplemented("unknown method").into_http()),
+                };
+                let bearer = request
+                    .headers()
+                    .get("authorization")
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(bearer_of)
+                    .map(str::to_string);
+                match access {
+                    Public => {}
+                    Optional => {
+                        let deferred = Deferred::new(layer.authenticator.clone(), bearer);
+                        request.extensions_mut().insert(deferred);
+                    }
+                    AnyCaller | UserSession => match layer.authenticate(access, bearer.as_deref()).await {
+                        Ok(caller) => {
                             request.extensions_mut().insert(caller);
                         }
-                        Ok(None) => {}
-                        Err(error) if access == Optional => {
-                            request.extensions_mut().insert(Refused(Arc::new(error)));
-                        }
                         Err(error) => return Ok(Status::from(error).into_http()),
-                    }
+                    },
                 }
                 inner.call(request).await
             }
@@ -228,7 +246,8 @@ mod tests {
         for (name, _) in ACCESS {
             assert!(methods.contains(&name.to_string()), "{name} is not an RPC");
         }
-        assert_eq!(access("auth.v1.NewService/Unknown"), Some(UserSession));
-        assert_eq!(access("grpc.health.v1.Health/Check"), None);
+        assert_eq!(route("auth.v1.AuthService/Login"), Route::Rpc(Public));
+        assert_eq!(route("auth.v1.NewService/Unknown"), Route::Unknown);
+        assert_eq!(route("grpc.health.v1.Health/Check"), Route::Other);
     }
 }

@@ -428,6 +428,18 @@ async fn oversized_fields_are_refused_before_any_work() {
         .await
         .unwrap_err();
     assert_eq!(bad_request_field(&reset).as_deref(), Some("token"));
+    // A credential that may be left out is looked at only after the bounds.
+    let logout = app
+        .auth()
+        .logout(bearer(
+            LogoutRequest {
+                refresh_token: huge.clone(),
+            },
+            "not-a-credential",
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(bad_request_field(&logout).as_deref(), Some("refresh_token"));
     // An oversized bearer is no credential.
     assert_eq!(app.get_me_code(&"x".repeat(10_000)).await, Code::Unauthenticated);
 }
