@@ -43,31 +43,31 @@ pub struct App {
 impl App {
     /// Connects, loads keys and live revocations. The schema must be current.
     pub async fn build(settings: Settings, clock: Clock) -> anyhow::Result<Arc<Self>> {
-        let pool = store::connect(settings.database_url.expose(), settings.database_pool_size).await?;
+        let pool = store::connect(settings.database.url.expose(), settings.database.pool_size).await?;
         store::ping(&pool).await.map_err(|e| anyhow::anyhow!("{e}"))?;
         let keys = SigningKeys::load_or_create(
             &pool,
-            &settings.key_encryption_key,
-            settings.signing_alg,
+            &settings.tokens.key_encryption_key,
+            settings.tokens.signing_alg,
             &clock,
             key_publish_window(&settings),
         )
         .await?;
-        let hasher = PasswordHasher::new(settings.argon2, settings.password_hash_concurrency)?;
+        let hasher = PasswordHasher::new(settings.argon2, settings.passwords.hash_concurrency)?;
         let issuer = TokenIssuer {
-            issuer: settings.issuer.clone(),
-            audience: settings.audience.clone(),
-            ttl: settings.access_token_ttl,
+            issuer: settings.tokens.issuer.clone(),
+            audience: settings.tokens.audience.clone(),
+            ttl: settings.tokens.access_token_ttl,
         };
-        let redis_url = settings.redis_url.as_ref().map(|u| u.expose().as_str());
-        let feed = Feed::new(redis_url, &settings.redis_namespace)?;
+        let redis_url = settings.redis.url.as_ref().map(|u| u.expose().as_str());
+        let feed = Feed::new(redis_url, &settings.redis.namespace)?;
         let mailer = crate::mail::delivery::Mailer::from_settings(&settings)?;
         let audit_log = Arc::new(AuditLog::new(pool.clone(), clock.clone()));
         let limiter = RateLimiter::new(
-            settings.rate_limits,
+            settings.limits.enabled,
             redis_url,
-            &settings.redis_namespace,
-            settings.key_encryption_key.clone(),
+            &settings.redis.namespace,
+            settings.tokens.key_encryption_key.clone(),
         )?;
         let limits = Arc::new(Limits::new(limiter, audit_log.clone(), clock.clone()));
         limits.connect().await;
@@ -77,7 +77,7 @@ impl App {
             clock.clone(),
             feed,
             vec![key_cache.clone()],
-            settings.access_token_ttl,
+            settings.tokens.access_token_ttl,
         ));
         let api_keys = Arc::new(ApiKeys::new(
             pool.clone(),
@@ -85,14 +85,14 @@ impl App {
             key_cache,
             revoker.clone(),
             audit_log.clone(),
-            settings.user_grantable_scopes.clone(),
+            settings.accounts.user_grantable_scopes.clone(),
         ));
         let authenticator = Arc::new(Authenticator::new(
             pool.clone(),
             clock.clone(),
             keys.clone(),
             issuer.verifier(),
-            VerifiedTokens::new(settings.token_cache_size),
+            VerifiedTokens::new(settings.tokens.cache_size),
             revoker.clone(),
             api_keys.clone(),
         ));
@@ -104,9 +104,9 @@ impl App {
             revoker.clone(),
             audit_log.clone(),
             SessionPolicy {
-                refresh_token_ttl: settings.refresh_token_ttl,
-                single_session: settings.single_session,
-                max_sessions_per_user: settings.max_sessions_per_user,
+                refresh_token_ttl: settings.tokens.refresh_token_ttl,
+                single_session: settings.accounts.single_session,
+                max_sessions_per_user: settings.accounts.max_sessions_per_user,
             },
         ));
         let mail_ready = Arc::new(tokio::sync::Notify::new());
@@ -122,7 +122,7 @@ impl App {
                 mail_ready: mail_ready.clone(),
             },
             AccountPolicy::from_settings(&settings),
-            settings.database_pool_size as usize,
+            settings.database.pool_size as usize,
         ));
         revoker
             .load()
@@ -155,7 +155,7 @@ impl App {
             .keys
             .reload(
                 &self.pool,
-                &settings.key_encryption_key,
+                &settings.tokens.key_encryption_key,
                 now,
                 key_publish_window(settings),
             )
@@ -177,5 +177,5 @@ impl App {
 
 /// Retired signing keys stay in the JWKS this long: every token they signed has expired by then.
 pub fn key_publish_window(settings: &Settings) -> Duration {
-    settings.access_token_ttl + Duration::from_secs(120) + settings.key_refresh_interval
+    settings.tokens.access_token_ttl + Duration::from_secs(120) + settings.intervals.key_refresh
 }

@@ -153,24 +153,24 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
 }
 
 async fn keys(settings: Settings, command: KeysCommand) -> anyhow::Result<()> {
-    let pool = store::connect(settings.database_url.expose(), 2).await?;
+    let pool = store::connect(settings.database.url.expose(), 2).await?;
     match command {
         KeysCommand::Rotate => {
             let kid = crate::tokens::keys::rotate(
                 &pool,
-                &settings.key_encryption_key,
-                settings.signing_alg,
+                &settings.tokens.key_encryption_key,
+                settings.tokens.signing_alg,
                 Clock::system().now(),
             )
             .await?;
-            if let Some(url) = &settings.redis_url {
+            if let Some(url) = &settings.redis.url {
                 let message = crate::revocation::FeedMessage::KeysChanged { origin: "cli".into() };
-                crate::revocation::feed::announce(url.expose(), &settings.redis_namespace, message).await?;
+                crate::revocation::feed::announce(url.expose(), &settings.redis.namespace, message).await?;
             }
             println!(
                 "new signing key {kid} ({}); running servers pick it up within {:?}",
-                settings.signing_alg.as_str(),
-                settings.key_refresh_interval
+                settings.tokens.signing_alg.as_str(),
+                settings.intervals.key_refresh
             );
         }
         KeysCommand::List => {

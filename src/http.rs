@@ -35,8 +35,8 @@ async fn discovery(State(app): State<Arc<App>>) -> impl IntoResponse {
     algs.sort_unstable();
     algs.dedup();
     let document = serde_json::json!({
-        "issuer": app.settings.issuer,
-        "jwks_uri": format!("{}/.well-known/jwks.json", app.settings.public_url),
+        "issuer": app.settings.tokens.issuer,
+        "jwks_uri": format!("{}/.well-known/jwks.json", app.settings.server.public_url),
         "id_token_signing_alg_values_supported": algs,
         "token_endpoint_auth_methods_supported": ["none"],
         "grant_types_supported": ["password", "refresh_token"],

@@ -46,7 +46,7 @@ pub fn spawn(app: Arc<App>, health: HealthReporter) -> Vec<JoinHandle<()>> {
 async fn probe_database(app: Arc<App>, health: HealthReporter) {
     let mut stop = app.state.shutdown_signal();
     let mut serving = true;
-    let mut tick = tokio::time::interval(app.settings.health_probe_interval);
+    let mut tick = tokio::time::interval(app.settings.intervals.health_probe);
     loop {
         tokio::select! {
             _ = tick.tick() => {}
@@ -74,8 +74,8 @@ async fn probe_database(app: Arc<App>, health: HealthReporter) {
 async fn upkeep(app: Arc<App>) {
     let mut stop = app.state.shutdown_signal();
     let settings = &app.settings;
-    let mut flush = tokio::time::interval(settings.usage_flush_interval);
-    let mut keys = tokio::time::interval(settings.key_refresh_interval);
+    let mut flush = tokio::time::interval(settings.intervals.usage_flush);
+    let mut keys = tokio::time::interval(settings.intervals.key_refresh);
     let mut refusals = tokio::time::interval(REFUSAL_SUMMARY_INTERVAL);
     flush.tick().await;
     keys.tick().await;
@@ -118,7 +118,7 @@ const MAIL_GIVE_UP: chrono::Duration = chrono::Duration::days(1);
 /// `AUTHD_MAIL_POLL_INTERVAL` (other replicas' mail, retries).
 async fn deliver_mail(app: Arc<App>) {
     let mut stop = app.state.shutdown_signal();
-    let mut tick = tokio::time::interval(app.settings.mail_poll_interval);
+    let mut tick = tokio::time::interval(app.settings.intervals.mail_poll);
     loop {
         tokio::select! {
             _ = tick.tick() => {}
@@ -149,11 +149,11 @@ async fn deliver_batch(app: &App) -> crate::error::Result<usize> {
         let outcome = match mail
             .sealed_message
             .as_deref()
-            .and_then(|sealed| crate::mail::unseal(&app.settings.key_encryption_key, sealed))
+            .and_then(|sealed| crate::mail::unseal(&app.settings.tokens.key_encryption_key, sealed))
         {
             Some(message) => tokio::time::timeout(
                 MAIL_SEND_TIMEOUT,
-                app.mailer.send(&app.settings.mail_from, &message, mail.id, &mail.kind),
+                app.mailer.send(&app.settings.mail.from, &message, mail.id, &mail.kind),
             )
             .await
             .unwrap_or_else(|_| Err(SendError::transient("timed out"))),
@@ -198,7 +198,7 @@ async fn record_outcome(
 /// Purges, at least once a minute, by one replica at a time.
 async fn housekeeping(app: Arc<App>) {
     let mut stop = app.state.shutdown_signal();
-    let mut tick = tokio::time::interval(app.settings.housekeeping_interval);
+    let mut tick = tokio::time::interval(app.settings.intervals.housekeeping);
     loop {
         tokio::select! {
             _ = tick.tick() => {}
@@ -227,7 +227,7 @@ async fn purge_expired(app: &App) -> crate::error::Result<()> {
         store::sessions::purge_finished(conn, day_ago).await?;
         store::mail::purge_finished(conn, day_ago).await?;
         store::revocations::purge_expired(conn, now).await?;
-        let retention = chrono::Duration::from_std(app.settings.audit_retention).unwrap_or(chrono::Duration::days(90));
+        let retention = chrono::Duration::from_std(app.settings.audit.retention).unwrap_or(chrono::Duration::days(90));
         store::audit::purge_older(conn, now - retention).await?;
         Ok(())
     })
@@ -240,7 +240,7 @@ async fn purge_expired(app: &App) -> crate::error::Result<()> {
 /// broadcast, can leave unseen.
 async fn resync_revocations(app: Arc<App>) {
     let mut stop = app.state.shutdown_signal();
-    let mut tick = tokio::time::interval(app.settings.revocation_resync_interval);
+    let mut tick = tokio::time::interval(app.settings.intervals.revocation_resync);
     tick.tick().await;
     loop {
         tokio::select! {

@@ -31,7 +31,7 @@ impl Application {
     /// Connects to the database (migrating it first unless `migrate` is false), loads keys and
     /// revocations, creates the bootstrap admin, and binds the gRPC port.
     pub async fn build(settings: Settings, clock: Clock, migrate: bool) -> anyhow::Result<Self> {
-        let url = settings.database_url.expose().clone();
+        let url = settings.database.url.expose().clone();
         if migrate {
             store::migrate(&url).await?;
         } else {
@@ -40,11 +40,11 @@ impl Application {
                 anyhow::bail!("the database schema is {pending} migration(s) behind: run `authd migrate`");
             }
         }
-        let grpc_addr = settings.grpc_addr;
+        let grpc_addr = settings.server.grpc_addr;
         let app = App::build(settings, clock).await?;
         if let (Some(email), Some(password)) = (
-            &app.settings.bootstrap_admin_email,
-            &app.settings.bootstrap_admin_password,
+            &app.settings.accounts.bootstrap_admin_email,
+            &app.settings.accounts.bootstrap_admin_password,
         ) && app
             .accounts
             .ensure_admin(email, None, password.expose())
@@ -57,7 +57,7 @@ impl Application {
             .await
             .map_err(|e| anyhow::anyhow!("cannot listen on {grpc_addr}: {e}"))?;
         let local_addr = listener.local_addr()?;
-        let http_addr = app.settings.http_addr;
+        let http_addr = app.settings.server.http_addr;
         let http_listener = TcpListener::bind(http_addr)
             .await
             .map_err(|e| anyhow::anyhow!("cannot listen on {http_addr} (AUTHD_HTTP_ADDR): {e}"))?;
@@ -115,7 +115,7 @@ impl Application {
         }
         let settings = &app.settings;
         let router = tonic::transport::Server::builder()
-            .timeout(settings.request_timeout)
+            .timeout(settings.server.request_timeout)
             .concurrency_limit_per_connection(256)
             .max_concurrent_streams(MAX_CONCURRENT_STREAMS)
             .http2_max_header_list_size(MAX_HEADER_LIST_BYTES)
@@ -123,7 +123,7 @@ impl Application {
             .http2_keepalive_timeout(Some(Duration::from_secs(10)))
             .layer(grpc::authenticate::AuthenticateLayer::new(
                 app.authenticator.clone(),
-                &settings.trusted_proxies,
+                &settings.server.trusted_proxies,
             ))
             .add_service(health_service)
             .add_service(reflection_v1)
@@ -158,7 +158,7 @@ impl Application {
                     limits: app.limits.clone(),
                     clock: app.clock.clone(),
                     state: app.state.clone(),
-                    heartbeat: settings.watch_heartbeat_interval,
+                    heartbeat: settings.intervals.watch_heartbeat,
                 })
             ))
             .add_service(limited!(
@@ -194,7 +194,7 @@ impl Application {
         tracing::info!("shutting down: health NOT_SERVING, draining in-flight calls");
         app.state.begin_shutdown();
         set_all(&app.state, &health, ServingStatus::NotServing).await;
-        match tokio::time::timeout(app.settings.shutdown_grace, &mut server).await {
+        match tokio::time::timeout(app.settings.server.shutdown_grace, &mut server).await {
             Ok(result) => result??,
             Err(_) => {
                 tracing::warn!("shutdown grace expired with calls still in flight");

@@ -18,7 +18,7 @@ fuzz_target!(|text: &str| {
         return;
     }
     match Settings::from_toml(&env, text) {
-        Ok(settings) => assert!(settings.access_token_ttl.as_secs() >= 10),
+        Ok(settings) => assert!(settings.tokens.access_token_ttl.as_secs() >= 10),
         Err(e) => assert!(!e.to_string().is_empty()),
     }
 });

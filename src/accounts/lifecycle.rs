@@ -152,13 +152,13 @@ impl Accounts {
         let (ttl, valid_for) = lifetime(kind);
         let token = random_token();
         let message = Message::new(kind, to, &self.policy.public_url, &token, valid_for);
-        let settings = &self.policy;
+        let policy = &self.policy;
         let enqueued = mail::enqueue(
             conn,
-            &settings.key_encryption_key,
+            &policy.key_encryption_key,
             kind.as_str(),
             &message,
-            settings.mail_rate_per_hour,
+            policy.mail_rate_per_hour,
             now,
         )
         .await?;
@@ -189,9 +189,9 @@ impl Accounts {
         now: DateTime<Utc>,
     ) -> store::StoreResult<()> {
         let message = Message::notice(notice, to, new_address);
-        let settings = &self.policy;
-        let kek = &settings.key_encryption_key;
-        mail::enqueue(conn, kek, notice.as_str(), &message, settings.mail_rate_per_hour, now).await?;
+        let policy = &self.policy;
+        let kek = &policy.key_encryption_key;
+        mail::enqueue(conn, kek, notice.as_str(), &message, policy.mail_rate_per_hour, now).await?;
         Ok(())
     }
 

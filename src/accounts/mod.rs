@@ -41,14 +41,14 @@ pub struct AccountPolicy {
 impl AccountPolicy {
     pub fn from_settings(settings: &crate::config::Settings) -> Self {
         Self {
-            password_policy: settings.password_policy,
-            key_encryption_key: settings.key_encryption_key.clone(),
-            lockout_threshold: settings.lockout_threshold,
-            lockout_duration: settings.lockout_duration,
-            require_verified_email: settings.require_verified_email,
-            public_url: settings.public_url.clone(),
-            mail_rate_per_hour: settings.mail_rate_per_hour,
-            account_deletion_grace: settings.account_deletion_grace,
+            password_policy: settings.passwords.policy(),
+            key_encryption_key: settings.tokens.key_encryption_key.clone(),
+            lockout_threshold: settings.accounts.lockout_threshold,
+            lockout_duration: settings.accounts.lockout_duration,
+            require_verified_email: settings.accounts.require_verified_email,
+            public_url: settings.server.public_url.clone(),
+            mail_rate_per_hour: settings.mail.rate_per_hour,
+            account_deletion_grace: settings.accounts.deletion_grace,
         }
     }
 }
@@ -350,13 +350,13 @@ impl Accounts {
     /// `AUTHD_LOCKOUT_DURATION` (existing sessions are untouched: a lockout is what an attacker
     /// can cause, so it must not cost the owner more than their password login).
     async fn count_failed_login(&self, user_id: Uuid) -> Result<()> {
-        let settings = &self.policy;
+        let policy = &self.policy;
         let now = self.clock.now();
-        let until = now + chrono::Duration::from_std(settings.lockout_duration).map_err(Error::internal)?;
+        let until = now + chrono::Duration::from_std(policy.lockout_duration).map_err(Error::internal)?;
         let mut conn = store::conn(&self.pool).await?;
         let locked = conn
             .transaction::<_, StoreError, _>(async |conn| match store::users::lock(conn, user_id).await? {
-                Some(user) => store::users::record_failed_login(conn, &user, settings.lockout_threshold, until).await,
+                Some(user) => store::users::record_failed_login(conn, &user, policy.lockout_threshold, until).await,
                 None => Ok(false),
             })
             .await?;

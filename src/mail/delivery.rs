@@ -38,7 +38,7 @@ pub enum Mailer {
 
 impl Mailer {
     pub fn from_settings(settings: &crate::config::Settings) -> anyhow::Result<Self> {
-        match &settings.smtp_url {
+        match &settings.mail.smtp_url {
             Some(url) => {
                 let transport = AsyncSmtpTransport::<Tokio1Executor>::from_url(url.expose())
                     .map_err(|e| anyhow::anyhow!("configuration error: AUTHD_SMTP_URL: {e}"))?
@@ -46,7 +46,7 @@ impl Mailer {
                     .build();
                 Ok(Self::Smtp(transport))
             }
-            None => Ok(Self::Directory(settings.mail_dir.clone())),
+            None => Ok(Self::Directory(settings.mail.dir.clone())),
         }
     }
 

@@ -207,7 +207,7 @@ pub async fn spawn_app_with(overrides: &[(&str, &str)]) -> TestApp {
 pub async fn spawn_on(application: Application) -> TestApp {
     capture_logs();
     let app = application.app();
-    let database_url = app.settings.database_url.expose().clone();
+    let database_url = app.settings.database.url.expose().clone();
     let clock = app.clock.clone();
     let addr = application.local_addr();
     let inner = application.app();

@@ -279,8 +279,8 @@ async fn a_rotated_key_stays_published_and_old_tokens_stay_valid() {
     let pool = authd::store::connect(&app.database_url, 1).await.unwrap();
     let new_kid = authd::tokens::keys::rotate(
         &pool,
-        &settings.key_encryption_key,
-        settings.signing_alg,
+        &settings.tokens.key_encryption_key,
+        settings.tokens.signing_alg,
         app.clock.now(),
     )
     .await
@@ -318,7 +318,12 @@ async fn a_rotated_key_stays_published_and_old_tokens_stay_valid() {
     assert!(
         app.app
             .keys
-            .reload(&app.app.pool, &settings.key_encryption_key, app.clock.now(), window)
+            .reload(
+                &app.app.pool,
+                &settings.tokens.key_encryption_key,
+                app.clock.now(),
+                window
+            )
             .await
             .unwrap()
     );
