@@ -134,7 +134,7 @@ impl Authenticator {
             Some(ActiveCredential::AccessToken(claims)) => Ok(Caller {
                 user_id: claims.user_id().ok_or(Error::Unauthenticated)?,
                 username: claims.username.clone(),
-                roles: claims.roles.clone(),
+                roles: crate::domain::Role::known(&claims.roles),
                 scopes: claims.scope.split_whitespace().map(str::to_string).collect(),
                 credential: Credential::AccessToken {
                     session_id: claims.session_id().ok_or(Error::Unauthenticated)?,

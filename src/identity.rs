@@ -1,7 +1,7 @@
 //! The caller of an RPC, as [`crate::authn::Authenticator`] establishes it from its credential (an
 //! access token or an API key), and where the call came from.
 
-use crate::domain::{ROLE_ADMIN, Scope};
+use crate::domain::{Role, Scope};
 use crate::error::{Error, Result};
 use uuid::Uuid;
 
@@ -24,7 +24,8 @@ pub enum Credential {
 pub struct Caller {
     pub user_id: Uuid,
     pub username: String,
-    pub roles: Vec<String>,
+    /// The roles authd knows among those the credential carries (an API key carries none).
+    pub roles: Vec<Role>,
     pub scopes: Vec<String>,
     pub credential: Credential,
 }
@@ -33,7 +34,7 @@ impl Caller {
     /// Administrator powers come only with an administrator's own session: an API key holds the
     /// scopes it lists and nothing more, whoever owns it.
     pub fn is_admin(&self) -> bool {
-        self.is_user_session() && self.roles.iter().any(|r| r == ROLE_ADMIN)
+        self.is_user_session() && self.roles.contains(&Role::Admin)
     }
 
     pub fn is_user_session(&self) -> bool {

@@ -6,7 +6,7 @@ use crate::identity::ClientInfo;
 use crate::secret::Secret;
 use chrono::{DateTime, Utc};
 use redis::AsyncCommands;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::aio::ConnectionManager;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
@@ -143,13 +143,8 @@ impl RedisLink {
     }
 
     async fn connect(&self, now: i64) {
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(CONNECT_TIMEOUT))
-            .set_response_timeout(Some(CALL_TIMEOUT))
-            .set_number_of_retries(0);
-        let made = tokio::time::timeout(CONNECT_TIMEOUT, self.client.get_connection_manager_with_config(config)).await;
-        match made {
-            Ok(Ok(manager)) => {
+        match crate::redis_conn::connect(&self.client, CONNECT_TIMEOUT, CALL_TIMEOUT, 0).await {
+            Ok(manager) => {
                 *self.connection.write().expect("rate limit connection lock") = Some(manager);
             }
             _ => self.failed(now),

@@ -4,7 +4,7 @@
 
 use super::Accounts;
 use crate::audit::Event;
-use crate::domain::ROLES;
+use crate::domain::{Page, Role, UserId};
 use crate::error::{Error, Result};
 use crate::identity::{Caller, ClientInfo};
 use crate::store::{self, StoreError, users::UserRow};
@@ -13,8 +13,6 @@ use uuid::Uuid;
 
 /// `lock_reason` of a lock set by an administrator; only `UnlockUser` lifts it.
 const ADMIN_LOCK: &str = "admin";
-const DEFAULT_PAGE: i64 = 50;
-const MAX_PAGE: i64 = 200;
 
 fn require_admin(caller: &Caller) -> Result<()> {
     if caller.is_admin() {
@@ -25,7 +23,7 @@ fn require_admin(caller: &Caller) -> Result<()> {
 }
 
 fn user_id(text: &str) -> Result<Uuid> {
-    crate::domain::parse_id(text, "user_id")
+    UserId::parse(text).map(UserId::uuid)
 }
 
 fn not_yourself(caller: &Caller, target: Uuid, what: &'static str) -> Result<()> {
@@ -47,18 +45,7 @@ impl Accounts {
         query: &str,
     ) -> Result<(Vec<UserRow>, String)> {
         require_admin(caller)?;
-        let limit = match i64::from(page_size) {
-            0 => DEFAULT_PAGE,
-            n if n < 0 => return Err(Error::invalid("page_size", "must not be negative")),
-            n => n.min(MAX_PAGE),
-        };
-        let after = match page_token.trim() {
-            "" => None,
-            token => Some(
-                Uuid::parse_str(token)
-                    .map_err(|_| Error::invalid("page_token", "is not a token from a previous page"))?,
-            ),
-        };
+        let page = Page::<Uuid>::parse(page_size, page_token)?;
         let prefix = query.trim().to_ascii_lowercase();
         if prefix.chars().count() > 254 {
             return Err(Error::invalid("query", "is too long"));
@@ -66,20 +53,14 @@ impl Accounts {
         // LIKE wildcards in the query match literally.
         let escaped = prefix.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_");
         let mut conn = store::conn(&self.pool).await?;
-        let mut users = store::users::list(
+        let users = store::users::list(
             &mut conn,
             (!escaped.is_empty()).then_some(escaped.as_str()),
-            after,
-            limit + 1,
+            page.after,
+            page.fetch(),
         )
         .await?;
-        let next = if users.len() as i64 > limit {
-            users.truncate(limit as usize);
-            users.last().map(|u| u.id.to_string()).unwrap_or_default()
-        } else {
-            String::new()
-        };
-        Ok((users, next))
+        Ok(page.finish(users, |u| u.id.to_string()))
     }
 
     pub async fn get_user(&self, caller: &Caller, id: &str) -> Result<UserRow> {
@@ -105,17 +86,13 @@ impl Accounts {
                 if caller.user_id == id {
                     return Err(Error::denied("nobody changes their own roles"));
                 }
-                let mut roles: Vec<String> = roles.iter().map(|r| r.trim().to_string()).collect();
-                if let Some(unknown) = roles.iter().find(|r| !ROLES.contains(&r.as_str())) {
-                    return Err(Error::invalid(
-                        "roles",
-                        format!(
-                            "`{}` is not one of {}",
-                            unknown.chars().take(32).collect::<String>(),
-                            ROLES.join(", ")
-                        ),
-                    ));
-                }
+                let parsed = roles.iter().map(|name| {
+                    Role::parse(name.trim()).ok_or_else(|| {
+                        let shown: String = name.trim().chars().take(32).collect();
+                        Error::invalid("roles", format!("`{shown}` is not one of {}", Role::listed()))
+                    })
+                });
+                let mut roles = Role::names(&parsed.collect::<Result<Vec<_>>>()?);
                 roles.sort();
                 roles.dedup();
                 Some(roles)

@@ -299,18 +299,14 @@ impl Accounts {
     pub async fn reset_password(&self, token: &str, new_password: &str, client: &ClientInfo) -> Result<()> {
         let password = Password::parse(new_password, "new_password")?;
         let token = token_hash(token.trim());
+        let now = self.clock.now();
         // The token is looked up first: a junk token costs one indexed read, never a hash nor a
         // strength estimate (either would let anyone burn the hashing threads).
         let owner = {
             let mut conn = store::conn(&self.pool).await?;
-            let pending = store::one_time_tokens::find_live(
-                &mut conn,
-                &token,
-                MailKind::ResetPassword.as_str(),
-                self.clock.now(),
-            )
-            .await?
-            .ok_or_else(invalid_token)?;
+            let pending = store::one_time_tokens::find_live(&mut conn, &token, MailKind::ResetPassword.as_str(), now)
+                .await?
+                .ok_or_else(invalid_token)?;
             store::users::find(&mut conn, pending.user_id)
                 .await?
                 .ok_or_else(invalid_token)?
@@ -319,7 +315,6 @@ impl Accounts {
         self.check_password_policy(&password, "new_password", &[&owner.email, &owner.username])
             .await?;
         let hash = self.hasher.hash(&password).await?;
-        let now = self.clock.now();
         let mut conn = store::conn(&self.pool).await?;
         let revocations = conn
             .transaction::<_, StoreError, _>(async |conn| {

@@ -10,7 +10,7 @@ pub use password::{PasswordHasher, Verified, hash_once};
 
 use crate::audit::{AuditLog, Event};
 use crate::clock::Clock;
-use crate::domain::{Email, Password, ROLE_ADMIN, ROLE_USER, Username};
+use crate::domain::{Email, Password, Role, Username};
 use crate::error::{Error, Result};
 use crate::identity::Caller;
 use crate::identity::ClientInfo;
@@ -115,9 +115,7 @@ impl Accounts {
         let password = Password::parse(password, "password")?;
         self.check_password_policy(&password, "password", &[email.as_str(), username.as_str()])
             .await?;
-        let user = self
-            .create_user(&email, &username, &password, vec![ROLE_USER.to_string()])
-            .await?;
+        let user = self.create_user(&email, &username, &password, &[Role::User]).await?;
         self.audit_log
             .record(Event::success("user.registered").user(user.id).client(client))
             .await;
@@ -148,7 +146,7 @@ impl Accounts {
         email: &Email,
         username: &Username,
         password: &Password,
-        roles: Vec<String>,
+        roles: &[Role],
     ) -> Result<UserRow> {
         let hash = self.hasher.hash(password).await?;
         let now = self.clock.now();
@@ -160,7 +158,7 @@ impl Accounts {
             username: username.as_str(),
             username_normalized: &normalized_username,
             password_hash: Some(&hash),
-            roles,
+            roles: Role::names(roles),
             created_at: now,
             updated_at: now,
         };
@@ -209,9 +207,11 @@ impl Accounts {
         // account is named by its id, an unknown identifier by a keyed digest, which lets an
         // operator see repeated attempts on one name without holding the name.
         let failed = |reason: &'static str| Event::failure("login.failed").client(client).detail("reason", reason);
+        // The instant of the attempt, once the password is checked.
+        let now = self.clock.now();
         let Some(user) = user else {
             // The same round trips as a wrong password's failure count, so timing tells nothing.
-            self.count_failed_login(Uuid::nil()).await?;
+            self.count_failed_login(Uuid::nil(), now).await?;
             let digest = crate::crypto::keyed_digest(
                 &self.policy.key_encryption_key,
                 "audit identifier",
@@ -222,13 +222,12 @@ impl Accounts {
                 .await;
             return Err(Error::Unauthenticated);
         };
-        let now = self.clock.now();
         if user.locked_until.is_some_and(|until| until > now) {
             self.audit_log.record(failed("locked").user(user.id)).await;
             return Err(Error::Unauthenticated);
         }
         if !verified.ok {
-            self.count_failed_login(user.id).await?;
+            self.count_failed_login(user.id, now).await?;
             self.audit_log.record(failed("wrong_password").user(user.id)).await;
             return Err(Error::Unauthenticated);
         }
@@ -246,15 +245,7 @@ impl Accounts {
             let hash = self.hasher.hash(&password).await?;
             let mut conn = store::conn(&self.pool).await?;
             // Only over the hash just verified: a reset that landed meanwhile wins.
-            if store::users::replace_password_hash(
-                &mut conn,
-                user.id,
-                verified_hash.as_deref(),
-                &hash,
-                self.clock.now(),
-            )
-            .await?
-            {
+            if store::users::replace_password_hash(&mut conn, user.id, verified_hash.as_deref(), &hash, now).await? {
                 verified_hash = Some(hash);
             } else if let Some(stored) = store::users::find(&mut conn, user.id)
                 .await?
@@ -269,7 +260,7 @@ impl Accounts {
         }
         let tokens = self
             .sessions
-            .start_session(&user, verified_hash.as_deref(), device_name, client)
+            .start_session(&user, verified_hash.as_deref(), device_name, client, now)
             .await?;
         self.audit_log
             .record(
@@ -325,7 +316,7 @@ impl Accounts {
             None => false,
         };
         if !matches {
-            self.count_failed_login(user.id).await?;
+            self.count_failed_login(user.id, now).await?;
             return Err(Error::invalid(field, "is incorrect"));
         }
         Ok(())
@@ -349,9 +340,8 @@ impl Accounts {
     /// One more consecutive failure; at `AUTHD_LOCKOUT_THRESHOLD` password login locks for
     /// `AUTHD_LOCKOUT_DURATION` (existing sessions are untouched: a lockout is what an attacker
     /// can cause, so it must not cost the owner more than their password login).
-    async fn count_failed_login(&self, user_id: Uuid) -> Result<()> {
+    async fn count_failed_login(&self, user_id: Uuid, now: chrono::DateTime<chrono::Utc>) -> Result<()> {
         let policy = &self.policy;
-        let now = self.clock.now();
         let until = now + chrono::Duration::from_std(policy.lockout_duration).map_err(Error::internal)?;
         let mut conn = store::conn(&self.pool).await?;
         let locked = conn
@@ -474,8 +464,10 @@ impl Accounts {
             Some(name) => Username::parse(name)?,
             None => username_from_email(&email),
         };
-        let roles = vec![ROLE_USER.to_string(), ROLE_ADMIN.to_string()];
-        match self.create_user(&email, &username, &password, roles).await {
+        match self
+            .create_user(&email, &username, &password, &[Role::User, Role::Admin])
+            .await
+        {
             Ok(_) => Ok(true),
             // Another replica created it at the same moment.
             Err(Error::AlreadyExists("email")) => Ok(false),

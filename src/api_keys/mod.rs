@@ -289,7 +289,7 @@ impl ApiKeys {
             row,
             username: owner.username,
             owner_active: owner.active,
-            owner_admin: owner.roles.iter().any(|r| r == crate::domain::ROLE_ADMIN),
+            owner_admin: owner.roles.iter().any(|r| r == crate::domain::Role::Admin.as_str()),
             last_noted: AtomicI64::new(0),
         })))
     }
@@ -330,7 +330,8 @@ impl ApiKeys {
         }
         let scopes = Scopes::parse(scopes.iter().map(String::as_str))?;
         self.check_grantable(caller, &scopes)?;
-        if expires_at.is_some_and(|exp| exp <= self.clock.now()) {
+        let now = self.clock.now();
+        if expires_at.is_some_and(|exp| exp <= now) {
             return Err(Error::invalid("expires_at", "must be in the future"));
         }
         let prefix = format::new_prefix();
@@ -338,16 +339,13 @@ impl ApiKeys {
         let mut conn = store::conn(&self.pool).await?;
         // Under the owner's row lock, with the caller's session still live: a key made while
         // the account is reset, locked or revoked either lands before (and is revoked with the
-        // rest) or is not made at all. `now` is read under the lock for the same reason.
+        // rest) or is not made at all. Every revocation of the whole account also ends the
+        // caller's session, so none can land between `now` and the lock and leave the key dead.
         let row = conn
             .transaction::<_, store::StoreError, _>(async |conn| {
-                if crate::accounts::lock_standing(conn, caller, None, self.clock.now())
-                    .await?
-                    .is_none()
-                {
+                if crate::accounts::lock_standing(conn, caller, None, now).await?.is_none() {
                     return Ok(None);
                 }
-                let now = self.clock.now();
                 let row = ApiKeyRow {
                     id: Uuid::now_v7(),
                     user_id: caller.user_id,
@@ -386,7 +384,7 @@ impl ApiKeys {
         let caller = Caller {
             user_id: owner.id,
             username: owner.username,
-            roles: owner.roles,
+            roles: crate::domain::Role::known(&owner.roles),
             scopes: Vec::new(),
             credential: crate::identity::Credential::AccessToken {
                 session_id: Uuid::nil(),
@@ -427,8 +425,8 @@ impl ApiKeys {
     }
 
     pub async fn revoke_api_key(&self, caller: &Caller, id: &str, client: &ClientInfo) -> Result<()> {
-        let key_id = crate::domain::parse_id(id, "id")?;
-        self.revoker.revoke_api_key(caller.user_id, key_id).await?;
+        let key_id = crate::domain::ApiKeyId::parse(id)?;
+        self.revoker.revoke_api_key(caller.user_id, key_id.uuid()).await?;
         let event = Event::success("api_key.revoked").user(caller.user_id).client(client);
         self.audit_log.record(event.detail("api_key_id", id.to_string())).await;
         Ok(())
@@ -441,7 +439,7 @@ impl ApiKeys {
         grace: std::time::Duration,
         client: &ClientInfo,
     ) -> Result<IssuedApiKey> {
-        let id = crate::domain::parse_id(id, "id")?;
+        let id = crate::domain::ApiKeyId::parse(id)?.uuid();
         if grace > std::time::Duration::from_secs(30 * 86_400) {
             return Err(Error::invalid("grace_period", "must be at most 30 days"));
         }

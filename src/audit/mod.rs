@@ -3,7 +3,7 @@
 
 mod refusals;
 
-pub use refusals::{RefusalSummary, Refusals};
+pub use refusals::Refusals;
 
 use crate::clock::Clock;
 use crate::error::{Error, Result};
@@ -58,9 +58,6 @@ impl Event {
         self
     }
 }
-
-const DEFAULT_PAGE: i64 = 50;
-const MAX_PAGE: i64 = 200;
 
 /// The audit trail: records events (best effort), summarises rate-limit refusals, and lists
 /// events for their owners and for administrators. Holds only the pool and the clock.
@@ -160,7 +157,7 @@ impl AuditLog {
     ) -> Result<(Vec<AuditRow>, String)> {
         let requested = match user_id.trim() {
             "" => None,
-            id => Some(crate::domain::parse_id(id, "user_id")?),
+            id => Some(crate::domain::UserId::parse(id)?.uuid()),
         };
         let user_id = if caller.is_admin() {
             requested
@@ -172,35 +169,17 @@ impl AuditLog {
                 _ => Some(caller.user_id),
             }
         };
-        let limit = match i64::from(page_size) {
-            0 => DEFAULT_PAGE,
-            n if n < 0 => return Err(Error::invalid("page_size", "must not be negative")),
-            n => n.min(MAX_PAGE),
-        };
-        let before_id = match page_token.trim() {
-            "" => None,
-            token => Some(
-                token
-                    .parse()
-                    .map_err(|_| Error::invalid("page_token", "is not a token from a previous page"))?,
-            ),
-        };
+        let page = crate::domain::Page::<i64>::parse(page_size, page_token)?;
         let event_type = Some(event_type.trim()).filter(|t| !t.is_empty());
         let filter = AuditFilter {
             user_id,
             event_type,
             since,
             until,
-            before_id,
+            before_id: page.after,
         };
         let mut conn = store::conn(&self.pool).await?;
-        let mut rows = store::audit::list(&mut conn, &filter, limit + 1).await?;
-        let next = if rows.len() as i64 > limit {
-            rows.truncate(limit as usize);
-            rows.last().map(|r| r.id.to_string()).unwrap_or_default()
-        } else {
-            String::new()
-        };
-        Ok((rows, next))
+        let rows = store::audit::list(&mut conn, &filter, page.fetch()).await?;
+        Ok(page.finish(rows, |r| r.id.to_string()))
     }
 }

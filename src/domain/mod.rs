@@ -2,12 +2,18 @@
 //! behind it hold everywhere.
 
 mod email;
+mod id;
+mod page;
 mod password;
+mod role;
 mod scope;
 mod username;
 
 pub use email::Email;
+pub use id::{ApiKeyId, SessionId, UserId};
+pub use page::Page;
 pub use password::{Password, PasswordPolicy};
+pub use role::Role;
 pub use scope::{Scope, Scopes};
 pub use username::Username;
 
@@ -15,14 +21,3 @@ pub use username::Username;
 pub fn normalize_identifier(identifier: &str) -> String {
     email::normalize(identifier)
 }
-
-/// An id (a UUID) given in a request; `field` names it in the error.
-pub fn parse_id(text: &str, field: &'static str) -> Result<uuid::Uuid, crate::error::Error> {
-    uuid::Uuid::parse_str(text.trim()).map_err(|_| crate::error::Error::invalid(field, "is not a valid id"))
-}
-
-/// Roles a user can hold; carried in access tokens as `roles`.
-pub const ROLE_USER: &str = "user";
-pub const ROLE_MODERATOR: &str = "moderator";
-pub const ROLE_ADMIN: &str = "admin";
-pub const ROLES: &[&str] = &[ROLE_USER, ROLE_MODERATOR, ROLE_ADMIN];

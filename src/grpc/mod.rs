@@ -6,12 +6,12 @@
 mod api_key;
 mod audit;
 mod auth;
-pub mod authenticate;
+pub(crate) mod authenticate;
 mod bounds;
-pub mod convert;
+pub(crate) mod convert;
 mod request;
 mod session;
-pub mod status;
+pub(crate) mod status;
 mod token;
 mod user;
 
@@ -21,5 +21,3 @@ pub use auth::AuthApi;
 pub use session::SessionApi;
 pub use token::{TokenApi, TokenDeps, introspection};
 pub use user::UserApi;
-
-pub use crate::health::SERVICE_NAMES;

@@ -8,7 +8,7 @@
 
 use super::{Revocation, RevocationKind};
 use chrono::DateTime;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig, PubSub};
+use redis::aio::{ConnectionManager, PubSub};
 use serde::{Deserialize, Serialize};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -182,18 +182,10 @@ impl Feed {
         };
         let mut guard = self.publisher.lock().await;
         if guard.is_none() {
-            let config = ConnectionManagerConfig::new()
-                .set_connection_timeout(Some(REDIS_TIMEOUT))
-                .set_response_timeout(Some(REDIS_TIMEOUT))
-                .set_number_of_retries(1)
-                .set_max_delay(Duration::from_millis(500));
-            match tokio::time::timeout(REDIS_TIMEOUT * 2, client.get_connection_manager_with_config(config)).await {
-                Ok(Ok(manager)) => *guard = Some(manager),
-                Ok(Err(e)) => {
+            match crate::redis_conn::connect(client, REDIS_TIMEOUT, REDIS_TIMEOUT, 1).await {
+                Ok(manager) => *guard = Some(manager),
+                Err(e) => {
                     return tracing::warn!(error = %e, "cannot reach Redis to publish; other replicas fall back to Postgres");
-                }
-                Err(_) => {
-                    return tracing::warn!("timed out reaching Redis to publish; other replicas fall back to Postgres");
                 }
             }
         }

@@ -1,7 +1,7 @@
 //! Revocations: written to Postgres (the record) and applied to an in-process view that the hot
 //! path consults without any I/O.
 
-pub mod feed;
+pub(crate) mod feed;
 mod revoker;
 
 pub use authd_client::revocation::{Revocation, RevocationKind, RevocationView};

@@ -75,15 +75,15 @@ impl Sessions {
     }
 
     /// Opens a session for a user who just proved who they are (against `verified_hash`),
-    /// enforcing the session limits.
+    /// enforcing the session limits; `now` is the login's instant.
     pub(crate) async fn start_session(
         &self,
         user: &UserRow,
         verified_hash: Option<&str>,
         device_name: Option<&str>,
         client: &ClientInfo,
+        now: DateTime<Utc>,
     ) -> Result<IssuedTokens> {
-        let now = self.clock.now();
         let session = SessionRow {
             id: Uuid::now_v7(),
             user_id: user.id,
@@ -131,7 +131,7 @@ impl Sessions {
             .await?
             .ok_or(Error::Unauthenticated)?;
         self.revoker.apply(&ended);
-        self.issue_tokens(user, &session, refresh_token)
+        self.issue_tokens(user, &session, refresh_token, now)
     }
 
     /// The live sessions a new login pushes out: all others in single-session mode, else the
@@ -161,8 +161,13 @@ impl Sessions {
         Ok(ended)
     }
 
-    fn issue_tokens(&self, user: &UserRow, session: &SessionRow, refresh_token: String) -> Result<IssuedTokens> {
-        let now = self.clock.now();
+    fn issue_tokens(
+        &self,
+        user: &UserRow,
+        session: &SessionRow,
+        refresh_token: String,
+        now: DateTime<Utc>,
+    ) -> Result<IssuedTokens> {
         let ring = self.keys.current();
         let (access_token, claims) = self
             .issuer
@@ -183,7 +188,7 @@ impl Sessions {
             access_token: access_token.into(),
             refresh_token: refresh_token.into(),
             expires_in: claims.exp - claims.iat,
-            // Rounded up: the session was created a moment before `now` was read.
+            // In whole seconds, rounded up.
             refresh_expires_in: ((session.expires_at - now).num_milliseconds().max(0) + 999) / 1000,
             session_id: session.id,
         })
@@ -247,7 +252,7 @@ impl Sessions {
                 self.audit_log
                     .record(event.detail("session_id", session.id.to_string()))
                     .await;
-                self.issue_tokens(&user, &session, next_token)
+                self.issue_tokens(&user, &session, next_token, now)
             }
             Outcome::Replayed(session_id, user_id) => {
                 tracing::warn!(%session_id, %user_id, "refresh token replayed; ending the session");
@@ -319,7 +324,7 @@ impl Sessions {
 
     /// Ends one of the caller's sessions; another user's session is `NotFound`, never revealed.
     pub async fn revoke_session(&self, caller: &Caller, session_id: &str, client: &ClientInfo) -> Result<()> {
-        let id = crate::domain::parse_id(session_id, "session_id")?;
+        let id = crate::domain::SessionId::parse(session_id)?.uuid();
         let session = {
             let mut conn = store::conn(&self.pool).await?;
             store::sessions::find(&mut conn, id).await?

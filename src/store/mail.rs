@@ -9,7 +9,6 @@ use diesel_async::RunQueryDsl;
 pub struct OutboxRow {
     pub id: i64,
     pub kind: String,
-    pub recipient: String,
     pub sealed_message: Option<Vec<u8>>,
     pub attempts: i32,
     pub created_at: DateTime<Utc>,

@@ -1,16 +1,16 @@
 //! Postgres access: the pool, the embedded migrations, and one module of plain query functions per
 //! table. Nothing outside this module writes SQL.
 
-pub mod api_keys;
-pub mod audit;
-pub mod mail;
-pub mod one_time_tokens;
-pub mod revocations;
+pub(crate) mod api_keys;
+pub(crate) mod audit;
+pub(crate) mod mail;
+pub(crate) mod one_time_tokens;
+pub(crate) mod revocations;
 #[rustfmt::skip]
-pub mod schema;
-pub mod sessions;
-pub mod signing_keys;
-pub mod users;
+pub(crate) mod schema;
+pub(crate) mod sessions;
+pub(crate) mod signing_keys;
+pub(crate) mod users;
 
 use diesel::result::{DatabaseErrorKind, Error as DieselError};
 use diesel_async::AsyncPgConnection;

@@ -47,16 +47,6 @@ pub async fn insert_once(conn: &mut Conn<'_>, row: &NewRevocation<'_>) -> StoreR
         == 1)
 }
 
-/// Revocations that still matter at `now`.
-pub async fn live(conn: &mut Conn<'_>, now: DateTime<Utc>) -> StoreResult<Vec<RevocationRow>> {
-    Ok(revocations::table
-        .filter(revocations::expires_at.gt(now))
-        .order(revocations::id.asc())
-        .select(RevocationRow::as_select())
-        .load(conn)
-        .await?)
-}
-
 /// Revocations recorded after `after` that still matter at `now`. Rows become visible in
 /// commit order, not id order, so callers ask by time with a generous overlap.
 pub async fn recorded_since(
