@@ -3,7 +3,7 @@
 use crate::app::{App, key_publish_window};
 use crate::clock::Clock;
 use crate::config::{self, Settings};
-use crate::startup::{Application, shutdown_signal};
+use crate::startup::{Server, shutdown_signal};
 use crate::store;
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
@@ -97,7 +97,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve { no_migrate } => {
             let settings = Settings::load(config_file)?;
-            let application = Application::build(settings, Clock::system(), !no_migrate).await?;
+            let application = Server::build(settings, Clock::system(), !no_migrate).await?;
             application.run_until_stopped(shutdown_signal()).await
         }
         Command::Migrate => {

@@ -20,14 +20,14 @@ const MAX_HEADER_LIST_BYTES: u32 = 16 * 1024;
 const MAX_CONCURRENT_STREAMS: u32 = 1024;
 
 /// A built server, bound to its port but not yet serving.
-pub struct Application {
+pub struct Server {
     app: Arc<App>,
     listener: TcpListener,
     local_addr: SocketAddr,
     http_listener: TcpListener,
 }
 
-impl Application {
+impl Server {
     /// Connects to the database (migrating it first unless `migrate` is false), loads keys and
     /// revocations, creates the bootstrap admin, and binds the gRPC port.
     pub async fn build(settings: Settings, clock: Clock, migrate: bool) -> anyhow::Result<Self> {

@@ -251,7 +251,7 @@ async fn passwords_are_stored_as_argon2id_and_rehashed_when_parameters_change() 
     }
     let (_, url) = fresh_database().await;
     // First with cheap parameters, then restart with the defaults: login upgrades the hash.
-    let cheap = authd::startup::Application::build(
+    let cheap = authd::startup::Server::build(
         settings(
             &url,
             &[("AUTHD_ARGON2_MEMORY_KIB", "1024"), ("AUTHD_ARGON2_ITERATIONS", "1")],
@@ -276,7 +276,7 @@ async fn passwords_are_stored_as_argon2id_and_rehashed_when_parameters_change() 
         query.get_result::<Hash>(conn).await.unwrap().password_hash
     };
     assert!(stored(&mut conn).await.starts_with("$argon2id$v=19$m=1024,t=1,p=1$"));
-    let full = authd::startup::Application::build(settings(&url, &[]), authd::clock::Clock::system(), true)
+    let full = authd::startup::Server::build(settings(&url, &[]), authd::clock::Clock::system(), true)
         .await
         .unwrap();
     full.app()

@@ -256,7 +256,7 @@ async fn plain_users_grant_no_scope_unless_configured() {
 #[tokio::test]
 async fn a_key_loses_the_scopes_its_owner_may_no_longer_grant() {
     let (_, url) = fresh_database().await;
-    let wide = authd::startup::Application::build(
+    let wide = authd::startup::Server::build(
         settings(&url, &[("AUTHD_USER_GRANTABLE_SCOPES", "tasks:read,tasks:write")]),
         authd::clock::Clock::system(),
         true,
@@ -269,7 +269,7 @@ async fn a_key_loses_the_scopes_its_owner_may_no_longer_grant() {
     let admin = wide.admin().await;
     let admin_key = wide.api_key(&admin.access_token, &["tasks:write"]).await;
     wide.stop().await.unwrap();
-    let narrow = authd::startup::Application::build(
+    let narrow = authd::startup::Server::build(
         settings(&url, &[("AUTHD_USER_GRANTABLE_SCOPES", "tasks:read")]),
         authd::clock::Clock::system(),
         false,
@@ -665,7 +665,7 @@ async fn user_wide_revocations_have_an_end() {
 async fn a_weak_or_placeholder_bootstrap_password_stops_start_up() {
     for (password, says) in [("password1", "too weak"), ("REPLACE_ME_ADMIN_PASSWORD", "placeholder")] {
         let (_, url) = fresh_database().await;
-        let refused = authd::startup::Application::build(
+        let refused = authd::startup::Server::build(
             settings(&url, &[("AUTHD_BOOTSTRAP_ADMIN_PASSWORD", password)]),
             authd::clock::Clock::system(),
             true,
@@ -680,7 +680,7 @@ async fn a_weak_or_placeholder_bootstrap_password_stops_start_up() {
     // An administrator that exists already is left alone: an upgraded deployment still starts.
     let (_, url) = fresh_database().await;
     for password in [ADMIN_PASSWORD, "password1"] {
-        authd::startup::Application::build(
+        authd::startup::Server::build(
             settings(&url, &[("AUTHD_BOOTSTRAP_ADMIN_PASSWORD", password)]),
             authd::clock::Clock::system(),
             true,

@@ -9,7 +9,7 @@ use authd::proto::session_service_client::SessionServiceClient;
 use authd::proto::token_service_client::TokenServiceClient;
 use authd::proto::user_service_client::UserServiceClient;
 use authd::proto::*;
-use authd::startup::Application;
+use authd::startup::Server;
 use diesel_async::{AsyncConnection, AsyncPgConnection, SimpleAsyncConnection};
 use std::collections::HashMap;
 use std::io::Write;
@@ -197,14 +197,14 @@ pub async fn spawn_app() -> TestApp {
 pub async fn spawn_app_with(overrides: &[(&str, &str)]) -> TestApp {
     capture_logs();
     let (_, database_url) = fresh_database().await;
-    let application = Application::build(settings(&database_url, overrides), Clock::system(), true)
+    let application = Server::build(settings(&database_url, overrides), Clock::system(), true)
         .await
         .expect("build the application");
     spawn_on(application).await
 }
 
 /// Runs a built application (e.g. a second replica on the same database) as a [`TestApp`].
-pub async fn spawn_on(application: Application) -> TestApp {
+pub async fn spawn_on(application: Server) -> TestApp {
     capture_logs();
     let app = application.app();
     let database_url = app.settings.database.url.expose().clone();

@@ -288,7 +288,7 @@ async fn a_rotated_key_stays_published_and_old_tokens_stay_valid() {
     assert_ne!(new_kid, old_kid);
     // A fresh server on the same database sees both keys and signs with the new one.
     let (application, other) = {
-        let application = authd::startup::Application::build(settings.clone(), app.clock.clone(), true)
+        let application = authd::startup::Server::build(settings.clone(), app.clock.clone(), true)
             .await
             .unwrap();
         let app = application.app();

@@ -143,7 +143,7 @@ async fn limits_are_shared_by_replicas_through_redis() {
     overrides.push(("AUTHD_REDIS_URL", redis.as_str()));
     overrides.push(("AUTHD_REDIS_NAMESPACE", namespace.as_str()));
     let a = spawn_app_with(&overrides).await;
-    let b_app = authd::startup::Application::build(
+    let b_app = authd::startup::Server::build(
         settings(&a.database_url, &overrides),
         authd::clock::Clock::system(),
         false,

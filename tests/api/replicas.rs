@@ -525,7 +525,7 @@ async fn a_user_wide_revocation_reaches_every_replica_and_spares_later_logins() 
     let a = spawn_app_with(&overrides).await;
     // A second replica on the same database and Redis.
     let b = {
-        let application = authd::startup::Application::build(
+        let application = authd::startup::Server::build(
             settings(&a.database_url, &overrides),
             authd::clock::Clock::system(),
             false,
@@ -590,7 +590,7 @@ async fn single_session_mode_ends_every_other_session_at_login() {
 async fn a_missed_feed_message_is_caught_up_from_postgres() {
     // Two replicas that share no feed at all: only the periodic re-read can carry A's logout to B.
     let a = spawn_app_with(&[("AUTHD_REVOCATION_RESYNC_INTERVAL", "200ms")]).await;
-    let b_app = authd::startup::Application::build(
+    let b_app = authd::startup::Server::build(
         settings(&a.database_url, &[("AUTHD_REVOCATION_RESYNC_INTERVAL", "200ms")]),
         authd::clock::Clock::system(),
         false,
