@@ -339,13 +339,15 @@ impl ApiKeys {
         let mut conn = store::conn(&self.pool).await?;
         // Under the owner's row lock, with the caller's session still live: a key made while
         // the account is reset, locked or revoked either lands before (and is revoked with the
-        // rest) or is not made at all. Every revocation of the whole account also ends the
-        // caller's session, so none can land between `now` and the lock and leave the key dead.
+        // rest) or is not made at all. The key's own instant is read once the lock is held, so
+        // no revocation that committed while this call waited for it can predate the key (the
+        // operator's path has no session that such a revocation would end).
         let row = conn
             .transaction::<_, store::StoreError, _>(async |conn| {
                 if crate::accounts::lock_standing(conn, caller, None, now).await?.is_none() {
                     return Ok(None);
                 }
+                let now = self.clock.now();
                 let row = ApiKeyRow {
                     id: Uuid::now_v7(),
                     user_id: caller.user_id,
