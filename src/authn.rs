@@ -15,6 +15,20 @@ use authd_client::Verifier;
 use chrono::{DateTime, Utc};
 use std::sync::Arc;
 
+/// No credential authd issues is longer; a longer one is no credential.
+pub const MAX_CREDENTIAL: usize = 8192;
+
+/// The credential of an `authorization: Bearer <credential>` value; `None` when malformed or
+/// longer than any credential authd issues.
+pub fn bearer_of(value: &str) -> Option<&str> {
+    if value.len() > MAX_CREDENTIAL {
+        return None;
+    }
+    let (scheme, credential) = value.trim().split_once(' ')?;
+    let credential = credential.trim();
+    (scheme.eq_ignore_ascii_case("bearer") && !credential.is_empty()).then_some(credential)
+}
+
 /// A credential that is valid and live, as introspection reports it.
 #[derive(Clone, Debug)]
 pub enum ActiveCredential {

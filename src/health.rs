@@ -14,6 +14,7 @@ pub const SERVICE_NAMES: &[&str] = &[
     "auth.v1.ApiKeyService",
     "auth.v1.TokenService",
     "auth.v1.AuditService",
+    "envoy.service.auth.v3.Authorization",
 ];
 
 /// Whether the server is serving, and whether it has begun to shut down.

@@ -17,6 +17,7 @@ pub mod config;
 pub mod crypto;
 pub mod domain;
 pub mod error;
+pub(crate) mod gateway;
 pub mod grpc;
 pub(crate) mod health;
 pub(crate) mod http;

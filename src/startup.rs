@@ -161,6 +161,14 @@ impl Server {
                     heartbeat: settings.intervals.watch_heartbeat,
                 })
             ))
+            .add_service(
+                proto::envoy::service::auth::v3::authorization_server::AuthorizationServer::new(grpc::CheckApi::new(
+                    app.authenticator.clone(),
+                    settings.gateway.remove_authorization,
+                ))
+                .max_decoding_message_size(MAX_MESSAGE_BYTES)
+                .max_encoding_message_size(MAX_MESSAGE_BYTES),
+            )
             .add_service(limited!(
                 audit_service_server::AuditServiceServer,
                 grpc::AuditApi::new(app.audit_log.clone())

@@ -2,7 +2,7 @@
 //! case, and `<NAME>_FILE` variables that name a file holding the value (for secrets).
 //!
 //! The settings come in sections (database, Redis, server, tokens, accounts, passwords, argon2,
-//! mail, limits, intervals, audit), each a struct deserialised from the merged sources
+//! mail, limits, intervals, audit, gateway), each a struct deserialised from the merged sources
 //! ([`source`]); the keys of the sections are the keys authd reads. A missing or malformed
 //! setting is one [`ConfigError`] that names the variable.
 
@@ -304,6 +304,14 @@ pub struct Intervals {
     pub housekeeping: Duration,
 }
 
+/// How authd answers gateways (Envoy's `Check`, `/forward-auth`).
+#[derive(Clone, Debug, Deserialize)]
+pub struct Gateway {
+    /// Whether the upstream loses the `authorization` header of an allowed request.
+    #[serde(rename = "gateway_remove_authorization", default)]
+    pub remove_authorization: bool,
+}
+
 /// How long the audit trail is kept.
 #[derive(Clone, Debug, Deserialize)]
 pub struct Audit {
@@ -329,6 +337,7 @@ pub struct Settings {
     pub limits: RateLimits,
     pub intervals: Intervals,
     pub audit: Audit,
+    pub gateway: Gateway,
 }
 
 /// Every key authd reads: those of the sections.
@@ -346,6 +355,7 @@ fn keys() -> Vec<&'static str> {
         keys_of::<RateLimits>(),
         keys_of::<Intervals>(),
         keys_of::<Audit>(),
+        keys_of::<Gateway>(),
     ]
     .concat()
 }
@@ -417,6 +427,7 @@ impl Settings {
             limits: sources.section()?,
             intervals: sources.section()?,
             audit: sources.section()?,
+            gateway: sources.section()?,
         };
         settings.check()?;
         Ok(settings)
@@ -821,6 +832,7 @@ mod tests {
             "mail_rate_per_hour",
             "mail_poll_interval",
             "housekeeping_interval",
+            "gateway_remove_authorization",
         ];
         contract.sort_unstable();
         assert_eq!(keys, contract);

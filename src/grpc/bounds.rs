@@ -13,7 +13,7 @@ pub const PASSWORD: usize = 512;
 /// Refresh, reset, verification and deletion tokens (43 characters when genuine).
 pub const OPAQUE_TOKEN: usize = 512;
 /// A credential handed to `Introspect` or `Revoke`: an access token, an API key or a refresh token.
-pub const CREDENTIAL: usize = 8192;
+pub const CREDENTIAL: usize = crate::authn::MAX_CREDENTIAL;
 pub const ID_TOKEN: usize = 16_384;
 /// Labels, device names, nonces, provider names.
 pub const LABEL: usize = 512;

@@ -8,16 +8,7 @@ use std::sync::Arc;
 use tonic::metadata::MetadataMap;
 use tonic::{Request, Status};
 
-/// The credential of an `authorization: Bearer <credential>` value; `None` when malformed or
-/// longer than any credential authd issues.
-pub fn bearer_of(value: &str) -> Option<&str> {
-    if value.len() > super::bounds::CREDENTIAL {
-        return None;
-    }
-    let (scheme, credential) = value.trim().split_once(' ')?;
-    let credential = credential.trim();
-    (scheme.eq_ignore_ascii_case("bearer") && !credential.is_empty()).then_some(credential)
-}
+pub use crate::authn::bearer_of;
 
 /// The bearer credential of a request's metadata; `None` when absent or malformed.
 pub fn bearer(metadata: &MetadataMap) -> Option<&str> {

@@ -78,7 +78,18 @@ fn the_image_copies_what_the_workspace_build_needs() {
         .filter(|m| *m != ".")
         .map(|m| m.split('/').next().unwrap().to_string())
         .collect();
-    needed.extend(["Cargo.toml", "Cargo.lock", "proto", "migrations", "src", "benches"].map(String::from));
+    needed.extend(
+        [
+            "Cargo.toml",
+            "Cargo.lock",
+            "proto",
+            "third_party",
+            "migrations",
+            "src",
+            "benches",
+        ]
+        .map(String::from),
+    );
     for path in needed {
         assert!(
             copied.contains(&path.as_str()),

@@ -13,6 +13,7 @@ mod architecture;
 mod audit;
 mod cli;
 mod deploy;
+mod gateway;
 mod hardening;
 mod introspection;
 mod limits;

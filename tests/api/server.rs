@@ -9,6 +9,7 @@ const SERVICES: &[&str] = &[
     "auth.v1.ApiKeyService",
     "auth.v1.TokenService",
     "auth.v1.AuditService",
+    "envoy.service.auth.v3.Authorization",
 ];
 
 #[tokio::test]
