@@ -120,6 +120,8 @@ expect "Introspect" '"active": true'
 expect "Introspect" '"tokenType": "access_token"'
 expect "GetJwks" '"jwksJson":'
 expect "the HTTP JWKS" '^\{"keys":\[\{'
+expect "Envoy Check" '"key": "x-authd-sub"'
+expect "forward-auth" '^200$'
 
 A="127.0.0.1:$GRPC_PORT"
 log "describing every service"

@@ -1,31 +1,48 @@
 //! The plain-HTTP side on `AUTHD_HTTP_ADDR`: the JWKS and OpenID discovery documents for JWT
-//! verifiers that do not speak gRPC, a health endpoint for load balancers, and a few metrics.
+//! verifiers that do not speak gRPC, forward-auth for nginx, Traefik and Caddy, a health
+//! endpoint for load balancers, and a few metrics.
 
 use crate::app::App;
+use crate::gateway::{self, Decision};
 use axum::Router;
-use axum::extract::State;
-use axum::http::{StatusCode, header};
-use axum::response::IntoResponse;
-use axum::routing::get;
+use axum::extract::{ConnectInfo, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{any, get};
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 pub fn router(app: Arc<App>) -> Router {
     Router::new()
         .route("/.well-known/jwks.json", get(jwks))
         .route("/.well-known/openid-configuration", get(discovery))
+        .route("/forward-auth", any(forward_auth))
         .route("/healthz", get(health))
         .route("/metrics", get(metrics))
         .with_state(app)
 }
 
-async fn jwks(State(app): State<Arc<App>>) -> impl IntoResponse {
-    (
-        [
-            (header::CONTENT_TYPE, "application/jwk-set+json"),
-            (header::CACHE_CONTROL, "public, max-age=60"),
-        ],
-        app.keys.current().jwks_json.clone(),
-    )
+/// How long gateways and verifiers may keep the JWKS: shorter than a new key is published before
+/// it signs (`AUTHD_KEY_PUBLISH_AHEAD`).
+const JWKS_MAX_AGE: &str = "public, max-age=300";
+
+/// The JWKS, with a strong `ETag` (a digest of the document) so a verifier can revalidate
+/// cheaply: `304 Not Modified` when its copy is current.
+async fn jwks(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
+    let document = app.keys.current().jwks_json.clone();
+    let digest = crate::crypto::token_hash(&document);
+    let etag = format!("\"{}\"", crate::crypto::b64url(&digest[..16]));
+    let current = headers
+        .get_all(header::IF_NONE_MATCH)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|tag| matches!(tag.trim().trim_start_matches("W/"), t if t == etag || t == "*"));
+    let cache = [(header::CACHE_CONTROL, JWKS_MAX_AGE.to_string()), (header::ETAG, etag)];
+    if current {
+        return (StatusCode::NOT_MODIFIED, cache).into_response();
+    }
+    (cache, [(header::CONTENT_TYPE, "application/jwk-set+json")], document).into_response()
 }
 
 /// The subset of OpenID Provider metadata that describes how to verify our tokens.
@@ -44,6 +61,104 @@ async fn discovery(State(app): State<Arc<App>>) -> impl IntoResponse {
         "subject_types_supported": ["public"],
     });
     ([(header::CONTENT_TYPE, "application/json")], document.to_string())
+}
+
+/// `required_scopes` of a query string (`+` and `%XX` decoded).
+fn required_scopes_param(uri: &Uri) -> String {
+    let query = uri.query().unwrap_or_default();
+    let raw = query
+        .split('&')
+        .find_map(|pair| pair.strip_prefix("required_scopes="))
+        .unwrap_or_default();
+    let bytes = raw.as_bytes();
+    let mut decoded = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let escaped = (bytes[i] == b'%' && i + 3 <= bytes.len())
+            .then(|| std::str::from_utf8(&bytes[i + 1..i + 3]).ok())
+            .flatten()
+            .and_then(|hex| u8::from_str_radix(hex, 16).ok());
+        match (bytes[i], escaped) {
+            (_, Some(byte)) => {
+                decoded.push(byte);
+                i += 3;
+                continue;
+            }
+            (b'+', None) => decoded.push(b' '),
+            (other, None) => decoded.push(other),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&decoded).into_owned()
+}
+
+fn text(status: StatusCode, body: &'static str) -> Response {
+    (status, [(header::CONTENT_TYPE, "text/plain; charset=utf-8")], body).into_response()
+}
+
+/// Forward-auth: the target of nginx `auth_request`, Traefik `ForwardAuth` and Caddy
+/// `forward_auth`. The `Authorization` header in; 200 with the `x-authd-*` headers, 401 with
+/// `WWW-Authenticate`, 403 when the `required_scopes` query parameter is not held, 503 when
+/// revocation cannot be proven. Limited per client address (through `AUTHD_TRUSTED_PROXIES`).
+async fn forward_auth(
+    State(app): State<Arc<App>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Response {
+    let forwarded = headers.get("x-forwarded-for").and_then(|v| v.to_str().ok());
+    let address = crate::net::client_address(Some(peer.ip()), forwarded, &app.settings.server.trusted_proxies);
+    let client = crate::identity::ClientInfo {
+        ip_address: address.map(|ip| ip.to_string()),
+        user_agent: None,
+    };
+    let bucket = crate::net::address_bucket(client.ip_address.as_deref());
+    if let Err(crate::error::Error::RateLimited(retry)) = app
+        .limits
+        .enforce(crate::ratelimit::FORWARD_AUTH_PER_ADDRESS, &bucket, &client)
+        .await
+    {
+        let seconds = retry.as_secs().max(1).to_string();
+        let mut response = text(StatusCode::TOO_MANY_REQUESTS, "too many requests\n");
+        if let Ok(value) = HeaderValue::from_str(&seconds) {
+            response.headers_mut().insert(header::RETRY_AFTER, value);
+        }
+        return response;
+    }
+    let Ok(required) = gateway::required_scopes(&required_scopes_param(&uri)) else {
+        return text(StatusCode::FORBIDDEN, "required_scopes is not a list of scopes\n");
+    };
+    let authorization = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+    let decision = match gateway::decide(&app.authenticator, authorization, &required).await {
+        Ok(decision) => decision,
+        // Revocation that cannot be proven is never an allow.
+        Err(crate::error::Error::Unavailable) => {
+            return text(StatusCode::SERVICE_UNAVAILABLE, "revocation cannot be checked now\n");
+        }
+        Err(error) => {
+            tracing::error!(error = %error.detail(), "forward-auth failed");
+            return text(StatusCode::INTERNAL_SERVER_ERROR, "internal error\n");
+        }
+    };
+    let (status, body) = match &decision {
+        Decision::Allow(_) => (StatusCode::OK, "ok\n"),
+        Decision::Unauthenticated { .. } => (StatusCode::UNAUTHORIZED, "no valid credential\n"),
+        Decision::Forbidden { .. } => (StatusCode::FORBIDDEN, "insufficient scope\n"),
+    };
+    let mut response = text(status, body);
+    let out = response.headers_mut();
+    out.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    if let Some(challenge) = decision.challenge().and_then(|c| HeaderValue::from_str(&c).ok()) {
+        out.insert(header::WWW_AUTHENTICATE, challenge);
+    }
+    if let Decision::Allow(identity) = &decision {
+        for (name, value) in identity.headers() {
+            if let Ok(value) = HeaderValue::from_str(&value) {
+                out.insert(name, value);
+            }
+        }
+    }
+    response
 }
 
 async fn health(State(app): State<Arc<App>>) -> impl IntoResponse {
@@ -79,4 +194,20 @@ async fn metrics(State(app): State<Arc<App>>) -> impl IntoResponse {
         misses,
     );
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn required_scopes_are_read_from_the_query() {
+        let uri = |q: &str| format!("/forward-auth?{q}").parse::<Uri>().unwrap();
+        assert_eq!(
+            required_scopes_param(&uri("a=1&required_scopes=tasks:read+tasks%3Awrite")),
+            "tasks:read tasks:write"
+        );
+        assert_eq!(required_scopes_param(&uri("required_scopes=a%2")), "a%2");
+        assert_eq!(required_scopes_param(&uri("other=1")), "");
+    }
 }

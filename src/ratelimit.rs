@@ -73,6 +73,12 @@ pub const REVOKE_PER_CALLER: Limit = Limit {
     name: "revoke:caller",
     per_minute: 120,
 };
+/// `/forward-auth`, which anyone who reaches the HTTP port may ask: per end-user address when
+/// the gateway is in `AUTHD_TRUSTED_PROXIES`, else per gateway.
+pub const FORWARD_AUTH_PER_ADDRESS: Limit = Limit {
+    name: "forward_auth:address",
+    per_minute: 1200,
+};
 
 /// How long one script call may take before Redis counts as failing.
 const CALL_TIMEOUT: Duration = Duration::from_millis(250);

@@ -184,9 +184,12 @@ impl Server {
         let http_addr = http_listener.local_addr()?;
         let mut http_stop = stop_rx.clone();
         let http = tokio::spawn(
-            axum::serve(http_listener, crate::http::router(app.clone()))
-                .with_graceful_shutdown(async move { stopped(&mut http_stop).await })
-                .into_future(),
+            axum::serve(
+                http_listener,
+                crate::http::router(app.clone()).into_make_service_with_connect_info::<SocketAddr>(),
+            )
+            .with_graceful_shutdown(async move { stopped(&mut http_stop).await })
+            .into_future(),
         );
         tracing::info!(%local_addr, %http_addr, "authd is serving gRPC");
 

@@ -2,7 +2,7 @@
 # Helpers for running private, throwaway PostgreSQL and Redis instances.
 # Source this file; it is not meant to be executed directly.
 #
-#   ensure_packages                      install postgres/redis if missing, set AUTHD_PG_BIN
+#   ensure_packages                      install postgres/redis/nginx if missing, set AUTHD_PG_BIN
 #   start_postgres DATADIR PORT [NAME=VALUE...]
 #   stop_postgres DATADIR
 #   start_redis DIR PORT
@@ -69,6 +69,8 @@ ensure_packages() {
     if ! command -v redis-server >/dev/null 2>&1 || ! command -v redis-cli >/dev/null 2>&1; then
         missing+=(redis-server)
     fi
+    # nginx, for the gateway tests (auth_request in front of authd).
+    [[ -x /usr/sbin/nginx ]] || command -v nginx >/dev/null 2>&1 || missing+=(nginx-light)
     if ((${#missing[@]} > 0)); then
         command -v apt-get >/dev/null 2>&1 ||
             _svc_die "missing ${missing[*]} and apt-get is not available; install them manually"

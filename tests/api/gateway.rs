@@ -293,3 +293,251 @@ async fn check_needs_no_database_for_a_hot_token_and_never_allows_blind() {
     redis.resume().await;
     postgres.resume();
 }
+
+#[tokio::test]
+async fn forward_auth_answers_with_status_headers_and_challenges() {
+    let app = spawn_app().await;
+    let user = app.user("kit").await;
+    let key = app.api_key(&user.access_token, &["tasks:read"]).await;
+    let live = format!("Bearer {}", user.access_token);
+    let answer = http_request(app.http, "GET", "/forward-auth", &[("Authorization", &live)]).await;
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    assert_eq!(answer.headers["x-authd-token-type"], "access_token");
+    assert_eq!(answer.headers["x-authd-roles"], "user");
+    assert_eq!(answer.headers["cache-control"], "no-store");
+
+    // Any method: Traefik and Caddy forward the original one.
+    let keyed = format!("Bearer {key}");
+    let answer = http_request(
+        app.http,
+        "POST",
+        "/forward-auth?required_scopes=tasks%3Aread",
+        &[("Authorization", &keyed), ("Content-Length", "0")],
+    )
+    .await;
+    assert_eq!(answer.status, 200);
+    assert_eq!(answer.headers["x-authd-scope"], "tasks:read");
+    assert!(!answer.headers.contains_key("x-authd-sid"));
+
+    let answer = http_request(
+        app.http,
+        "GET",
+        "/forward-auth?required_scopes=tasks:read,tasks:write",
+        &[("Authorization", &keyed)],
+    )
+    .await;
+    assert_eq!(answer.status, 403);
+    assert!(answer.headers["www-authenticate"].contains("scope=\"tasks:read tasks:write\""));
+
+    let answer = http_request(app.http, "GET", "/forward-auth", &[]).await;
+    assert_eq!(answer.status, 401);
+    assert_eq!(answer.headers["www-authenticate"], "Bearer realm=\"authd\"");
+    let answer = http_request(
+        app.http,
+        "GET",
+        "/forward-auth",
+        &[("Authorization", "Bearer nonsense")],
+    )
+    .await;
+    assert_eq!(answer.status, 401);
+    assert!(answer.headers["www-authenticate"].ends_with("error=\"invalid_token\""));
+    assert!(!answer.headers.contains_key("x-authd-sub"));
+}
+
+#[tokio::test]
+async fn the_jwks_is_cached_and_revalidated_by_etag() {
+    let app = spawn_app().await;
+    let first = http_request(app.http, "GET", "/.well-known/jwks.json", &[]).await;
+    assert_eq!(first.status, 200);
+    assert_eq!(first.headers["cache-control"], "public, max-age=300");
+    let etag = first.headers["etag"].clone();
+    assert!(etag.starts_with('"') && etag.len() > 10, "a strong ETag: {etag}");
+    let again = http_request(app.http, "GET", "/.well-known/jwks.json", &[("If-None-Match", &etag)]).await;
+    assert_eq!(again.status, 304);
+    assert!(again.body.is_empty());
+    let stale = http_request(
+        app.http,
+        "GET",
+        "/.well-known/jwks.json",
+        &[("If-None-Match", "\"other\"")],
+    )
+    .await;
+    assert_eq!(stale.status, 200);
+    assert_eq!(stale.body, first.body);
+}
+
+/// An upstream that answers with what it was told about the caller.
+async fn echo_upstream() -> std::net::SocketAddr {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut byte = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") && stream.read(&mut byte).await.unwrap_or(0) == 1 {
+                    head.push(byte[0]);
+                }
+                let head = String::from_utf8_lossy(&head).to_ascii_lowercase();
+                let seen = |name: &str| {
+                    head.lines()
+                        .find_map(|l| l.strip_prefix(&format!("{name}: ")))
+                        .unwrap_or("-")
+                        .trim()
+                        .to_string()
+                };
+                let body = format!("sub={} sid={}\n", seen("x-authd-sub"), seen("x-authd-sid"));
+                let reply = format!(
+                    "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = stream.write_all(reply.as_bytes()).await;
+            });
+        }
+    });
+    addr
+}
+
+/// nginx, started on a free port from the README's configuration (`deploy/gateways/nginx.conf`).
+struct Nginx {
+    dir: std::path::PathBuf,
+    child: std::process::Child,
+    addr: std::net::SocketAddr,
+}
+
+impl Nginx {
+    async fn start(authd_http: std::net::SocketAddr, upstream: std::net::SocketAddr) -> Self {
+        let binary = ["/usr/sbin/nginx", "/usr/local/sbin/nginx"]
+            .into_iter()
+            .find(|p| std::path::Path::new(p).exists())
+            .expect("nginx is installed (scripts/test.sh installs nginx-light)");
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let addr: std::net::SocketAddr = ([127, 0, 0, 1], port).into();
+        let dir = std::env::temp_dir().join(format!("authd-nginx-{}", uuid::Uuid::new_v4().simple()));
+        std::fs::create_dir_all(dir.join("tmp")).unwrap();
+        let server = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/gateways/nginx.conf"))
+            .unwrap()
+            .replace("127.0.0.1:8080", &authd_http.to_string())
+            .replace("127.0.0.1:9000", &upstream.to_string())
+            .replace("listen 127.0.0.1:8000", &format!("listen {addr}"));
+        let tmp = dir.join("tmp");
+        let tmp = tmp.display();
+        let config = format!(
+            "daemon off;\nmaster_process off;\nworker_processes 1;\npid {pid};\nerror_log {log} info;\n\
+             events {{ worker_connections 64; }}\n\
+             http {{\n access_log off;\n client_body_temp_path {tmp};\n proxy_temp_path {tmp};\n\
+             fastcgi_temp_path {tmp};\n uwsgi_temp_path {tmp};\n scgi_temp_path {tmp};\n{server}\n}}\n",
+            pid = dir.join("nginx.pid").display(),
+            log = dir.join("error.log").display(),
+        );
+        std::fs::write(dir.join("nginx.conf"), config).unwrap();
+        let child = std::process::Command::new(binary)
+            .arg("-p")
+            .arg(&dir)
+            .arg("-c")
+            .arg(dir.join("nginx.conf"))
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start nginx");
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while tokio::net::TcpStream::connect(addr).await.is_err() {
+            let log = std::fs::read_to_string(dir.join("error.log")).unwrap_or_default();
+            assert!(std::time::Instant::now() < deadline, "nginx did not start: {log}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        Self { dir, child, addr }
+    }
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+#[tokio::test]
+async fn nginx_auth_request_lets_live_credentials_through_and_nothing_else() {
+    let app = spawn_app_with(&[("AUTHD_TRUSTED_PROXIES", "127.0.0.1")]).await;
+    let upstream = echo_upstream().await;
+    let nginx = Nginx::start(app.http, upstream).await;
+    let user = app.user("lea").await;
+    let me = app
+        .users()
+        .get_me(bearer(GetMeRequest {}, &user.access_token))
+        .await
+        .unwrap()
+        .into_inner()
+        .user
+        .unwrap();
+    let live = format!("Bearer {}", user.access_token);
+
+    // A live token reaches the upstream, which learns who it is, and not what the client claimed.
+    let answer = http_request(
+        nginx.addr,
+        "GET",
+        "/",
+        &[("Authorization", &live), ("X-Authd-Sub", "admin")],
+    )
+    .await;
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    assert!(
+        answer.body.starts_with(&format!("sub={} sid=", me.id)),
+        "{}",
+        answer.body
+    );
+
+    for refused in [None, Some("Bearer garbage")] {
+        let headers: Vec<(&str, &str)> = refused.map(|v| ("Authorization", v)).into_iter().collect();
+        let answer = http_request(nginx.addr, "GET", "/", &headers).await;
+        assert_eq!(answer.status, 401, "{refused:?}");
+        assert!(answer.headers["www-authenticate"].starts_with("Bearer realm=\"authd\""));
+        assert!(!answer.body.contains("sub="), "the upstream was not reached");
+    }
+
+    // The route needs tasks:read, which a user's session does not hold; a key with it passes.
+    let answer = http_request(nginx.addr, "GET", "/tasks/1", &[("Authorization", &live)]).await;
+    assert_eq!(answer.status, 403);
+    let key = app.api_key(&user.access_token, &["tasks:read"]).await;
+    let keyed = format!("Bearer {key}");
+    let answer = http_request(
+        nginx.addr,
+        "GET",
+        "/tasks/1",
+        &[("Authorization", &keyed), ("X-Authd-Sid", "forged")],
+    )
+    .await;
+    assert_eq!(answer.status, 200);
+    assert_eq!(
+        answer.body,
+        format!("sub={} sid=-\n", me.id),
+        "no session, and the forged one is gone"
+    );
+
+    // Revoked: refused at once.
+    app.auth()
+        .logout(LogoutRequest {
+            refresh_token: user.refresh_token.clone(),
+        })
+        .await
+        .unwrap();
+    let answer = http_request(nginx.addr, "GET", "/", &[("Authorization", &live)]).await;
+    assert_eq!(answer.status, 401);
+}
+
+#[test]
+fn the_readme_shows_the_nginx_configuration_the_tests_run() {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let readme = std::fs::read_to_string(format!("{root}/README.md")).unwrap();
+    let nginx = std::fs::read_to_string(format!("{root}/deploy/gateways/nginx.conf")).unwrap();
+    assert!(
+        readme.contains(&format!("```nginx\n{nginx}```")),
+        "README's nginx block differs from deploy/gateways/nginx.conf"
+    );
+}

@@ -174,6 +174,8 @@ pub struct TestApp {
     pub client: Client,
     /// Where the server listens for gRPC.
     pub addr: std::net::SocketAddr,
+    /// Where it listens for HTTP (`AUTHD_HTTP_ADDR`).
+    pub http: std::net::SocketAddr,
     /// The server's shared state, for looking inside (counters, keys).
     pub app: std::sync::Arc<authd::app::App>,
     pub database_url: String,
@@ -210,6 +212,7 @@ pub async fn spawn_on(application: Server) -> TestApp {
     let database_url = app.settings.database.url.expose().clone();
     let clock = app.clock.clone();
     let addr = application.local_addr();
+    let http = application.http_addr();
     let inner = application.app();
     let (stop, stopped) = oneshot::channel::<()>();
     let server = tokio::spawn(application.run_until_stopped(async {
@@ -223,11 +226,55 @@ pub async fn spawn_on(application: Server) -> TestApp {
     TestApp {
         client: Client { channel },
         addr,
+        http,
         app: inner,
         database_url,
         clock,
         stop: Some(stop),
         server: Some(server),
+    }
+}
+
+/// An HTTP/1.1 answer: status, headers (names lower-cased), body.
+pub struct HttpAnswer {
+    pub status: u16,
+    pub headers: std::collections::HashMap<String, String>,
+    pub body: String,
+}
+
+/// One HTTP/1.1 request over a fresh connection, with `headers`; for the HTTP side and for
+/// nginx in front of it.
+pub async fn http_request(
+    addr: std::net::SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> HttpAnswer {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect over HTTP");
+    let mut request = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+    for (name, value) in headers {
+        request.push_str(&format!("{name}: {value}\r\n"));
+    }
+    request.push_str("\r\n");
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut raw = String::new();
+    stream.read_to_string(&mut raw).await.unwrap();
+    let (head, body) = raw.split_once("\r\n\r\n").unwrap_or((&raw, ""));
+    let mut lines = head.lines();
+    let status = lines
+        .next()
+        .and_then(|line| line.split_whitespace().nth(1))
+        .and_then(|code| code.parse().ok())
+        .unwrap_or_else(|| panic!("an HTTP status line in {raw:?}"));
+    let headers = lines
+        .filter_map(|line| line.split_once(':'))
+        .map(|(name, value)| (name.trim().to_ascii_lowercase(), value.trim().to_string()))
+        .collect();
+    HttpAnswer {
+        status,
+        headers,
+        body: body.to_string(),
     }
 }
 
