@@ -11,6 +11,9 @@ mod hashing;
 
 use anyhow::{Context, bail};
 use authd_client::cache::DEFAULT_CAPACITY as DEFAULT_TOKEN_CACHE_SIZE;
+use authd_proto::envoy::service::auth::v3::attribute_context::{self, HttpRequest};
+use authd_proto::envoy::service::auth::v3::authorization_client::AuthorizationClient;
+use authd_proto::envoy::service::auth::v3::{AttributeContext, CheckRequest};
 use authd_proto::{
     ApiKey, CreateApiKeyRequest, LoginRequest, RefreshRequest, RegisterRequest, RevokeApiKeyRequest,
     api_key_service_client::ApiKeyServiceClient, auth_service_client::AuthServiceClient,
@@ -31,6 +34,8 @@ pub enum Scenario {
     Health,
     /// `Introspect` of one valid access token, again and again.
     IntrospectRepeated,
+    /// Envoy's `Check` of a request carrying one valid access token, again and again.
+    Check,
     /// `Refresh` chains, one session per worker (their access tokens feed `introspect-distinct`).
     Refresh,
     /// `Introspect` of many distinct access tokens, each call a signature check.
@@ -42,9 +47,10 @@ pub enum Scenario {
 }
 
 impl Scenario {
-    const ALL: [Scenario; 6] = [
+    const ALL: [Scenario; 7] = [
         Scenario::Health,
         Scenario::IntrospectRepeated,
+        Scenario::Check,
         Scenario::Refresh,
         Scenario::IntrospectDistinct,
         Scenario::Login,
@@ -55,6 +61,7 @@ impl Scenario {
         match self {
             Scenario::Health => "health",
             Scenario::IntrospectRepeated => "introspect-repeated",
+            Scenario::Check => "check",
             Scenario::Refresh => "refresh",
             Scenario::IntrospectDistinct => "introspect-distinct",
             Scenario::Login => "login",
@@ -194,6 +201,43 @@ impl Call for IntrospectCall {
         } else {
             Err("introspection answered active: false".into())
         }
+    }
+}
+
+/// Envoy's `Check` of one request, as the ext_authz filter sends it.
+struct CheckCall {
+    client: AuthorizationClient<Channel>,
+    bearer: MetadataValue<Ascii>,
+    request: CheckRequest,
+}
+
+impl Call for CheckCall {
+    async fn call(&mut self) -> Outcome {
+        let request = with_bearer(self.request.clone(), &self.bearer);
+        let answer = self.client.check(request).await.map_err(failed)?;
+        match answer.get_ref().status.as_ref().map(|s| s.code) {
+            Some(0) => Ok(()),
+            other => Err(format!("Check did not allow the request (status {other:?})")),
+        }
+    }
+}
+
+/// A forwarded request carrying `token`.
+fn check_request(token: &str) -> CheckRequest {
+    let http = HttpRequest {
+        method: "GET".into(),
+        path: "/".into(),
+        headers: [("authorization".to_string(), format!("Bearer {token}"))].into(),
+        ..Default::default()
+    };
+    CheckRequest {
+        attributes: Some(AttributeContext {
+            request: Some(attribute_context::Request {
+                http: Some(http),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
     }
 }
 
@@ -622,6 +666,7 @@ struct Hashing {
 struct Results {
     health: Option<f64>,
     repeated: Option<f64>,
+    check: Option<f64>,
     distinct: Option<f64>,
     login: Option<(f64, Hashing)>,
     mix: Option<(f64, f64)>,
@@ -732,6 +777,19 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
                 let (mut m, _) = closed_loop(calls, warmup, duration).await;
                 results.peak_rss_kib = results.peak_rss_kib.max(peak(&mut m));
                 results.repeated = Some(m.rps());
+                println!("{}", row(scenario.name(), &m));
+            }
+            Scenario::Check => {
+                let calls = (0..args.concurrency)
+                    .map(|i| CheckCall {
+                        client: AuthorizationClient::new(fixture.channel(i)),
+                        bearer: fixture.api_key.clone(),
+                        request: check_request(&sessions[0].0),
+                    })
+                    .collect();
+                let (mut m, _) = closed_loop(calls, warmup, duration).await;
+                results.peak_rss_kib = results.peak_rss_kib.max(peak(&mut m));
+                results.check = Some(m.rps());
                 println!("{}", row(scenario.name(), &m));
             }
             Scenario::Refresh => {
@@ -874,6 +932,13 @@ fn print_targets(results: &Results, cores: usize) {
         let ratio = repeated / health;
         println!(
             "| Introspect, repeated token | ≥ 0.80 × health | {ratio:.3} × ({repeated:.0} / {health:.0} rps) | {} |",
+            verdict(ratio >= 0.8)
+        );
+    }
+    if let (Some(health), Some(check)) = (results.health, results.check) {
+        let ratio = check / health;
+        println!(
+            "| Check, repeated token | ≥ 0.80 × health | {ratio:.3} × ({check:.0} / {health:.0} rps) | {} |",
             verdict(ratio >= 0.8)
         );
     }
