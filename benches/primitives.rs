@@ -25,7 +25,7 @@ use uuid::Uuid;
 
 fn ring(alg: SigningAlg) -> KeyRing {
     let kek = Secret::new([9u8; 32]);
-    KeyRing::from_rows(&[generate(&kek, alg, Utc::now()).expect("key")], &kek).expect("ring")
+    KeyRing::from_rows(&[generate(&kek, alg, Utc::now()).expect("key")], &kek, Utc::now()).expect("ring")
 }
 
 fn issuer() -> TokenIssuer {

@@ -163,7 +163,9 @@ impl App {
         {
             Ok(changed) => {
                 if changed {
-                    tracing::info!(kid = %self.keys.current().active.kid, "signing keys changed");
+                    let ring = self.keys.current();
+                    let signer = ring.signer(now).map(|k| k.kid.clone()).unwrap_or_default();
+                    tracing::info!(signing = %signer, published = ring.jwks.len(), "signing keys changed");
                 }
                 changed
             }
@@ -175,7 +177,12 @@ impl App {
     }
 }
 
-/// Retired signing keys stay in the JWKS this long: every token they signed has expired by then.
+/// Retired signing keys stay in the JWKS this long: every token they signed has expired by then
+/// (a replica that has not reloaded yet may sign with one a little longer), plus the publish-ahead
+/// margin that verifiers caching the JWKS rely on.
 pub fn key_publish_window(settings: &Settings) -> Duration {
-    settings.tokens.access_token_ttl + Duration::from_secs(120) + settings.intervals.key_refresh
+    settings.tokens.access_token_ttl
+        + Duration::from_secs(120)
+        + settings.intervals.key_refresh
+        + settings.tokens.key_publish_ahead
 }

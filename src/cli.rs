@@ -59,10 +59,21 @@ pub enum Command {
 
 #[derive(Subcommand, Debug)]
 pub enum KeysCommand {
-    /// Create a new signing key and retire the current one (it stays published until its tokens expire).
-    Rotate,
-    /// List signing keys with their state.
+    /// Create the next signing key: published at once, signing after AUTHD_KEY_PUBLISH_AHEAD (the
+    /// current key then retires, and stays published until its tokens expire).
+    Rotate {
+        /// Sign with the new key at once (an emergency: verifiers that cache the JWKS may not know
+        /// it yet).
+        #[arg(long)]
+        now: bool,
+    },
+    /// List signing keys with their state (next, active, retired, revoked).
     List,
+    /// Drop a key from the JWKS at once: every token it signed stops verifying.
+    Revoke {
+        /// The key's id, as `keys list` shows it.
+        kid: String,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -154,51 +165,79 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
 
 async fn keys(settings: Settings, command: KeysCommand) -> anyhow::Result<()> {
     let pool = store::connect(settings.database.url.expose(), 2).await?;
+    let now = Clock::system().now();
+    let tokens = &settings.tokens;
     match command {
-        KeysCommand::Rotate => {
-            let kid = crate::tokens::keys::rotate(
-                &pool,
-                &settings.tokens.key_encryption_key,
-                settings.tokens.signing_alg,
-                Clock::system().now(),
-            )
-            .await?;
-            if let Some(url) = &settings.redis.url {
-                let message = crate::revocation::FeedMessage::KeysChanged { origin: "cli".into() };
-                crate::revocation::feed::announce(url.expose(), &settings.redis.namespace, message).await?;
-            }
+        KeysCommand::Rotate { now: at_once } => {
+            let ahead = if at_once {
+                std::time::Duration::ZERO
+            } else {
+                tokens.key_publish_ahead
+            };
+            let (kid, signs_from) =
+                crate::tokens::keys::rotate(&pool, &tokens.key_encryption_key, tokens.signing_alg, now, ahead).await?;
+            announce_keys(&settings).await?;
             println!(
-                "new signing key {kid} ({}); running servers pick it up within {:?}",
-                settings.tokens.signing_alg.as_str(),
-                settings.intervals.key_refresh
+                "new signing key {kid} ({}), published now, signing from {}",
+                tokens.signing_alg.as_str(),
+                signs_from.to_rfc3339()
             );
+        }
+        KeysCommand::Revoke { kid } => {
+            crate::tokens::keys::revoke(&pool, &kid, now).await?;
+            announce_keys(&settings).await?;
+            println!("signing key {kid} revoked: the tokens it signed no longer verify");
         }
         KeysCommand::List => {
             let mut conn = store::conn(&pool).await?;
             let rows = store::signing_keys::list_all(&mut conn).await?;
-            let now = Clock::system().now();
             let window = chrono::Duration::from_std(key_publish_window(&settings))?;
-            println!("{:<44} {:<6} {:<26} STATE", "KID", "ALG", "CREATED");
+            let time = |at: chrono::DateTime<chrono::Utc>| at.format("%Y-%m-%dT%H:%M:%SZ").to_string();
+            println!(
+                "{:<44} {:<6} {:<8} {:<21} {:<21} PUBLISHED UNTIL",
+                "KID", "ALG", "STATE", "CREATED", "SIGNING FROM"
+            );
             for row in rows {
-                let state = match row.retired_at {
-                    None => "active".to_string(),
-                    Some(at) if at + window > now => format!(
-                        "retired {}, published until {}",
-                        at.to_rfc3339(),
-                        (at + window).to_rfc3339()
-                    ),
-                    Some(at) => format!("retired {}", at.to_rfc3339()),
+                let state = match (row.revoked_at, row.retired_at) {
+                    (Some(_), _) => "revoked",
+                    (None, Some(end)) if end <= now => "retired",
+                    _ if row.activates_at > now => "next",
+                    _ => "active",
+                };
+                let until = match (row.revoked_at, row.retired_at) {
+                    (Some(at), _) => time(at),
+                    (None, Some(end)) => time(end + window),
+                    (None, None) => "-".to_string(),
                 };
                 println!(
-                    "{:<44} {:<6} {:<26} {state}",
+                    "{:<44} {:<6} {state:<8} {:<21} {:<21} {until}",
                     row.kid,
                     row.alg,
-                    row.created_at.format("%Y-%m-%dT%H:%M:%SZ")
+                    time(row.created_at),
+                    time(row.activates_at)
                 );
             }
         }
     }
     Ok(())
+}
+
+/// Tells running servers the key set changed, through Redis; without it they read the keys
+/// again within `AUTHD_KEY_REFRESH_INTERVAL`.
+async fn announce_keys(settings: &Settings) -> anyhow::Result<()> {
+    match &settings.redis.url {
+        Some(url) => {
+            let message = crate::revocation::FeedMessage::KeysChanged { origin: "cli".into() };
+            crate::revocation::feed::announce(url.expose(), &settings.redis.namespace, message).await
+        }
+        None => {
+            eprintln!(
+                "no AUTHD_REDIS_URL: running servers pick the change up within {:?}",
+                settings.intervals.key_refresh
+            );
+            Ok(())
+        }
+    }
 }
 
 fn read_password() -> anyhow::Result<String> {

@@ -89,6 +89,7 @@ async fn upkeep(app: Arc<App>) {
                 }
             }
             _ = keys.tick() => {
+                rotate_when_due(&app).await;
                 app.reload_keys().await;
                 app.revoker.view().prune(app.clock.now());
             }
@@ -97,6 +98,36 @@ async fn upkeep(app: Arc<App>) {
                 return;
             }
         }
+    }
+}
+
+/// The automatic rotation (`AUTHD_KEY_ROTATION_INTERVAL`), made by one replica; the others hear
+/// of it through the feed, or at their next reload.
+async fn rotate_when_due(app: &App) {
+    let tokens = &app.settings.tokens;
+    if tokens.key_rotation_interval.is_zero() {
+        return;
+    }
+    let made = crate::tokens::keys::rotate_if_due(
+        &app.pool,
+        &tokens.key_encryption_key,
+        tokens.signing_alg,
+        app.clock.now(),
+        tokens.key_publish_ahead,
+        tokens.key_rotation_interval,
+    )
+    .await;
+    match made {
+        Ok(Some(kid)) => {
+            tracing::info!(%kid, "rotated the signing key on schedule; it signs after the publish-ahead");
+            let feed = app.revoker.feed();
+            feed.publish(FeedMessage::KeysChanged {
+                origin: feed.origin().to_string(),
+            })
+            .await;
+        }
+        Ok(None) => {}
+        Err(e) => tracing::warn!(error = %e, "could not rotate the signing key on schedule"),
     }
 }
 

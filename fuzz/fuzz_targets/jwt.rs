@@ -26,7 +26,7 @@ fn fixture() -> &'static Fixture {
     FIXTURE.get_or_init(|| {
         let kek = Secret::new([5u8; 32]);
         let now = DateTime::from_timestamp(1_800_000_000, 0).unwrap();
-        let ring = KeyRing::from_rows(&[generate(&kek, SigningAlg::EdDsa, now).unwrap()], &kek).unwrap();
+        let ring = KeyRing::from_rows(&[generate(&kek, SigningAlg::EdDsa, now).unwrap()], &kek, now).unwrap();
         let issuer = TokenIssuer {
             issuer: "https://auth.example.com".into(),
             audience: "api".into(),

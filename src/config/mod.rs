@@ -128,6 +128,20 @@ pub struct Tokens {
     /// Verified access tokens remembered (0 = none), so a repeated token skips the signature check.
     #[serde(rename = "token_cache_size", default = "default::token_cache_size")]
     pub cache_size: usize,
+    /// How long a new signing key is published before it signs.
+    #[serde(
+        rename = "key_publish_ahead",
+        default = "default::key_publish_ahead",
+        deserialize_with = "parse::duration"
+    )]
+    pub key_publish_ahead: Duration,
+    /// Automatic rotation: a new key when the newest began signing this long ago (zero: never).
+    #[serde(
+        rename = "key_rotation_interval",
+        default = "default::key_rotation_interval",
+        deserialize_with = "parse::duration"
+    )]
+    pub key_rotation_interval: Duration,
 }
 
 /// The rules of accounts and sessions.
@@ -498,6 +512,12 @@ mod default {
     pub fn token_cache_size() -> usize {
         DEFAULT_TOKEN_CACHE_SIZE
     }
+    pub fn key_publish_ahead() -> Duration {
+        Duration::from_secs(10 * 60)
+    }
+    pub fn key_rotation_interval() -> Duration {
+        Duration::from_secs(30 * 86_400)
+    }
     pub fn request_timeout() -> Duration {
         Duration::from_secs(30)
     }
@@ -833,6 +853,8 @@ mod tests {
             "mail_poll_interval",
             "housekeeping_interval",
             "gateway_remove_authorization",
+            "key_publish_ahead",
+            "key_rotation_interval",
         ];
         contract.sort_unstable();
         assert_eq!(keys, contract);

@@ -103,6 +103,8 @@ diesel::table! {
         private_key_encrypted -> Bytea,
         created_at -> Timestamptz,
         retired_at -> Nullable<Timestamptz>,
+        activates_at -> Timestamptz,
+        revoked_at -> Nullable<Timestamptz>,
     }
 }
 

@@ -13,6 +13,10 @@ pub struct SigningKeyRow {
     pub private_key_encrypted: Vec<u8>,
     pub created_at: DateTime<Utc>,
     pub retired_at: Option<DateTime<Utc>>,
+    /// When it starts signing (published from `created_at`).
+    pub activates_at: DateTime<Utc>,
+    /// When it was dropped from the JWKS at once (`authd keys revoke`).
+    pub revoked_at: Option<DateTime<Utc>>,
 }
 
 impl std::fmt::Debug for SigningKeyRow {
@@ -21,20 +25,23 @@ impl std::fmt::Debug for SigningKeyRow {
             .field("kid", &self.kid)
             .field("alg", &self.alg)
             .field("created_at", &self.created_at)
+            .field("activates_at", &self.activates_at)
             .field("retired_at", &self.retired_at)
+            .field("revoked_at", &self.revoked_at)
             .finish_non_exhaustive()
     }
 }
 
-/// Keys still worth loading: the active one and those retired after `retired_after`.
+/// Keys still worth loading: those not revoked, and not retired before `retired_after`.
 pub async fn load_published(conn: &mut Conn<'_>, retired_after: DateTime<Utc>) -> StoreResult<Vec<SigningKeyRow>> {
     Ok(signing_keys::table
+        .filter(signing_keys::revoked_at.is_null())
         .filter(
             signing_keys::retired_at
                 .is_null()
                 .or(signing_keys::retired_at.gt(retired_after)),
         )
-        .order(signing_keys::created_at.desc())
+        .order(signing_keys::activates_at.desc())
         .select(SigningKeyRow::as_select())
         .load(conn)
         .await?)
@@ -42,29 +49,66 @@ pub async fn load_published(conn: &mut Conn<'_>, retired_after: DateTime<Utc>) -
 
 pub async fn list_all(conn: &mut Conn<'_>) -> StoreResult<Vec<SigningKeyRow>> {
     Ok(signing_keys::table
-        .order(signing_keys::created_at.desc())
+        .order(signing_keys::activates_at.desc())
         .select(SigningKeyRow::as_select())
         .load(conn)
         .await?)
 }
 
-/// Inserts a new key and retires every other active key, atomically.
-pub async fn insert_and_retire_others(conn: &mut Conn<'_>, key: &SigningKeyRow) -> StoreResult<()> {
-    use diesel_async::AsyncConnection;
+/// When the newest key not revoked begins (or began) signing.
+pub async fn latest_activation(conn: &mut Conn<'_>) -> StoreResult<Option<DateTime<Utc>>> {
+    Ok(signing_keys::table
+        .filter(signing_keys::revoked_at.is_null())
+        .select(diesel::dsl::max(signing_keys::activates_at))
+        .get_result(conn)
+        .await?)
+}
+
+/// Serialises changes to the key set across replicas and the command line.
+const KEYS_LOCK: i64 = 7201;
+
+/// Inserts `key` as the next one: every key not yet retired retires when it activates. With
+/// `due_before`, only when the latest activation is older than that (an automatic rotation that
+/// another replica may have made already). Returns whether the key was inserted.
+pub async fn insert_next(
+    conn: &mut Conn<'_>,
+    key: &SigningKeyRow,
+    due_before: Option<DateTime<Utc>>,
+) -> StoreResult<bool> {
+    use diesel_async::{AsyncConnection, SimpleAsyncConnection};
     let key = key.clone();
-    conn.transaction::<_, diesel::result::Error, _>(async move |conn| {
-        diesel::update(signing_keys::table.filter(signing_keys::retired_at.is_null()))
-            .set(signing_keys::retired_at.eq(key.created_at))
+    Ok(conn
+        .transaction::<_, diesel::result::Error, _>(async move |conn| {
+            conn.batch_execute(&format!("SELECT pg_advisory_xact_lock({KEYS_LOCK})"))
+                .await?;
+            if let Some(due_before) = due_before {
+                let latest: Option<DateTime<Utc>> = signing_keys::table
+                    .filter(signing_keys::revoked_at.is_null())
+                    .select(diesel::dsl::max(signing_keys::activates_at))
+                    .get_result(conn)
+                    .await?;
+                // Another replica rotated since this one asked.
+                if latest.is_some_and(|at| at > due_before) {
+                    return Ok(false);
+                }
+            }
+            diesel::update(
+                signing_keys::table.filter(signing_keys::revoked_at.is_null()).filter(
+                    signing_keys::retired_at
+                        .is_null()
+                        .or(signing_keys::retired_at.gt(key.activates_at)),
+                ),
+            )
+            .set(signing_keys::retired_at.eq(key.activates_at))
             .execute(conn)
             .await?;
-        diesel::insert_into(signing_keys::table)
-            .values(&key)
-            .execute(conn)
-            .await?;
-        Ok(())
-    })
-    .await?;
-    Ok(())
+            diesel::insert_into(signing_keys::table)
+                .values(&key)
+                .execute(conn)
+                .await?;
+            Ok(true)
+        })
+        .await?)
 }
 
 /// Inserts the first key unless another replica got there first; returns whether it was inserted.
@@ -74,9 +118,11 @@ pub async fn insert_if_none_active(conn: &mut Conn<'_>, key: &SigningKeyRow) -> 
     Ok(conn
         .transaction::<_, diesel::result::Error, _>(async move |conn| {
             // Serialises concurrent first starts of several replicas.
-            conn.batch_execute("SELECT pg_advisory_xact_lock(7201)").await?;
+            conn.batch_execute(&format!("SELECT pg_advisory_xact_lock({KEYS_LOCK})"))
+                .await?;
             let active: i64 = signing_keys::table
                 .filter(signing_keys::retired_at.is_null())
+                .filter(signing_keys::revoked_at.is_null())
                 .count()
                 .get_result(conn)
                 .await?;
@@ -88,6 +134,52 @@ pub async fn insert_if_none_active(conn: &mut Conn<'_>, key: &SigningKeyRow) -> 
                 .execute(conn)
                 .await?;
             Ok(true)
+        })
+        .await?)
+}
+
+/// What [`revoke`] did.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Revoked {
+    Done,
+    Unknown,
+    /// The key signs now and no other does: it was left alone.
+    SignsNow,
+}
+
+/// Revokes `kid` (again revoking is fine), unless it is the only key that signs at `now`.
+pub async fn revoke(conn: &mut Conn<'_>, kid: &str, now: DateTime<Utc>) -> StoreResult<Revoked> {
+    use diesel_async::{AsyncConnection, SimpleAsyncConnection};
+    let kid = kid.to_string();
+    Ok(conn
+        .transaction::<_, diesel::result::Error, _>(async move |conn| {
+            conn.batch_execute(&format!("SELECT pg_advisory_xact_lock({KEYS_LOCK})"))
+                .await?;
+            let live: Vec<SigningKeyRow> = signing_keys::table
+                .filter(signing_keys::revoked_at.is_null())
+                .select(SigningKeyRow::as_select())
+                .load(conn)
+                .await?;
+            let signs = |row: &SigningKeyRow| row.activates_at <= now && row.retired_at.is_none_or(|end| end > now);
+            match live.iter().find(|row| row.kid == kid) {
+                None => {
+                    let known: i64 = signing_keys::table
+                        .filter(signing_keys::kid.eq(&kid))
+                        .count()
+                        .get_result(conn)
+                        .await?;
+                    return Ok(if known > 0 { Revoked::Done } else { Revoked::Unknown });
+                }
+                Some(row) if signs(row) && !live.iter().any(|other| other.kid != kid && signs(other)) => {
+                    return Ok(Revoked::SignsNow);
+                }
+                Some(_) => {}
+            }
+            diesel::update(signing_keys::table.filter(signing_keys::kid.eq(&kid)))
+                .set(signing_keys::revoked_at.eq(now))
+                .execute(conn)
+                .await?;
+            Ok(Revoked::Done)
         })
         .await?)
 }

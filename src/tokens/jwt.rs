@@ -33,13 +33,13 @@ pub struct TokenIssuer {
 }
 
 impl TokenIssuer {
-    /// Signs a new access token with the active key; returns it with its claims.
+    /// Signs a new access token with the key that signs at `now`; returns it with its claims.
     pub fn issue(
         &self,
         ring: &KeyRing,
         request: &TokenRequest<'_>,
         now: DateTime<Utc>,
-    ) -> Result<(String, AccessClaims), jsonwebtoken::errors::Error> {
+    ) -> Result<(String, AccessClaims), super::keys::KeyError> {
         let iat = now.timestamp();
         let claims = AccessClaims {
             iss: self.issuer.clone(),
@@ -55,10 +55,11 @@ impl TokenIssuer {
             client_id: CLIENT_ID.to_string(),
             username: request.username.to_string(),
         };
-        let mut header = Header::new(ring.active.alg);
+        let signer = ring.signer(now)?;
+        let mut header = Header::new(signer.alg);
         header.typ = Some("at+jwt".into());
-        header.kid = Some(ring.active.kid.clone());
-        let token = jsonwebtoken::encode(&header, &SingleAud(&claims), &ring.active.encoding_key)?;
+        header.kid = Some(signer.kid.clone());
+        let token = jsonwebtoken::encode(&header, &SingleAud(&claims), &signer.encoding_key)?;
         Ok((token, claims))
     }
 
@@ -101,7 +102,7 @@ mod tests {
 
     fn ring(alg: SigningAlg) -> KeyRing {
         let kek = Secret::new([1u8; 32]);
-        KeyRing::from_rows(&[generate(&kek, alg, Utc::now()).unwrap()], &kek).unwrap()
+        KeyRing::from_rows(&[generate(&kek, alg, Utc::now()).unwrap()], &kek, Utc::now()).unwrap()
     }
 
     fn issuer() -> TokenIssuer {

@@ -1,5 +1,10 @@
 //! Signing keys: generated here, stored with the private part sealed under the key-encryption key,
-//! published (public parts only) as a JWKS, rotated by `authd keys rotate`.
+//! published (public parts only) as a JWKS, rotated by `authd keys rotate` or on a schedule.
+//!
+//! A new key is published `AUTHD_KEY_PUBLISH_AHEAD` before it signs, so verifiers that cache the
+//! JWKS for minutes know it by then; every replica switches at the same instant, the new key's
+//! `activates_at` (the old key's `retired_at`). A retired key stays published until the last
+//! token it signed has expired, plus the same margin. `authd keys revoke` drops one at once.
 
 use crate::clock::Clock;
 use crate::config::SigningAlg;
@@ -25,6 +30,12 @@ pub enum KeyError {
     Malformed { kid: String, reason: String },
     #[error("no active signing key")]
     NoActiveKey,
+    #[error("no signing key {0}")]
+    UnknownKey(String),
+    #[error("{0} is the key that signs now; run `authd keys rotate --now` first")]
+    SignsNow(String),
+    #[error(transparent)]
+    Sign(#[from] jsonwebtoken::errors::Error),
 }
 
 /// The private half of the active key, ready to sign.
@@ -34,9 +45,23 @@ pub struct ActiveKey {
     pub encoding_key: EncodingKey,
 }
 
+/// A key that signs, or will: from `activates_at` until `retired_at`.
+pub struct Signer {
+    pub activates_at: DateTime<Utc>,
+    pub retired_at: Option<DateTime<Utc>>,
+    pub key: ActiveKey,
+}
+
+impl Signer {
+    fn signs_at(&self, now: DateTime<Utc>) -> bool {
+        self.activates_at <= now && self.retired_at.is_none_or(|end| end > now)
+    }
+}
+
 /// The keys as loaded at one moment.
 pub struct KeyRing {
-    pub active: ActiveKey,
+    /// The keys that sign now or later, latest activation first.
+    pub signers: Vec<Signer>,
     /// The public keys that verify tokens: the active one and retired ones still published.
     pub keys: authd_client::KeySet,
     /// Public JWKs, newest first.
@@ -100,7 +125,13 @@ impl SigningKeys {
         let ring = load_ring(pool, kek, now, publish_for).await?;
         let changed = {
             let mut current = self.ring.write().expect("key ring lock");
-            let changed = current.jwks_json != ring.jwks_json || current.active.kid != ring.active.kid;
+            let schedule = |ring: &KeyRing| -> Vec<(String, DateTime<Utc>, Option<DateTime<Utc>>)> {
+                ring.signers
+                    .iter()
+                    .map(|s| (s.key.kid.clone(), s.activates_at, s.retired_at))
+                    .collect()
+            };
+            let changed = current.jwks_json != ring.jwks_json || schedule(&current) != schedule(&ring);
             if changed {
                 *current = Arc::new(ring);
             }
@@ -113,17 +144,66 @@ impl SigningKeys {
     }
 }
 
-/// Creates a key and retires the current one; it stays published for `publish_for` more.
+/// Creates a key, published at once and signing from `now + ahead`, when the keys before it
+/// retire. Returns its kid and when it starts signing.
 pub async fn rotate(
     pool: &Pool,
     kek: &Secret<[u8; 32]>,
     alg: SigningAlg,
     now: DateTime<Utc>,
-) -> Result<String, KeyError> {
-    let row = generate(kek, alg, now)?;
+    ahead: Duration,
+) -> Result<(String, DateTime<Utc>), KeyError> {
+    let row = next_key(kek, alg, now, ahead)?;
     let mut conn = store::conn(pool).await?;
-    signing_keys::insert_and_retire_others(&mut conn, &row).await?;
-    Ok(row.kid)
+    signing_keys::insert_next(&mut conn, &row, None).await?;
+    Ok((row.kid, row.activates_at))
+}
+
+/// [`rotate`], when the newest key began (or begins) signing `interval` or longer ago; once
+/// across replicas. Returns the new kid, if a key was made.
+pub async fn rotate_if_due(
+    pool: &Pool,
+    kek: &Secret<[u8; 32]>,
+    alg: SigningAlg,
+    now: DateTime<Utc>,
+    ahead: Duration,
+    interval: Duration,
+) -> Result<Option<String>, KeyError> {
+    let due_before = now - chrono::Duration::from_std(interval).unwrap_or(chrono::Duration::days(3650));
+    let mut conn = store::conn(pool).await?;
+    // Checked first without a key: making one (RSA) costs far more than asking.
+    if signing_keys::latest_activation(&mut conn)
+        .await?
+        .is_some_and(|at| at > due_before)
+    {
+        return Ok(None);
+    }
+    let row = next_key(kek, alg, now, ahead)?;
+    Ok(signing_keys::insert_next(&mut conn, &row, Some(due_before))
+        .await?
+        .then_some(row.kid))
+}
+
+fn next_key(
+    kek: &Secret<[u8; 32]>,
+    alg: SigningAlg,
+    now: DateTime<Utc>,
+    ahead: Duration,
+) -> Result<SigningKeyRow, KeyError> {
+    let mut row = generate(kek, alg, now)?;
+    row.activates_at = now + chrono::Duration::from_std(ahead).unwrap_or(chrono::Duration::zero());
+    Ok(row)
+}
+
+/// Drops a key from the JWKS at once: every token it signed stops verifying. The key that signs
+/// now cannot be revoked (nothing would sign); rotate with `--now` first.
+pub async fn revoke(pool: &Pool, kid: &str, now: DateTime<Utc>) -> Result<(), KeyError> {
+    let mut conn = store::conn(pool).await?;
+    match signing_keys::revoke(&mut conn, kid, now).await? {
+        signing_keys::Revoked::Done => Ok(()),
+        signing_keys::Revoked::Unknown => Err(KeyError::UnknownKey(kid.to_string())),
+        signing_keys::Revoked::SignsNow => Err(KeyError::SignsNow(kid.to_string())),
+    }
 }
 
 async fn load_ring(
@@ -137,23 +217,36 @@ async fn load_ring(
         let mut conn = store::conn(pool).await?;
         signing_keys::load_published(&mut conn, retired_after).await?
     };
-    KeyRing::from_rows(&rows, kek)
+    KeyRing::from_rows(&rows, kek, now)
 }
 
 impl KeyRing {
-    /// Opens the active (newest unretired) key and builds verifiers for every row given.
-    pub fn from_rows(rows: &[SigningKeyRow], kek: &Secret<[u8; 32]>) -> Result<Self, KeyError> {
-        let active_row = rows
-            .iter()
-            .find(|r| r.retired_at.is_none())
-            .ok_or(KeyError::NoActiveKey)?;
-        let private_der = open(kek, &active_row.kid, &active_row.private_key_encrypted)?;
-        let active_alg = parse_alg(active_row)?;
-        let encoding_key = match active_alg {
-            Algorithm::EdDSA => EncodingKey::from_ed_der(private_der.expose()),
-            Algorithm::ES256 => EncodingKey::from_ec_der(private_der.expose()),
-            _ => EncodingKey::from_rsa_der(private_der.expose()),
-        };
+    /// Opens the keys that sign now or later (the rows not yet retired at `now`) and builds
+    /// verifiers for every row given.
+    pub fn from_rows(rows: &[SigningKeyRow], kek: &Secret<[u8; 32]>, now: DateTime<Utc>) -> Result<Self, KeyError> {
+        if !rows.iter().any(|r| r.retired_at.is_none()) {
+            return Err(KeyError::NoActiveKey);
+        }
+        let mut signers = Vec::new();
+        for row in rows.iter().filter(|r| r.retired_at.is_none_or(|end| end > now)) {
+            let private_der = open(kek, &row.kid, &row.private_key_encrypted)?;
+            let alg = parse_alg(row)?;
+            let encoding_key = match alg {
+                Algorithm::EdDSA => EncodingKey::from_ed_der(private_der.expose()),
+                Algorithm::ES256 => EncodingKey::from_ec_der(private_der.expose()),
+                _ => EncodingKey::from_rsa_der(private_der.expose()),
+            };
+            signers.push(Signer {
+                activates_at: row.activates_at,
+                retired_at: row.retired_at,
+                key: ActiveKey {
+                    kid: row.kid.clone(),
+                    alg,
+                    encoding_key,
+                },
+            });
+        }
+        signers.sort_by_key(|s| std::cmp::Reverse(s.activates_at));
         let mut jwks = Vec::new();
         for row in rows {
             let jwk: Value = serde_json::from_str(&row.public_jwk).map_err(|e| malformed(row, e))?;
@@ -171,15 +264,22 @@ impl KeyRing {
         })?;
         let jwks_json = json!({ "keys": jwks }).to_string();
         Ok(KeyRing {
-            active: ActiveKey {
-                kid: active_row.kid.clone(),
-                alg: active_alg,
-                encoding_key,
-            },
+            signers,
             keys,
             jwks,
             jwks_json,
         })
+    }
+}
+
+impl KeyRing {
+    /// The key that signs at `now`: the latest activated one not yet retired.
+    pub fn signer(&self, now: DateTime<Utc>) -> Result<&ActiveKey, KeyError> {
+        self.signers
+            .iter()
+            .find(|s| s.signs_at(now))
+            .map(|s| &s.key)
+            .ok_or(KeyError::NoActiveKey)
     }
 }
 
@@ -260,7 +360,9 @@ pub fn generate(kek: &Secret<[u8; 32]>, alg: SigningAlg, now: DateTime<Utc>) -> 
         alg: alg.as_str().to_string(),
         public_jwk: jwk.to_string(),
         created_at: now,
+        activates_at: now,
         retired_at: None,
+        revoked_at: None,
     })
 }
 

@@ -102,11 +102,20 @@ async fn migrate_twice_then_keys_and_admin_commands() {
     );
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(String::from_utf8_lossy(&out.stdout).trim().starts_with("authd_"));
+    // Published now, signing after the publish-ahead: the current key stays active meanwhile.
     let out = run(&["keys", "rotate"], &[]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let out = run(&["keys", "list"], &[]);
     let listing = String::from_utf8_lossy(&out.stdout);
-    assert!(listing.contains("active") && listing.contains("retired"), "{listing}");
+    assert!(listing.contains(" next ") && listing.contains(" active "), "{listing}");
+    assert!(!listing.contains(" retired "), "{listing}");
+    // An emergency rotation signs at once: the others retire.
+    let out = run(&["keys", "rotate", "--now"], &[]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let listing = String::from_utf8_lossy(&run(&["keys", "list"], &[]).stdout).to_string();
+    assert_eq!(listing.matches(" active ").count(), 1, "{listing}");
+    assert_eq!(listing.matches(" retired ").count(), 2, "{listing}");
+    assert!(!listing.contains(" next "), "{listing}");
 }
 
 #[test]

@@ -270,68 +270,56 @@ async fn es256_and_rs256_are_selectable() {
 }
 
 #[tokio::test]
-async fn a_rotated_key_stays_published_and_old_tokens_stay_valid() {
+async fn a_rotated_key_is_published_before_it_signs_and_old_tokens_stay_valid() {
     let app = spawn_app().await;
     let introspector = app.introspector().await;
     let before = app.user("ben").await;
     let old_kid = part(&before.access_token, 0)["kid"].as_str().unwrap().to_string();
     let settings = settings(&app.database_url, &[]);
     let pool = authd::store::connect(&app.database_url, 1).await.unwrap();
-    let new_kid = authd::tokens::keys::rotate(
+    let ahead = settings.tokens.key_publish_ahead;
+    assert_eq!(ahead, std::time::Duration::from_secs(600), "the default publish-ahead");
+    let (new_kid, signs_from) = authd::tokens::keys::rotate(
         &pool,
         &settings.tokens.key_encryption_key,
         settings.tokens.signing_alg,
         app.clock.now(),
+        ahead,
     )
     .await
     .unwrap();
     assert_ne!(new_kid, old_kid);
-    // A fresh server on the same database sees both keys and signs with the new one.
-    let (application, other) = {
-        let application = authd::startup::Server::build(settings.clone(), app.clock.clone(), true)
-            .await
-            .unwrap();
-        let app = application.app();
-        (application, app)
-    };
-    let kids: Vec<String> = other
-        .keys
-        .current()
-        .jwks
-        .iter()
-        .map(|k| k["kid"].as_str().unwrap().to_string())
-        .collect();
-    assert_eq!(kids, vec![new_kid.clone(), old_kid.clone()]);
-    assert_eq!(other.keys.current().active.kid, new_kid);
     assert!(
-        other
-            .authenticator
-            .validate_credential(&before.access_token)
-            .await
-            .unwrap()
-            .is_some(),
-        "old tokens verify"
+        signs_from >= app.clock.now() + chrono::Duration::seconds(590),
+        "{signs_from}"
     );
-    drop(application);
-    // The running server picks the rotation up on reload: signs with the new key, accepts both.
-    let window = authd::app::key_publish_window(&settings);
-    assert!(
-        app.app
-            .keys
-            .reload(
-                &app.app.pool,
-                &settings.tokens.key_encryption_key,
-                app.clock.now(),
-                window
-            )
+    // Another replica on the same database, and this one once it reloads, publish both keys
+    // at once and go on signing with the old one.
+    let other = spawn_on(
+        authd::startup::Server::build(settings.clone(), app.clock.clone(), true)
             .await
-            .unwrap()
-    );
-    let after = app.login("ben", PASSWORD).await;
-    assert_eq!(part(&after.access_token, 0)["kid"], new_kid.as_str());
-    assert!(app.is_active(&introspector, &before.access_token).await);
-    assert!(app.is_active(&introspector, &after.access_token).await);
-    assert_eq!(jwks(&app).await.keys.len(), 2);
+            .unwrap(),
+    )
+    .await;
+    assert!(app.app.reload_keys().await, "the published set changed");
+    for replica in [&app, &other] {
+        let kids: Vec<String> = jwks(replica).await.keys.iter().map(|k| k.kid.clone()).collect();
+        assert_eq!(kids, vec![new_kid.clone(), old_kid.clone()]);
+        let fresh = replica.login("ben", PASSWORD).await;
+        assert_eq!(part(&fresh.access_token, 0)["kid"], old_kid.as_str(), "not signing yet");
+    }
+    // Once the publish-ahead has passed, every replica signs with the new key; no reload needed.
+    app.clock.advance(ahead + std::time::Duration::from_secs(1));
+    for replica in [&app, &other] {
+        let fresh = replica.login("ben", PASSWORD).await;
+        assert_eq!(part(&fresh.access_token, 0)["kid"], new_kid.as_str());
+        assert!(replica.is_active(&introspector, &fresh.access_token).await);
+        assert!(
+            replica.is_active(&introspector, &before.access_token).await,
+            "old tokens verify"
+        );
+    }
+    assert_eq!(jwks(&app).await.keys.len(), 2, "the retired key is still published");
 }
 
 #[tokio::test]

@@ -611,3 +611,57 @@ async fn a_missed_feed_message_is_caught_up_from_postgres() {
     })
     .await;
 }
+
+/// `authd keys …` against the deployment's own settings.
+fn keys_command(env: &[(String, String)], args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_authd"))
+        .arg("keys")
+        .args(args)
+        .env_clear()
+        .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .output()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revoked_signing_key_stops_verifying_everywhere_within_a_second() {
+    let (a, b, c, env) = three_replicas(&[]).await;
+    let introspector = a.introspector().await;
+    let old = a.user("kay").await;
+    // An emergency rotation: the new key signs at once, the old one stays published.
+    let rotated = keys_command(&env, &["rotate", "--now"]);
+    assert!(rotated.status.success(), "{}", String::from_utf8_lossy(&rotated.stderr));
+    let listing = String::from_utf8(keys_command(&env, &["list"]).stdout).unwrap();
+    let state_of = |listing: &str, state: &str| {
+        listing
+            .lines()
+            .filter(|l| l.split_whitespace().nth(2) == Some(state))
+            .filter_map(|l| l.split_whitespace().next().map(str::to_string))
+            .collect::<Vec<_>>()
+    };
+    let (retired, active) = (state_of(&listing, "retired"), state_of(&listing, "active"));
+    assert_eq!((retired.len(), active.len()), (1, 1), "{listing}");
+    for replica in [&a, &b, &c] {
+        assert!(
+            replica.is_active(&introspector, &old.access_token).await,
+            "old tokens stay valid"
+        );
+    }
+    // The key that signs now cannot be revoked.
+    let refused = keys_command(&env, &["revoke", &active[0]]);
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("rotate --now"));
+
+    let revoked = keys_command(&env, &["revoke", &retired[0]]);
+    assert!(revoked.status.success(), "{}", String::from_utf8_lossy(&revoked.stderr));
+    for replica in [&a, &b, &c] {
+        within(Duration::from_secs(1), || async {
+            !replica.is_active(&introspector, &old.access_token).await
+        })
+        .await;
+    }
+    let fresh = c.login("kay", PASSWORD).await;
+    assert!(a.is_active(&introspector, &fresh.access_token).await);
+    let listing = String::from_utf8(keys_command(&env, &["list"]).stdout).unwrap();
+    assert_eq!(state_of(&listing, "revoked"), retired, "{listing}");
+}

@@ -12,7 +12,6 @@ mod hashing;
 use anyhow::{Context, bail};
 use authd_client::cache::DEFAULT_CAPACITY as DEFAULT_TOKEN_CACHE_SIZE;
 use authd_proto::envoy::service::auth::v3::attribute_context::{self, HttpRequest};
-use authd_proto::envoy::service::auth::v3::authorization_client::AuthorizationClient;
 use authd_proto::envoy::service::auth::v3::{AttributeContext, CheckRequest};
 use authd_proto::{
     ApiKey, CreateApiKeyRequest, LoginRequest, RefreshRequest, RegisterRequest, RevokeApiKeyRequest,
@@ -204,17 +203,46 @@ impl Call for IntrospectCall {
     }
 }
 
+/// `CheckRequest` as it goes on the wire, encoded once (no copy per call).
+#[derive(Clone, PartialEq, prost::Message)]
+struct CheckWire {
+    #[prost(bytes = "bytes", tag = "1")]
+    attributes: prost::bytes::Bytes,
+}
+
+/// The `status` of a `CheckResponse`, the one field the generator checks (as for Introspect, the
+/// rest is skipped unread; the server encodes it all regardless).
+#[derive(Clone, PartialEq, prost::Message)]
+struct CheckStatus {
+    #[prost(message, optional, tag = "1")]
+    status: Option<RpcCode>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+struct RpcCode {
+    #[prost(int32, tag = "1")]
+    code: i32,
+}
+
+const CHECK_PATH: &str = "/envoy.service.auth.v3.Authorization/Check";
+
 /// Envoy's `Check` of one request, as the ext_authz filter sends it.
 struct CheckCall {
-    client: AuthorizationClient<Channel>,
+    client: tonic::client::Grpc<Channel>,
     bearer: MetadataValue<Ascii>,
-    request: CheckRequest,
+    request: CheckWire,
 }
 
 impl Call for CheckCall {
     async fn call(&mut self) -> Outcome {
         let request = with_bearer(self.request.clone(), &self.bearer);
-        let answer = self.client.check(request).await.map_err(failed)?;
+        self.client
+            .ready()
+            .await
+            .map_err(|e| format!("connection not ready: {e}"))?;
+        let codec = tonic_prost::ProstCodec::<CheckWire, CheckStatus>::default();
+        let path = tonic::codegen::http::uri::PathAndQuery::from_static(CHECK_PATH);
+        let answer = self.client.unary(request, path, codec).await.map_err(failed)?;
         match answer.get_ref().status.as_ref().map(|s| s.code) {
             Some(0) => Ok(()),
             other => Err(format!("Check did not allow the request (status {other:?})")),
@@ -222,15 +250,17 @@ impl Call for CheckCall {
     }
 }
 
-/// A forwarded request carrying `token`.
-fn check_request(token: &str) -> CheckRequest {
+/// A forwarded request carrying `token`, encoded as Envoy's `CheckRequest` (its generated type,
+/// so the wire form is the real one).
+fn check_request(token: &str) -> CheckWire {
+    use prost::Message as _;
     let http = HttpRequest {
         method: "GET".into(),
         path: "/".into(),
         headers: [("authorization".to_string(), format!("Bearer {token}"))].into(),
         ..Default::default()
     };
-    CheckRequest {
+    let request = CheckRequest {
         attributes: Some(AttributeContext {
             request: Some(attribute_context::Request {
                 http: Some(http),
@@ -238,6 +268,10 @@ fn check_request(token: &str) -> CheckRequest {
             }),
             ..Default::default()
         }),
+    };
+    let attributes = request.attributes.unwrap_or_default().encode_to_vec();
+    CheckWire {
+        attributes: attributes.into(),
     }
 }
 
@@ -782,7 +816,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             Scenario::Check => {
                 let calls = (0..args.concurrency)
                     .map(|i| CheckCall {
-                        client: AuthorizationClient::new(fixture.channel(i)),
+                        client: tonic::client::Grpc::new(fixture.channel(i)),
                         bearer: fixture.api_key.clone(),
                         request: check_request(&sessions[0].0),
                     })
