@@ -8,9 +8,19 @@
 use crate::authn::{ActiveCredential, Authenticator};
 use crate::error::{Error, Result};
 
-/// Every header authd sets on an allowed request. Any other `x-authd-*` header a client sent is
-/// removed, so none can be spoofed.
+/// The prefix of the headers authd sets on an allowed request. Any other header a client sent
+/// that looks like one (`x-authd-*`, `x_authd_*`, any case) is removed, so none can be spoofed.
 pub const HEADER_PREFIX: &str = "x-authd-";
+
+/// The headers authd sets on every allowed request (those without a value, empty).
+pub const HEADERS: [&str; 6] = [
+    "x-authd-sub",
+    "x-authd-sid",
+    "x-authd-scope",
+    "x-authd-roles",
+    "x-authd-client-id",
+    "x-authd-token-type",
+];
 
 /// The realm named in `WWW-Authenticate`.
 const REALM: &str = "authd";
@@ -51,19 +61,25 @@ impl Identity {
         }
     }
 
-    /// The headers an allowed request carries upstream (those with a value).
-    pub fn headers(&self) -> Vec<(&'static str, String)> {
+    /// Every header of [`HEADERS`] with its value (empty when the credential has none: an API
+    /// key's session and roles).
+    pub fn all_headers(&self) -> [(&'static str, String); 6] {
         [
-            ("x-authd-sub", self.sub.clone()),
-            ("x-authd-sid", self.sid.clone()),
-            ("x-authd-scope", self.scope.clone()),
-            ("x-authd-roles", self.roles.join(",")),
-            ("x-authd-client-id", self.client_id.clone()),
-            ("x-authd-token-type", self.token_type.to_string()),
+            (HEADERS[0], self.sub.clone()),
+            (HEADERS[1], self.sid.clone()),
+            (HEADERS[2], self.scope.clone()),
+            (HEADERS[3], self.roles.join(",")),
+            (HEADERS[4], self.client_id.clone()),
+            (HEADERS[5], self.token_type.to_string()),
         ]
-        .into_iter()
-        .filter(|(_, value)| !value.is_empty())
-        .collect()
+    }
+
+    /// The headers with a value.
+    pub fn headers(&self) -> Vec<(&'static str, String)> {
+        self.all_headers()
+            .into_iter()
+            .filter(|(_, value)| !value.is_empty())
+            .collect()
     }
 
     fn holds(&self, scope: &str) -> bool {
@@ -140,14 +156,14 @@ pub async fn decide(
     }
 }
 
-/// The `x-authd-*` headers among `names` that an allowed request must lose: those authd does
-/// not set itself.
-pub fn spoofed<'a>(names: impl IntoIterator<Item = &'a str>, identity: &Identity) -> Vec<String> {
-    let set = identity.headers();
+/// The headers among `names` that an allowed request must lose: every one that looks like authd's
+/// (`x-authd-*`, or with underscores, which some upstreams read as the same header) and is not
+/// one of the [`HEADERS`] authd overwrites.
+pub fn spoofed<'a>(names: impl IntoIterator<Item = &'a str>) -> Vec<String> {
     let mut removed: Vec<String> = names
         .into_iter()
         .map(str::to_ascii_lowercase)
-        .filter(|name| name.starts_with(HEADER_PREFIX) && !set.iter().any(|(own, _)| own == name))
+        .filter(|name| name.replace('_', "-").starts_with(HEADER_PREFIX) && !HEADERS.contains(&name.as_str()))
         .collect();
     removed.sort();
     removed.dedup();
@@ -200,9 +216,16 @@ mod tests {
     #[test]
     fn headers_authd_does_not_set_are_removed() {
         let who = identity("tasks:read");
-        let names = ["X-Authd-Sub", "x-authd-sid", "x-authd-admin", "x-other"];
-        // An API key has no session: a client's x-authd-sid must go, as must any invented one.
-        assert_eq!(spoofed(names, &who), ["x-authd-admin", "x-authd-sid"]);
-        assert!(who.headers().iter().all(|(name, _)| name.starts_with(HEADER_PREFIX)));
+        let names = [
+            "X-Authd-Sub",
+            "x-authd-sid",
+            "x-authd-admin",
+            "X_Authd_Roles",
+            "x-other",
+        ];
+        // authd overwrites its own six (an API key's session with nothing); the rest go.
+        assert_eq!(spoofed(names), ["x-authd-admin", "x_authd_roles"]);
+        assert_eq!(who.all_headers()[1], ("x-authd-sid", String::new()));
+        assert!(who.headers().iter().all(|(name, _)| HEADERS.contains(name)));
     }
 }

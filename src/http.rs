@@ -63,13 +63,19 @@ async fn discovery(State(app): State<Arc<App>>) -> impl IntoResponse {
     ([(header::CONTENT_TYPE, "application/json")], document.to_string())
 }
 
-/// `required_scopes` of a query string (`+` and `%XX` decoded).
+/// Every `required_scopes` of a query string, together (a proxy that adds its own to a client's
+/// cannot be undercut by the client's); `+` and `%XX` decoded.
 fn required_scopes_param(uri: &Uri) -> String {
     let query = uri.query().unwrap_or_default();
-    let raw = query
+    query
         .split('&')
-        .find_map(|pair| pair.strip_prefix("required_scopes="))
-        .unwrap_or_default();
+        .filter_map(|pair| pair.strip_prefix("required_scopes="))
+        .map(percent_decoded)
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+fn percent_decoded(raw: &str) -> String {
     let bytes = raw.as_bytes();
     let mut decoded = Vec::with_capacity(bytes.len());
     let mut i = 0;
@@ -128,7 +134,13 @@ async fn forward_auth(
     let Ok(required) = gateway::required_scopes(&required_scopes_param(&uri)) else {
         return text(StatusCode::FORBIDDEN, "required_scopes is not a list of scopes\n");
     };
-    let authorization = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+    // Several Authorization headers match no credential: the upstream might read another one.
+    let mut presented = headers.get_all(header::AUTHORIZATION).iter();
+    let authorization = match (presented.next(), presented.next()) {
+        (Some(one), None) => Some(one.to_str().unwrap_or_default()),
+        (Some(_), Some(_)) => Some(""),
+        (None, _) => None,
+    };
     let decision = match gateway::decide(&app.authenticator, authorization, &required).await {
         Ok(decision) => decision,
         // Revocation that cannot be proven is never an allow.
@@ -209,5 +221,9 @@ mod tests {
         );
         assert_eq!(required_scopes_param(&uri("required_scopes=a%2")), "a%2");
         assert_eq!(required_scopes_param(&uri("other=1")), "");
+        assert_eq!(
+            required_scopes_param(&uri("required_scopes=&required_scopes=a:b")),
+            " a:b"
+        );
     }
 }

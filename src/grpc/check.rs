@@ -5,6 +5,7 @@
 
 use super::request::optional_caller;
 use crate::authn::Authenticator;
+use crate::error::Error;
 use crate::gateway::{self, Decision, Identity};
 use crate::proto::envoy::config::core::v3::{HeaderValue, HeaderValueOption, header_value_option::HeaderAppendAction};
 use crate::proto::envoy::service::auth::v3::authorization_server::Authorization;
@@ -34,16 +35,16 @@ impl CheckApi {
     }
 }
 
-/// The request's headers, lower-cased, from either form Envoy sends them in.
-fn headers(http: &AttributeContext) -> BTreeMap<String, String> {
+/// The request's headers, lower-cased, from either form Envoy sends them in, each name with all
+/// its values.
+fn headers(http: &AttributeContext) -> BTreeMap<String, Vec<String>> {
+    let mut headers: BTreeMap<String, Vec<String>> = BTreeMap::new();
     let Some(http) = http.request.as_ref().and_then(|r| r.http.as_ref()) else {
-        return BTreeMap::new();
+        return headers;
     };
-    let mut headers: BTreeMap<String, String> = http
-        .headers
-        .iter()
-        .map(|(k, v)| (k.to_ascii_lowercase(), v.clone()))
-        .collect();
+    for (key, value) in &http.headers {
+        headers.entry(key.to_ascii_lowercase()).or_default().push(value.clone());
+    }
     if let Some(map) = &http.header_map {
         for header in &map.headers {
             let value = if header.raw_value.is_empty() {
@@ -51,12 +52,24 @@ fn headers(http: &AttributeContext) -> BTreeMap<String, String> {
             } else {
                 String::from_utf8_lossy(&header.raw_value).into_owned()
             };
-            headers.insert(header.key.to_ascii_lowercase(), value);
+            headers.entry(header.key.to_ascii_lowercase()).or_default().push(value);
         }
     }
     headers
 }
 
+/// The one `authorization` value, or a value that no credential matches when there are several
+/// (the upstream might read another one than authd checked).
+fn authorization(headers: &BTreeMap<String, Vec<String>>) -> Option<&str> {
+    match headers.get("authorization").map(Vec::as_slice) {
+        None | Some([]) => None,
+        Some([one]) => Some(one),
+        Some(_) => Some(""),
+    }
+}
+
+/// A header set on the request, replacing any the client sent; an empty value is kept (so a
+/// client's value is replaced by nothing, not left).
 fn header(key: &str, value: String) -> HeaderValueOption {
     HeaderValueOption {
         header: Some(HeaderValue {
@@ -65,6 +78,7 @@ fn header(key: &str, value: String) -> HeaderValueOption {
             raw_value: Vec::new(),
         }),
         append_action: HeaderAppendAction::OverwriteIfExistsOrAdd.into(),
+        keep_empty_value: true,
         ..Default::default()
     }
 }
@@ -155,16 +169,25 @@ impl Authorization for CheckApi {
         };
         // Revocation that cannot be proven is an error, never an allow: Envoy's
         // `failure_mode_allow` decides what the gateway does then.
-        let decision = gateway::decide(
-            &self.authenticator,
-            headers.get("authorization").map(String::as_str),
-            &required,
-        )
-        .await?;
+        let decision = match gateway::decide(&self.authenticator, authorization(&headers), &required).await {
+            Ok(decision) => decision,
+            Err(Error::Unavailable) => return Err(Error::Unavailable.into()),
+            // Any other failure is a refusal, not an error that failure_mode_allow would pass.
+            Err(other) => {
+                tracing::error!(error = %other.detail(), "Check failed");
+                let failed = denied(
+                    Code::Internal,
+                    StatusCode::InternalServerError,
+                    "internal error",
+                    Vec::new(),
+                );
+                return Ok(Response::new(failed));
+            }
+        };
         let Decision::Allow(identity) = &decision else {
             return Ok(Response::new(refused(&decision)));
         };
-        let mut headers_to_remove = gateway::spoofed(headers.keys().map(String::as_str), identity);
+        let mut headers_to_remove = gateway::spoofed(headers.keys().map(String::as_str));
         if self.remove_authorization {
             headers_to_remove.push("authorization".into());
         }
@@ -172,7 +195,7 @@ impl Authorization for CheckApi {
             status: Some(status(Code::Ok, "")),
             http_response: Some(HttpResponse::OkResponse(OkHttpResponse {
                 headers: identity
-                    .headers()
+                    .all_headers()
                     .into_iter()
                     .map(|(key, value)| header(key, value))
                     .collect(),

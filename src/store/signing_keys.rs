@@ -57,11 +57,15 @@ pub async fn list_all(conn: &mut Conn<'_>) -> StoreResult<Vec<SigningKeyRow>> {
 
 /// When the newest key not revoked begins (or began) signing.
 pub async fn latest_activation(conn: &mut Conn<'_>) -> StoreResult<Option<DateTime<Utc>>> {
-    Ok(signing_keys::table
+    Ok(latest(conn).await?)
+}
+
+async fn latest(conn: &mut Conn<'_>) -> diesel::QueryResult<Option<DateTime<Utc>>> {
+    signing_keys::table
         .filter(signing_keys::revoked_at.is_null())
         .select(diesel::dsl::max(signing_keys::activates_at))
         .get_result(conn)
-        .await?)
+        .await
 }
 
 /// Serialises changes to the key set across replicas and the command line.
@@ -81,16 +85,11 @@ pub async fn insert_next(
         .transaction::<_, diesel::result::Error, _>(async move |conn| {
             conn.batch_execute(&format!("SELECT pg_advisory_xact_lock({KEYS_LOCK})"))
                 .await?;
-            if let Some(due_before) = due_before {
-                let latest: Option<DateTime<Utc>> = signing_keys::table
-                    .filter(signing_keys::revoked_at.is_null())
-                    .select(diesel::dsl::max(signing_keys::activates_at))
-                    .get_result(conn)
-                    .await?;
-                // Another replica rotated since this one asked.
-                if latest.is_some_and(|at| at > due_before) {
-                    return Ok(false);
-                }
+            // Another replica rotated since this one asked.
+            if let Some(due_before) = due_before
+                && latest(conn).await?.is_some_and(|at| at > due_before)
+            {
+                return Ok(false);
             }
             diesel::update(
                 signing_keys::table.filter(signing_keys::revoked_at.is_null()).filter(
@@ -143,11 +142,12 @@ pub async fn insert_if_none_active(conn: &mut Conn<'_>, key: &SigningKeyRow) -> 
 pub enum Revoked {
     Done,
     Unknown,
-    /// The key signs now and no other does: it was left alone.
-    SignsNow,
+    /// The key is not retired (it signs now, or will): it was left alone.
+    NotRetired,
 }
 
-/// Revokes `kid` (again revoking is fine), unless it is the only key that signs at `now`.
+/// Revokes `kid` (again revoking is fine) if it is retired at `now`. A key that signs now or
+/// later is left alone: with it gone, some instant could have no key to sign with.
 pub async fn revoke(conn: &mut Conn<'_>, kid: &str, now: DateTime<Utc>) -> StoreResult<Revoked> {
     use diesel_async::{AsyncConnection, SimpleAsyncConnection};
     let kid = kid.to_string();
@@ -160,7 +160,6 @@ pub async fn revoke(conn: &mut Conn<'_>, kid: &str, now: DateTime<Utc>) -> Store
                 .select(SigningKeyRow::as_select())
                 .load(conn)
                 .await?;
-            let signs = |row: &SigningKeyRow| row.activates_at <= now && row.retired_at.is_none_or(|end| end > now);
             match live.iter().find(|row| row.kid == kid) {
                 None => {
                     let known: i64 = signing_keys::table
@@ -170,9 +169,7 @@ pub async fn revoke(conn: &mut Conn<'_>, kid: &str, now: DateTime<Utc>) -> Store
                         .await?;
                     return Ok(if known > 0 { Revoked::Done } else { Revoked::Unknown });
                 }
-                Some(row) if signs(row) && !live.iter().any(|other| other.kid != kid && signs(other)) => {
-                    return Ok(Revoked::SignsNow);
-                }
+                Some(row) if row.retired_at.is_none_or(|end| end > now) => return Ok(Revoked::NotRetired),
                 Some(_) => {}
             }
             diesel::update(signing_keys::table.filter(signing_keys::kid.eq(&kid)))

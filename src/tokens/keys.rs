@@ -32,8 +32,10 @@ pub enum KeyError {
     NoActiveKey,
     #[error("no signing key {0}")]
     UnknownKey(String),
-    #[error("{0} is the key that signs now; run `authd keys rotate --now` first")]
-    SignsNow(String),
+    #[error(
+        "{0} is not retired (it signs now, or will); only retired keys can be revoked: run `authd keys rotate --now` first"
+    )]
+    NotRetired(String),
     #[error(transparent)]
     Sign(#[from] jsonwebtoken::errors::Error),
 }
@@ -195,14 +197,15 @@ fn next_key(
     Ok(row)
 }
 
-/// Drops a key from the JWKS at once: every token it signed stops verifying. The key that signs
-/// now cannot be revoked (nothing would sign); rotate with `--now` first.
+/// Drops a retired key from the JWKS at once: every token it signed stops verifying. A key that
+/// signs now or later cannot be revoked (some instant would have no key); rotate with `--now`
+/// first.
 pub async fn revoke(pool: &Pool, kid: &str, now: DateTime<Utc>) -> Result<(), KeyError> {
     let mut conn = store::conn(pool).await?;
     match signing_keys::revoke(&mut conn, kid, now).await? {
         signing_keys::Revoked::Done => Ok(()),
         signing_keys::Revoked::Unknown => Err(KeyError::UnknownKey(kid.to_string())),
-        signing_keys::Revoked::SignsNow => Err(KeyError::SignsNow(kid.to_string())),
+        signing_keys::Revoked::NotRetired => Err(KeyError::NotRetired(kid.to_string())),
     }
 }
 

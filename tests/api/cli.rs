@@ -109,6 +109,19 @@ async fn migrate_twice_then_keys_and_admin_commands() {
     let listing = String::from_utf8_lossy(&out.stdout);
     assert!(listing.contains(" next ") && listing.contains(" active "), "{listing}");
     assert!(!listing.contains(" retired "), "{listing}");
+    // The next key cannot be revoked (from its activation nothing would sign), nor the active one.
+    for state in [" next ", " active "] {
+        let kid = listing
+            .lines()
+            .find(|l| l.contains(state))
+            .and_then(|l| l.split_whitespace().next())
+            .unwrap()
+            .to_string();
+        let out = run(&["keys", "revoke", &kid], &[]);
+        assert!(!out.status.success(), "revoked the{state}key");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains("only retired keys can be revoked"), "{stderr}");
+    }
     // An emergency rotation signs at once: the others retire.
     let out = run(&["keys", "rotate", "--now"], &[]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));

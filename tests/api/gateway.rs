@@ -57,6 +57,10 @@ fn allowed(response: &CheckResponse) -> (HashMap<String, String>, Vec<String>) {
     };
     for header in &ok.headers {
         assert_eq!(header.append_action, 2, "OVERWRITE_IF_EXISTS_OR_ADD: {header:?}");
+        assert!(
+            header.keep_empty_value,
+            "an empty value replaces a client's: {header:?}"
+        );
     }
     let headers = ok
         .headers
@@ -125,7 +129,11 @@ async fn check_allows_live_credentials_and_names_the_caller() {
     let answer = check(
         &app.client,
         &gateway,
-        &[("authorization", &authorization), ("x-authd-sid", "forged")],
+        &[
+            ("authorization", &authorization),
+            ("x-authd-sid", "forged"),
+            ("x_authd_roles", "admin"),
+        ],
         Some("tasks:read"),
     )
     .await
@@ -133,8 +141,15 @@ async fn check_allows_live_credentials_and_names_the_caller() {
     let (headers, removed) = allowed(&answer);
     assert_eq!(headers["x-authd-token-type"], "api_key");
     assert_eq!(headers["x-authd-scope"], "tasks:read");
-    assert!(!headers.contains_key("x-authd-sid") && !headers.contains_key("x-authd-roles"));
-    assert_eq!(removed, ["x-authd-sid"]);
+    assert_eq!(
+        (headers["x-authd-sid"].as_str(), headers["x-authd-roles"].as_str()),
+        ("", "")
+    );
+    assert_eq!(
+        removed,
+        ["x_authd_roles"],
+        "the forged session is overwritten with nothing"
+    );
 
     // Without every scope the route requires: 403, naming them.
     let answer = check(
@@ -329,6 +344,15 @@ async fn forward_auth_answers_with_status_headers_and_challenges() {
     assert_eq!(answer.status, 403);
     assert!(answer.headers["www-authenticate"].contains("scope=\"tasks:read tasks:write\""));
 
+    // Two credentials: the upstream might read the other one.
+    let answer = http_request(
+        app.http,
+        "GET",
+        "/forward-auth",
+        &[("Authorization", &live), ("Authorization", "Bearer x")],
+    )
+    .await;
+    assert_eq!(answer.status, 401);
     let answer = http_request(app.http, "GET", "/forward-auth", &[]).await;
     assert_eq!(answer.status, 401);
     assert_eq!(answer.headers["www-authenticate"], "Bearer realm=\"authd\"");
