@@ -322,6 +322,38 @@ async fn a_rotated_key_is_published_before_it_signs_and_old_tokens_stay_valid() 
     assert_eq!(jwks(&app).await.keys.len(), 2, "the retired key is still published");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keys_rotate_on_schedule_once_across_replicas() {
+    let overrides = [
+        ("AUTHD_KEY_ROTATION_INTERVAL", "1h"),
+        ("AUTHD_KEY_REFRESH_INTERVAL", "100ms"),
+    ];
+    let app = spawn_app_with(&overrides).await;
+    let other = spawn_on(
+        authd::startup::Server::build(settings(&app.database_url, &overrides), app.clock.clone(), true)
+            .await
+            .unwrap(),
+    )
+    .await;
+    // Not due yet: both replicas check every 100 ms and make nothing.
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    assert_eq!(app.count("SELECT count(*) FROM signing_keys").await, 1);
+    app.clock.advance(std::time::Duration::from_secs(2 * 3600));
+    crate::cluster::within(std::time::Duration::from_secs(5), || async {
+        jwks(&app).await.keys.len() == 2 && jwks(&other).await.keys.len() == 2
+    })
+    .await;
+    // A few more rounds of both replicas' checks: still one new key, not signing yet.
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    assert_eq!(app.count("SELECT count(*) FROM signing_keys").await, 2);
+    let published_ahead = "SELECT count(*) FROM signing_keys WHERE activates_at = created_at + interval '10 minutes'";
+    assert_eq!(
+        app.count(published_ahead).await,
+        1,
+        "published 10 minutes before it signs"
+    );
+}
+
 #[tokio::test]
 async fn a_valid_introspection_issues_no_database_query() {
     use diesel::sql_types::BigInt;
