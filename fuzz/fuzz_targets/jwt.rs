@@ -71,10 +71,10 @@ fuzz_target!(|data: &[u8]| {
             let Ok(claims) = serde_json::from_slice::<serde_json::Value>(rest) else {
                 return;
             };
-            let mut header = jsonwebtoken::Header::new(f.ring.active.alg);
+            let mut header = jsonwebtoken::Header::new(f.ring.signers[0].key.alg);
             header.typ = Some("at+jwt".into());
-            header.kid = Some(f.ring.active.kid.clone());
-            let Ok(token) = jsonwebtoken::encode(&header, &claims, &f.ring.active.encoding_key) else {
+            header.kid = Some(f.ring.signers[0].key.kid.clone());
+            let Ok(token) = jsonwebtoken::encode(&header, &claims, &f.ring.signers[0].key.encoding_key) else {
                 return;
             };
             token
