@@ -15,7 +15,7 @@ use crate::proto::envoy::service::auth::v3::{
 use crate::proto::envoy::r#type::v3::{HttpStatus, StatusCode};
 use crate::proto::google::rpc;
 use prost_types::{ListValue, Struct, Value, value::Kind};
-use std::collections::BTreeMap;
+use std::borrow::Cow;
 use std::sync::Arc;
 use tonic::{Code, Request, Response, Status};
 
@@ -35,37 +35,45 @@ impl CheckApi {
     }
 }
 
-/// The request's headers, lower-cased, from either form Envoy sends them in, each name with all
-/// its values.
-fn headers(http: &AttributeContext) -> BTreeMap<String, Vec<String>> {
-    let mut headers: BTreeMap<String, Vec<String>> = BTreeMap::new();
-    let Some(http) = http.request.as_ref().and_then(|r| r.http.as_ref()) else {
-        return headers;
-    };
-    for (key, value) in &http.headers {
-        headers.entry(key.to_ascii_lowercase()).or_default().push(value.clone());
-    }
-    if let Some(map) = &http.header_map {
-        for header in &map.headers {
-            let value = if header.raw_value.is_empty() {
-                header.value.clone()
-            } else {
-                String::from_utf8_lossy(&header.raw_value).into_owned()
-            };
-            headers.entry(header.key.to_ascii_lowercase()).or_default().push(value);
-        }
-    }
-    headers
+/// What `Check` reads of the forwarded request's headers (in either form Envoy sends them),
+/// borrowed: the `authorization` value, and every header name (for the spoofing check).
+struct Forwarded<'a> {
+    /// The one `authorization` value; a value no credential matches when there are several (the
+    /// upstream might read another one than authd checked).
+    authorization: Option<Cow<'a, str>>,
+    names: Vec<&'a str>,
 }
 
-/// The one `authorization` value, or a value that no credential matches when there are several
-/// (the upstream might read another one than authd checked).
-fn authorization(headers: &BTreeMap<String, Vec<String>>) -> Option<&str> {
-    match headers.get("authorization").map(Vec::as_slice) {
-        None | Some([]) => None,
-        Some([one]) => Some(one),
-        Some(_) => Some(""),
+fn forwarded(attributes: &AttributeContext) -> Forwarded<'_> {
+    let mut found = Forwarded {
+        authorization: None,
+        names: Vec::new(),
+    };
+    let Some(http) = attributes.request.as_ref().and_then(|r| r.http.as_ref()) else {
+        return found;
+    };
+    let map = http.header_map.iter().flat_map(|m| &m.headers).map(|h| {
+        let value = if h.raw_value.is_empty() {
+            Cow::Borrowed(h.value.as_str())
+        } else {
+            String::from_utf8_lossy(&h.raw_value)
+        };
+        (h.key.as_str(), value)
+    });
+    let plain = http
+        .headers
+        .iter()
+        .map(|(k, v)| (k.as_str(), Cow::Borrowed(v.as_str())));
+    for (name, value) in plain.chain(map) {
+        found.names.push(name);
+        if name.eq_ignore_ascii_case("authorization") {
+            found.authorization = match found.authorization {
+                None => Some(value),
+                Some(_) => Some(Cow::Borrowed("")),
+            };
+        }
     }
+    found
 }
 
 /// A header set on the request, replacing any the client sent; an empty value is kept (so a
@@ -160,7 +168,7 @@ impl Authorization for CheckApi {
             }
         }
         let attributes = request.into_inner().attributes.unwrap_or_default();
-        let headers = headers(&attributes);
+        let headers = forwarded(&attributes);
         let route_scopes = attributes.context_extensions.get("required_scopes");
         let Ok(required) = gateway::required_scopes(route_scopes.map(String::as_str).unwrap_or_default()) else {
             return Ok(Response::new(misconfigured(
@@ -169,7 +177,7 @@ impl Authorization for CheckApi {
         };
         // Revocation that cannot be proven is an error, never an allow: Envoy's
         // `failure_mode_allow` decides what the gateway does then.
-        let decision = match gateway::decide(&self.authenticator, authorization(&headers), &required).await {
+        let decision = match gateway::decide(&self.authenticator, headers.authorization.as_deref(), &required).await {
             Ok(decision) => decision,
             Err(Error::Unavailable) => return Err(Error::Unavailable.into()),
             // Any other failure is a refusal, not an error that failure_mode_allow would pass.
@@ -187,7 +195,7 @@ impl Authorization for CheckApi {
         let Decision::Allow(identity) = &decision else {
             return Ok(Response::new(refused(&decision)));
         };
-        let mut headers_to_remove = gateway::spoofed(headers.keys().map(String::as_str));
+        let mut headers_to_remove = gateway::spoofed(headers.names.iter().copied());
         if self.remove_authorization {
             headers_to_remove.push("authorization".into());
         }

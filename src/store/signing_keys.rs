@@ -68,8 +68,12 @@ async fn latest(conn: &mut Conn<'_>) -> diesel::QueryResult<Option<DateTime<Utc>
         .await
 }
 
-/// Serialises changes to the key set across replicas and the command line.
-const KEYS_LOCK: i64 = 7201;
+/// Serialises changes to the key set across replicas and the command line, for the rest of the
+/// caller's transaction.
+async fn lock_keys(conn: &mut Conn<'_>) -> diesel::QueryResult<()> {
+    use diesel_async::SimpleAsyncConnection;
+    conn.batch_execute("SELECT pg_advisory_xact_lock(7201)").await
+}
 
 /// Inserts `key` as the next one: every key not yet retired retires when it activates. With
 /// `due_before`, only when the latest activation is older than that (an automatic rotation that
@@ -79,12 +83,11 @@ pub async fn insert_next(
     key: &SigningKeyRow,
     due_before: Option<DateTime<Utc>>,
 ) -> StoreResult<bool> {
-    use diesel_async::{AsyncConnection, SimpleAsyncConnection};
+    use diesel_async::AsyncConnection;
     let key = key.clone();
     Ok(conn
         .transaction::<_, diesel::result::Error, _>(async move |conn| {
-            conn.batch_execute(&format!("SELECT pg_advisory_xact_lock({KEYS_LOCK})"))
-                .await?;
+            lock_keys(conn).await?;
             // Another replica rotated since this one asked.
             if let Some(due_before) = due_before
                 && latest(conn).await?.is_some_and(|at| at > due_before)
@@ -112,13 +115,12 @@ pub async fn insert_next(
 
 /// Inserts the first key unless another replica got there first; returns whether it was inserted.
 pub async fn insert_if_none_active(conn: &mut Conn<'_>, key: &SigningKeyRow) -> StoreResult<bool> {
-    use diesel_async::{AsyncConnection, SimpleAsyncConnection};
+    use diesel_async::AsyncConnection;
     let key = key.clone();
     Ok(conn
         .transaction::<_, diesel::result::Error, _>(async move |conn| {
             // Serialises concurrent first starts of several replicas.
-            conn.batch_execute(&format!("SELECT pg_advisory_xact_lock({KEYS_LOCK})"))
-                .await?;
+            lock_keys(conn).await?;
             let active: i64 = signing_keys::table
                 .filter(signing_keys::retired_at.is_null())
                 .filter(signing_keys::revoked_at.is_null())
@@ -149,12 +151,11 @@ pub enum Revoked {
 /// Revokes `kid` (again revoking is fine) if it is retired at `now`. A key that signs now or
 /// later is left alone: with it gone, some instant could have no key to sign with.
 pub async fn revoke(conn: &mut Conn<'_>, kid: &str, now: DateTime<Utc>) -> StoreResult<Revoked> {
-    use diesel_async::{AsyncConnection, SimpleAsyncConnection};
+    use diesel_async::AsyncConnection;
     let kid = kid.to_string();
     Ok(conn
         .transaction::<_, diesel::result::Error, _>(async move |conn| {
-            conn.batch_execute(&format!("SELECT pg_advisory_xact_lock({KEYS_LOCK})"))
-                .await?;
+            lock_keys(conn).await?;
             let live: Vec<SigningKeyRow> = signing_keys::table
                 .filter(signing_keys::revoked_at.is_null())
                 .select(SigningKeyRow::as_select())

@@ -91,14 +91,7 @@ async fn check_allows_live_credentials_and_names_the_caller() {
     let app = spawn_app().await;
     let gateway = app.introspector().await;
     let user = app.user("gus").await;
-    let me = app
-        .users()
-        .get_me(bearer(GetMeRequest {}, &user.access_token))
-        .await
-        .unwrap()
-        .into_inner()
-        .user
-        .unwrap();
+    let me = app.me(&user.access_token).await;
     let authorization = format!("Bearer {}", user.access_token);
     let answer = check(
         &app.client,
@@ -492,14 +485,7 @@ async fn nginx_auth_request_lets_live_credentials_through_and_nothing_else() {
     let upstream = echo_upstream().await;
     let nginx = Nginx::start(app.http, upstream).await;
     let user = app.user("lea").await;
-    let me = app
-        .users()
-        .get_me(bearer(GetMeRequest {}, &user.access_token))
-        .await
-        .unwrap()
-        .into_inner()
-        .user
-        .unwrap();
+    let me = app.me(&user.access_token).await;
     let live = format!("Bearer {}", user.access_token);
 
     // A live token reaches the upstream, which learns who it is, and not what the client claimed.

@@ -405,6 +405,12 @@ impl Client {
     }
 
     /// GetMe with a credential: the status code it gets.
+    /// The account behind `credential`, from `GetMe`.
+    pub async fn me(&self, credential: &str) -> User {
+        let answer = self.users().get_me(bearer(GetMeRequest {}, credential)).await;
+        answer.expect("GetMe").into_inner().user.expect("a user")
+    }
+
     pub async fn get_me_code(&self, credential: &str) -> tonic::Code {
         match self.users().get_me(bearer(GetMeRequest {}, credential)).await {
             Ok(_) => tonic::Code::Ok,
