@@ -11,7 +11,7 @@ use crate::identity::{Caller, Credential};
 use crate::revocation::{RevocationView, Revoker};
 use crate::store::{self, Pool};
 use crate::tokens::{AccessClaims, KeyRing, SigningKeys, VerifiedTokens};
-use authd_client::Verifier;
+use authd_client::TokenRules;
 use chrono::{DateTime, Utc};
 use std::sync::Arc;
 
@@ -40,7 +40,7 @@ pub enum ActiveCredential {
 /// of verified tokens) and not revoked in the in-memory view. A replica whose view is not known
 /// current must still ask Postgres, which [`Authenticator::validate_credential`] does.
 pub fn check_access_token(
-    verifier: &Verifier,
+    verifier: &TokenRules,
     ring: &KeyRing,
     cache: &VerifiedTokens,
     revocations: &RevocationView,
@@ -63,7 +63,7 @@ pub struct Authenticator {
     clock: Clock,
     keys: SigningKeys,
     /// The rules access tokens are verified under (`authd-client`), for this issuer.
-    verifier: Verifier,
+    verifier: TokenRules,
     verified: VerifiedTokens,
     revoker: Arc<Revoker>,
     api_keys: Arc<ApiKeys>,
@@ -74,7 +74,7 @@ impl Authenticator {
         pool: Pool,
         clock: Clock,
         keys: SigningKeys,
-        verifier: Verifier,
+        verifier: TokenRules,
         verified: VerifiedTokens,
         revoker: Arc<Revoker>,
         api_keys: Arc<ApiKeys>,
@@ -88,6 +88,11 @@ impl Authenticator {
             revoker,
             api_keys,
         }
+    }
+
+    /// The rules access tokens of this issuer are verified under.
+    pub fn rules(&self) -> &TokenRules {
+        &self.verifier
     }
 
     /// The access tokens already verified (their count and hit rate are reported).

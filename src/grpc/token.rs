@@ -8,6 +8,7 @@ use crate::health::ServerState;
 use crate::proto::token_service_server::TokenService;
 use crate::proto::*;
 use crate::ratelimit::Limits;
+use crate::revocation::watchers::{Cursor, Start, cursor as cursor_at};
 use crate::revocation::{Revocation, RevocationKind, Revoker};
 use crate::tokens::SigningKeys;
 use std::pin::Pin;
@@ -98,14 +99,13 @@ async fn still_authorised(authenticator: &Authenticator, credential: &str) -> Re
     }
 }
 
-fn revocation_event(revocation: &Revocation) -> RevocationEvent {
+fn revocation_event(revocation: &Revocation, cursor: String) -> RevocationEvent {
     let kind = match revocation.kind {
         RevocationKind::Session => crate::proto::RevocationKind::Session,
         RevocationKind::User => crate::proto::RevocationKind::User,
         RevocationKind::ApiKey => crate::proto::RevocationKind::ApiKey,
         RevocationKind::Token => crate::proto::RevocationKind::Token,
-        // Never sent to watchers (the revoker does not tell them).
-        RevocationKind::SecretRotated => crate::proto::RevocationKind::Unspecified,
+        RevocationKind::SecretRotated => crate::proto::RevocationKind::ApiKeyRotated,
     };
     let until = match revocation.kind {
         RevocationKind::User => revocation.created_at,
@@ -116,6 +116,116 @@ fn revocation_event(revocation: &Revocation) -> RevocationEvent {
         subject_id: revocation.subject_id.clone(),
         user_id: revocation.user_id.map(|id| id.to_string()).unwrap_or_default(),
         until: Some(convert::timestamp(until)),
+        cursor,
+        expires_at: Some(convert::timestamp(revocation.expires_at)),
+    }
+}
+
+/// The shortest heartbeat interval a watcher may ask for.
+const MIN_HEARTBEAT: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// The heartbeat interval of a watch stream: what the watcher asked for, within the server's.
+fn heartbeat_interval(asked: Option<&prost_types::Duration>, server: std::time::Duration) -> std::time::Duration {
+    asked
+        .and_then(convert::from_duration)
+        .filter(|d| !d.is_zero())
+        .map_or(server, |d| d.clamp(MIN_HEARTBEAT, server.max(MIN_HEARTBEAT)))
+}
+
+/// Sends one event of a watch stream; false when the watcher is gone.
+async fn send_event(
+    tx: &mpsc::Sender<Result<WatchRevocationsResponse, Status>>,
+    event: watch_revocations_response::Event,
+) -> bool {
+    tx.send(Ok(WatchRevocationsResponse { event: Some(event) }))
+        .await
+        .is_ok()
+}
+
+/// One `WatchRevocations` stream, list then watch: the snapshot (or the events missed since the
+/// watcher's cursor), the marker, then live events and heartbeats. A watcher that falls behind
+/// gets `Resync` and a fresh snapshot.
+async fn follow_revocations(
+    app: Arc<TokenDeps>,
+    tx: mpsc::Sender<Result<WatchRevocationsResponse, Status>>,
+    mut since: Option<String>,
+    credential: String,
+    every: std::time::Duration,
+) {
+    use watch_revocations_response::Event;
+    let watchers = app.revoker.watchers();
+    let epoch = watchers.epoch().to_string();
+    let mut resync = None;
+    loop {
+        let cursor = since.take();
+        let parsed = cursor.as_deref().and_then(Cursor::parse);
+        let (subscription, resumable) = watchers.subscribe(parsed.as_ref());
+        let mut events = subscription.events;
+        if !resumable {
+            resync = Some("the cursor is from another replica or older than what it holds");
+        }
+        if let Some(reason) = resync.take()
+            && !send_event(&tx, Event::Resync(Resync { reason: reason.into() })).await
+        {
+            return;
+        }
+        let (position, resumed, sent) = match subscription.start {
+            Start::Resume(missed) => {
+                let mut position = parsed.map_or(0, |c| c.position);
+                for event in &missed {
+                    position = event.position + 1;
+                    let message = revocation_event(&event.revocation, event.cursor(&epoch));
+                    if !send_event(&tx, Event::Revocation(message)).await {
+                        return;
+                    }
+                }
+                (position, true, missed.len())
+            }
+            Start::Snapshot { position } => {
+                let snapshot = app.revoker.view().snapshot(app.clock.now());
+                for revocation in &snapshot {
+                    if !send_event(&tx, Event::Revocation(revocation_event(revocation, String::new()))).await {
+                        return;
+                    }
+                }
+                (position, false, snapshot.len())
+            }
+        };
+        let marker = SnapshotComplete {
+            cursor: cursor_at(&epoch, position),
+            resumed,
+            revocations: u32::try_from(sent).unwrap_or(u32::MAX),
+        };
+        if !send_event(&tx, Event::SnapshotComplete(marker)).await {
+            return;
+        }
+        let mut heartbeat = tokio::time::interval(every);
+        heartbeat.tick().await;
+        loop {
+            let event = tokio::select! {
+                event = events.recv() => match event {
+                    Ok(event) => Event::Revocation(revocation_event(&event.revocation, event.cursor(&epoch))),
+                    Err(broadcast::error::RecvError::Lagged(_)) => {
+                        resync = Some("the watcher fell behind the events");
+                        break;
+                    }
+                    Err(broadcast::error::RecvError::Closed) => return,
+                },
+                _ = heartbeat.tick() => {
+                    if let Err(status) = still_authorised(&app.authenticator, &credential).await {
+                        let _ = tx.send(Err(status)).await;
+                        return;
+                    }
+                    Event::Heartbeat(Heartbeat {
+                        at: Some(convert::timestamp(app.clock.now())),
+                        behind: !app.revoker.feed().is_synced(),
+                    })
+                }
+            };
+            if !send_event(&tx, event).await {
+                return;
+            }
+        }
     }
 }
 
@@ -167,7 +277,14 @@ impl TokenService for TokenApi {
 
     async fn get_jwks(&self, _: Request<GetJwksRequest>) -> Reply<GetJwksResponse> {
         let (keys, jwks_json) = jwks_message(&self.inner.keys);
-        Ok(Response::new(GetJwksResponse { keys, jwks_json }))
+        let rules = self.inner.authenticator.rules();
+        Ok(Response::new(GetJwksResponse {
+            keys,
+            jwks_json,
+            issuer: rules.issuer.clone(),
+            audience: rules.audience.clone(),
+            max_token_lifetime: prost_types::Duration::try_from(rules.max_lifetime).ok(),
+        }))
     }
 
     async fn introspect(&self, request: Request<IntrospectRequest>) -> Reply<IntrospectResponse> {
@@ -215,39 +332,16 @@ impl TokenService for TokenApi {
         request: Request<WatchRevocationsRequest>,
     ) -> Reply<Self::WatchRevocationsStream> {
         caller(&request)?.require_scope(crate::domain::Scope::INTROSPECT)?;
-        // Subscribed before answering: every revocation applied from now on is delivered.
-        let mut events = self.inner.revoker.feed().watch();
+        let since = Some(request.get_ref().since.trim()).filter(|s| !s.is_empty());
+        if since.is_some_and(|s| Cursor::parse(s).is_none()) {
+            return Err(Error::invalid("since", "not a cursor of this service").into());
+        }
+        let since = since.map(str::to_string);
+        let every = heartbeat_interval(request.get_ref().heartbeat_interval.as_ref(), self.inner.heartbeat);
         let app = self.inner.clone();
         let credential = bearer(request.metadata()).unwrap_or_default().to_string();
-        Ok(Response::new(stream_from(app.state.clone(), move |tx| async move {
-            let mut heartbeat = tokio::time::interval(app.heartbeat);
-            loop {
-                let event = tokio::select! {
-                    event = events.recv() => match event {
-                        Ok(revocation) => watch_revocations_response::Event::Revocation(revocation_event(&revocation)),
-                        Err(broadcast::error::RecvError::Lagged(missed)) => watch_revocations_response::Event::Resync(Resync {
-                            reason: format!("fell {missed} events behind; rebuild your view (e.g. from Introspect or after a restart)"),
-                        }),
-                        Err(broadcast::error::RecvError::Closed) => return,
-                    },
-                    _ = heartbeat.tick() => {
-                        if let Err(status) = still_authorised(&app.authenticator, &credential).await {
-                            let _ = tx.send(Err(status)).await;
-                            return;
-                        }
-                        watch_revocations_response::Event::Heartbeat(Heartbeat {
-                            at: Some(convert::timestamp(app.clock.now())),
-                        })
-                    }
-                };
-                if tx
-                    .send(Ok(WatchRevocationsResponse { event: Some(event) }))
-                    .await
-                    .is_err()
-                {
-                    return;
-                }
-            }
+        Ok(Response::new(stream_from(app.state.clone(), move |tx| {
+            follow_revocations(app, tx, since, credential, every)
         })))
     }
 

@@ -12,11 +12,9 @@ use redis::aio::{ConnectionManager, PubSub};
 use serde::{Deserialize, Serialize};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
-use tokio::sync::{Mutex, broadcast};
+use tokio::sync::Mutex;
 use uuid::Uuid;
 
-/// How many events a slow watcher may fall behind before it is told to resynchronise.
-const WATCH_BUFFER: usize = 4096;
 const REDIS_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// What travels on the Redis channel.
@@ -84,7 +82,6 @@ pub struct Feed {
     /// Identifies this replica's own messages when they come back on the channel.
     origin: String,
     synced: AtomicBool,
-    events: broadcast::Sender<Revocation>,
 }
 
 impl Feed {
@@ -99,7 +96,6 @@ impl Feed {
             publisher: Mutex::new(None),
             namespace: namespace.to_string(),
             origin: Uuid::new_v4().simple().to_string(),
-            events: broadcast::channel(WATCH_BUFFER).0,
         })
     }
 
@@ -133,16 +129,6 @@ impl Feed {
             revocation.kind.as_str(),
             revocation.subject_id
         )
-    }
-
-    /// Revocations as they are applied on this replica, for `WatchRevocations`.
-    pub fn watch(&self) -> broadcast::Receiver<Revocation> {
-        self.events.subscribe()
-    }
-
-    pub(crate) fn notify_watchers(&self, revocation: &Revocation) {
-        // No receiver is fine: nobody is watching.
-        let _ = self.events.send(revocation.clone());
     }
 
     /// Publishes revocations with their deny entries. Failures are logged, never raised: the

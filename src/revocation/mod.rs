@@ -3,10 +3,12 @@
 
 pub(crate) mod feed;
 mod revoker;
+pub mod watchers;
 
 pub use authd_client::revocation::{Revocation, RevocationKind, RevocationView};
 pub use feed::{Feed, FeedMessage};
 pub use revoker::{ForgetsRevoked, Revoker};
+pub use watchers::Watchers;
 
 use crate::store::revocations::{NewRevocation, RevocationRow};
 

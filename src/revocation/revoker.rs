@@ -2,7 +2,7 @@
 //! own), applies them to this replica's view, drops what caches hold of the credentials
 //! concerned, tells the watchers, and queues them for the feed to the other replicas.
 
-use super::{Feed, Revocation, RevocationKind, RevocationView, StoredRevocation};
+use super::{Feed, Revocation, RevocationKind, RevocationView, StoredRevocation, Watchers};
 use crate::clock::Clock;
 use crate::error::{Error, Result};
 use crate::store::{self, Conn, Pool};
@@ -25,6 +25,7 @@ pub struct Revoker {
     clock: Clock,
     view: RevocationView,
     feed: Feed,
+    watchers: Watchers,
     caches: Vec<Arc<dyn ForgetsRevoked>>,
     /// How long after the revocation instant a revoked access token could still be presented.
     lifetime: chrono::Duration,
@@ -50,6 +51,7 @@ impl Revoker {
             pool,
             clock,
             view: RevocationView::default(),
+            watchers: Watchers::new(feed.origin()),
             feed,
             caches,
             lifetime,
@@ -66,6 +68,11 @@ impl Revoker {
     /// This replica's end of the feed between replicas.
     pub fn feed(&self) -> &Feed {
         &self.feed
+    }
+
+    /// The `WatchRevocations` streams of this replica.
+    pub fn watchers(&self) -> &Watchers {
+        &self.watchers
     }
 
     /// How long after the revocation instant a revoked access token could still be presented.
@@ -111,9 +118,7 @@ impl Revoker {
     }
 
     fn notify_watchers(&self, revocation: &Revocation) {
-        if revocation.kind != RevocationKind::SecretRotated {
-            self.feed.notify_watchers(revocation);
-        }
+        self.watchers.notify(revocation);
     }
 
     fn forget_cached(&self, revocation: &Revocation) {

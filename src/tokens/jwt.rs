@@ -3,7 +3,7 @@
 
 use super::keys::KeyRing;
 use crate::crypto::random_token;
-use authd_client::Verifier;
+use authd_client::TokenRules;
 use chrono::{DateTime, Utc};
 use jsonwebtoken::Header;
 use serde::Serialize;
@@ -63,9 +63,9 @@ impl TokenIssuer {
         Ok((token, claims))
     }
 
-    /// The rules tokens of this issuer are verified under (see [`authd_client::Verifier`]).
-    pub fn verifier(&self) -> Verifier {
-        Verifier {
+    /// The rules tokens of this issuer are verified under (see [`authd_client::TokenRules`]).
+    pub fn verifier(&self) -> TokenRules {
+        TokenRules {
             issuer: self.issuer.clone(),
             audience: self.audience.clone(),
             max_lifetime: self.ttl,

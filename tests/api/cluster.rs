@@ -8,6 +8,18 @@ use std::time::{Duration, Instant};
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
 
+/// The suite's Redis, shared by the tests (each uses its own namespace).
+pub fn shared_redis() -> String {
+    std::env::var("AUTHD_TEST_REDIS_URL")
+        .expect("AUTHD_TEST_REDIS_URL is not set: run the suite with ./scripts/test.sh")
+}
+
+/// The 99th percentile of some samples.
+pub fn p99(mut samples: Vec<Duration>) -> Duration {
+    samples.sort();
+    samples[(samples.len() * 99).div_ceil(100) - 1]
+}
+
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
@@ -39,6 +51,8 @@ pub fn deployment_env(database_url: &str, redis_url: Option<&str>) -> Vec<(Strin
 /// One `authd serve` process.
 pub struct Replica {
     pub client: Client,
+    /// The gRPC address.
+    pub addr: SocketAddr,
     pub http: SocketAddr,
     /// Where the replica's log goes, kept after the test for inspection.
     log: PathBuf,
@@ -62,7 +76,11 @@ impl Drop for Replica {
 impl Replica {
     /// Starts a replica and waits until its health says SERVING.
     pub async fn start(env: &[(String, String)]) -> Replica {
-        let (grpc, http) = (free_port(), free_port());
+        Self::start_on(env, free_port(), free_port()).await
+    }
+
+    /// [`Replica::start`] on these ports (e.g. to restart a replica where it was).
+    pub async fn start_on(env: &[(String, String)], grpc: u16, http: u16) -> Replica {
         let log = std::env::temp_dir().join(format!("authd-replica-{grpc}.log"));
         let mut child = Command::new(env!("CARGO_BIN_EXE_authd"))
             .arg("serve")
@@ -97,6 +115,7 @@ impl Replica {
                 if matches!(status, Ok(ServingStatus::Serving)) {
                     return Replica {
                         client: Client { channel },
+                        addr,
                         http: format!("127.0.0.1:{http}").parse().unwrap(),
                         log,
                         child,

@@ -453,7 +453,7 @@ async fn revoking_a_token_again_writes_and_streams_nothing() {
     let marker = app.login("hob", PASSWORD).await;
     let mut events = app
         .tokens()
-        .watch_revocations(bearer(WatchRevocationsRequest {}, &introspector))
+        .watch_revocations(bearer(WatchRevocationsRequest::default(), &introspector))
         .await
         .unwrap()
         .into_inner();

@@ -10,7 +10,7 @@ fn part(token: &str, i: usize) -> Value {
     serde_json::from_slice(&B64.decode(token.split('.').nth(i).unwrap()).unwrap()).unwrap()
 }
 
-async fn jwks(app: &TestApp) -> GetJwksResponse {
+pub async fn jwks(app: &TestApp) -> GetJwksResponse {
     app.tokens().get_jwks(GetJwksRequest {}).await.unwrap().into_inner()
 }
 
@@ -110,15 +110,27 @@ async fn introspect_requires_a_credential_with_the_introspect_scope() {
     assert!(app.introspect(&key, &user.access_token).await.active);
 }
 
-#[tokio::test]
-async fn forged_and_invalid_tokens_are_inactive_and_refused() {
-    let app = spawn_app().await;
-    let introspector = app.introspector().await;
-    let tokens = app.user("xia").await;
+/// Adds a signing key to the test's database that signs `ahead` from now (as `authd keys
+/// rotate` does); returns its kid and when it starts signing.
+pub async fn rotate_key(app: &TestApp, ahead: std::time::Duration) -> (String, chrono::DateTime<chrono::Utc>) {
+    let settings = settings(&app.database_url, &[]);
+    let pool = authd::store::connect(&app.database_url, 1).await.unwrap();
+    authd::tokens::keys::rotate(
+        &pool,
+        &settings.tokens.key_encryption_key,
+        settings.tokens.signing_alg,
+        app.clock.now(),
+        ahead,
+    )
+    .await
+    .unwrap()
+}
+
+/// Forgeries of a real token, and things that are not tokens at all: each must be refused.
+pub fn forged_tokens(tokens: &TokenPair, set: &GetJwksResponse) -> Vec<(&'static str, String)> {
     let header = part(&tokens.access_token, 0);
     let claims = part(&tokens.access_token, 1);
     let kid = header["kid"].as_str().unwrap().to_string();
-    let set = jwks(&app).await;
     let attacker = ed25519_dalek::SigningKey::from_bytes(&[42u8; 32]);
     let attacker_x = B64.encode(attacker.verifying_key().as_bytes());
     let mut admin_claims = claims.clone();
@@ -193,6 +205,15 @@ async fn forged_and_invalid_tokens_are_inactive_and_refused() {
     ];
     forged.extend(hostile_kids.into_iter().map(|t| ("hostile kid", t)));
 
+    forged
+}
+
+#[tokio::test]
+async fn forged_and_invalid_tokens_are_inactive_and_refused() {
+    let app = spawn_app().await;
+    let introspector = app.introspector().await;
+    let tokens = app.user("xia").await;
+    let forged = forged_tokens(&tokens, &jwks(&app).await);
     for (what, token) in &forged {
         let answer = app.introspect(&introspector, token).await;
         assert_eq!(
@@ -276,18 +297,9 @@ async fn a_rotated_key_is_published_before_it_signs_and_old_tokens_stay_valid() 
     let before = app.user("ben").await;
     let old_kid = part(&before.access_token, 0)["kid"].as_str().unwrap().to_string();
     let settings = settings(&app.database_url, &[]);
-    let pool = authd::store::connect(&app.database_url, 1).await.unwrap();
     let ahead = settings.tokens.key_publish_ahead;
     assert_eq!(ahead, std::time::Duration::from_secs(600), "the default publish-ahead");
-    let (new_kid, signs_from) = authd::tokens::keys::rotate(
-        &pool,
-        &settings.tokens.key_encryption_key,
-        settings.tokens.signing_alg,
-        app.clock.now(),
-        ahead,
-    )
-    .await
-    .unwrap();
+    let (new_kid, signs_from) = rotate_key(&app, ahead).await;
     assert_ne!(new_kid, old_kid);
     assert!(
         signs_from >= app.clock.now() + chrono::Duration::seconds(590),

@@ -12,6 +12,7 @@ mod api_keys;
 mod architecture;
 mod audit;
 mod cli;
+mod client;
 mod deploy;
 mod gateway;
 mod hardening;

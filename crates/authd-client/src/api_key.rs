@@ -8,11 +8,14 @@
 use rand::Rng;
 use rand::rngs::OsRng;
 
+/// How every key starts: what secret scanners look for.
 pub const KEY_START: &str = "authd_";
 const ID_LEN: usize = 12;
 const SECRET_LEN: usize = 43;
 const CHECKSUM_LEN: usize = 6;
+/// Length of a key's public prefix (`authd_` and the 12-character id).
 pub const PREFIX_LEN: usize = KEY_START.len() + ID_LEN;
+/// Length of a whole key: prefix, `_`, secret and checksum (68).
 pub const KEY_LEN: usize = PREFIX_LEN + 1 + SECRET_LEN + CHECKSUM_LEN;
 const BASE62: &[u8] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
 const ID_ALPHABET: &[u8] = b"0123456789abcdefghijklmnopqrstuvwxyz";

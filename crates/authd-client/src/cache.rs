@@ -7,7 +7,7 @@
 //! would check them. Revocation is not cached: callers consult the revocation view on every call.
 
 use crate::keys::KeySet;
-use crate::verify::{AccessClaims, Rejection, Verifier};
+use crate::verify::{AccessClaims, Rejection, TokenRules};
 use chrono::{DateTime, Utc};
 use sha2::{Digest, Sha256};
 use std::collections::{HashMap, VecDeque};
@@ -47,6 +47,7 @@ pub struct VerifiedTokens {
 }
 
 impl VerifiedTokens {
+    /// An empty cache of about `capacity` entries (rounded up to whole shards); 0 turns it off.
     pub fn new(capacity: usize) -> Self {
         Self {
             shards: (0..SHARDS).map(|_| RwLock::default()).collect(),
@@ -60,7 +61,7 @@ impl VerifiedTokens {
     /// cache when these very bytes were verified before.
     pub fn verify(
         &self,
-        verifier: &Verifier,
+        verifier: &TokenRules,
         keys: &KeySet,
         token: &str,
         now: DateTime<Utc>,
@@ -110,6 +111,7 @@ impl VerifiedTokens {
             .sum()
     }
 
+    /// Whether no entry is held.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }

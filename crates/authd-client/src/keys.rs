@@ -6,7 +6,9 @@ use std::collections::HashMap;
 
 /// A key that verifies tokens, and the one algorithm it verifies.
 pub struct VerifyingKey {
+    /// The only algorithm this key verifies (EdDSA, ES256 or RS256).
     pub alg: Algorithm,
+    /// The public key itself.
     pub decoding_key: DecodingKey,
 }
 
@@ -14,7 +16,9 @@ pub struct VerifyingKey {
 #[derive(Debug, thiserror::Error)]
 #[error("JWK {kid}: {reason}")]
 pub struct KeySetError {
+    /// The `kid` of the refused JWK (empty when it had none or the document did not parse).
     pub kid: String,
+    /// What is wrong with it.
     pub reason: String,
 }
 
@@ -96,18 +100,22 @@ impl KeySet {
         Self::from_jwks(keys)
     }
 
+    /// The key with this `kid`, if published.
     pub fn get(&self, kid: &str) -> Option<&VerifyingKey> {
         self.keys.get(kid)
     }
 
+    /// Whether a key with this `kid` is published.
     pub fn contains(&self, kid: &str) -> bool {
         self.keys.contains_key(kid)
     }
 
+    /// Number of keys held.
     pub fn len(&self) -> usize {
         self.keys.len()
     }
 
+    /// Whether no key is held.
     pub fn is_empty(&self) -> bool {
         self.keys.is_empty()
     }

@@ -25,6 +25,7 @@ pub enum RevocationKind {
 }
 
 impl RevocationKind {
+    /// The stored name: `session`, `user`, `api_key`, `token` or `api_key_rotated`.
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Session => "session",
@@ -35,6 +36,7 @@ impl RevocationKind {
         }
     }
 
+    /// The kind stored under `text` (a name [`RevocationKind::as_str`] returns); `None` for any other.
     pub fn parse(text: &str) -> Option<Self> {
         match text {
             "session" => Some(Self::Session),
@@ -50,9 +52,13 @@ impl RevocationKind {
 /// One revocation, as stored and as applied to the view.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Revocation {
+    /// What is revoked.
     pub kind: RevocationKind,
+    /// The revoked session, user or API key id, or token `jti`, as text.
     pub subject_id: String,
+    /// The user the revoked credential belongs to, when known (the view does not keep it).
     pub user_id: Option<Uuid>,
+    /// When the revocation was made; a user revocation covers tokens issued before it.
     pub created_at: DateTime<Utc>,
     /// After this instant every credential the revocation concerns has expired by itself.
     pub expires_at: DateTime<Utc>,
@@ -104,6 +110,7 @@ impl RevocationView {
         }
     }
 
+    /// Records each revocation, as [`RevocationView::apply`] does.
     pub fn apply_all<'a>(&self, revocations: impl IntoIterator<Item = &'a Revocation>) {
         for revocation in revocations {
             self.apply(revocation);
@@ -115,17 +122,23 @@ impl RevocationView {
     /// tokens of that same second are covered by the revocation of the user's sessions, which
     /// every user revocation also performs, so a login right after it is not caught.
     pub fn is_access_token_revoked(&self, claims: &AccessClaims) -> bool {
+        self.is_token_revoked(&claims.sid, &claims.jti, &claims.sub, claims.iat)
+    }
+
+    /// [`RevocationView::is_access_token_revoked`] for a token known by its session, id, user
+    /// and issue time (seconds) only, e.g. from an introspection answer.
+    pub fn is_token_revoked(&self, sid: &str, jti: &str, sub: &str, iat: i64) -> bool {
         let inner = self.inner.read().expect("revocation view lock");
-        if inner.get(RevocationKind::Session, &claims.sid).is_some()
-            || inner.get(RevocationKind::Token, &claims.jti).is_some()
-        {
+        if inner.get(RevocationKind::Session, sid).is_some() || inner.get(RevocationKind::Token, jti).is_some() {
             return true;
         }
         inner
-            .get(RevocationKind::User, &claims.sub)
-            .is_some_and(|(revoked_at, _)| claims.iat < revoked_at.timestamp())
+            .get(RevocationKind::User, sub)
+            .is_some_and(|(revoked_at, _)| iat < revoked_at.timestamp())
     }
 
+    /// Whether an API key has been revoked, by its id or by a revocation of its owner made after
+    /// the key was created.
     pub fn is_api_key_revoked(&self, key_id: Uuid, owner: Uuid, created_at: DateTime<Utc>) -> bool {
         let inner = self.inner.read().expect("revocation view lock");
         let mut id = [0u8; uuid::fmt::Hyphenated::LENGTH];
@@ -138,6 +151,29 @@ impl RevocationView {
                 .is_some_and(|(revoked_at, _)| created_at < *revoked_at)
     }
 
+    /// Every revocation held that still matters at `now` (the `user_id` of each is not kept, so
+    /// it is `None`), for a watcher's snapshot. Cache-invalidation entries
+    /// ([`RevocationKind::SecretRotated`]) are left out: they revoke nothing.
+    pub fn snapshot(&self, now: DateTime<Utc>) -> Vec<Revocation> {
+        let inner = self.inner.read().expect("revocation view lock");
+        inner
+            .entries
+            .iter()
+            .filter(|(kind, _)| **kind != RevocationKind::SecretRotated)
+            .flat_map(|(kind, subjects)| {
+                subjects.iter().filter(|(_, (_, expires_at))| *expires_at > now).map(
+                    |(subject, (created_at, expires_at))| Revocation {
+                        kind: *kind,
+                        subject_id: subject.clone(),
+                        user_id: None,
+                        created_at: *created_at,
+                        expires_at: *expires_at,
+                    },
+                )
+            })
+            .collect()
+    }
+
     /// Forgets entries whose credentials have all expired.
     pub fn prune(&self, now: DateTime<Utc>) {
         let mut inner = self.inner.write().expect("revocation view lock");
@@ -146,11 +182,13 @@ impl RevocationView {
         }
     }
 
+    /// Number of entries held, of every kind.
     pub fn len(&self) -> usize {
         let inner = self.inner.read().expect("revocation view lock");
         inner.entries.values().map(HashMap::len).sum()
     }
 
+    /// Whether no entry is held.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }

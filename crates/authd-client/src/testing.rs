@@ -1,7 +1,7 @@
 //! A signer for this crate's tests: an Ed25519 key, its JWKS, and tokens as authd issues them.
 
 use crate::keys::KeySet;
-use crate::verify::{AccessClaims, Verifier};
+use crate::verify::{AccessClaims, TokenRules};
 use chrono::{DateTime, Utc};
 use ed25519_dalek::pkcs8::EncodePrivateKey;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
@@ -33,8 +33,8 @@ impl Signer {
         KeySet::from_jwks([&self.jwk]).unwrap()
     }
 
-    pub fn verifier(&self) -> Verifier {
-        Verifier {
+    pub fn verifier(&self) -> TokenRules {
+        TokenRules {
             issuer: "https://auth.example.com".into(),
             audience: "api".into(),
             max_lifetime: Duration::from_secs(900),

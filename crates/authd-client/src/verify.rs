@@ -19,17 +19,28 @@ pub const MAX_TOKEN_LEN: usize = 8 * 1024;
 /// The claims of an access token.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub struct AccessClaims {
+    /// `iss`: who issued the token (authd's configured issuer).
     pub iss: String,
+    /// `sub`: the user's id (a UUID).
     pub sub: String,
+    /// `aud`: the audiences; a single string is read as a list of one.
     #[serde(deserialize_with = "one_or_many")]
     pub aud: Vec<String>,
+    /// `exp`: expiry, in seconds since the Unix epoch.
     pub exp: i64,
+    /// `iat`: issue time, in seconds since the Unix epoch.
     pub iat: i64,
+    /// `nbf`: not valid before, in seconds since the Unix epoch.
     pub nbf: i64,
+    /// `jti`: the token's own id, what a token revocation names.
     pub jti: String,
+    /// `sid`: the id (a UUID) of the session the token was issued in.
     pub sid: String,
+    /// `scope`: the granted scopes, separated by spaces.
     pub scope: String,
+    /// `roles`: the user's role names when the token was issued.
     pub roles: Vec<String>,
+    /// `client_id`: the client the token was issued to (`authd` for authd's own API).
     pub client_id: String,
     /// The user's name when the token was issued, so introspection needs no look-up.
     pub username: String,
@@ -49,42 +60,65 @@ fn one_or_many<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error>
 }
 
 impl AccessClaims {
+    /// `sub` as a user id; `None` if it is not a UUID.
     pub fn user_id(&self) -> Option<Uuid> {
         Uuid::parse_str(&self.sub).ok()
     }
 
+    /// `sid` as a session id; `None` if it is not a UUID.
     pub fn session_id(&self) -> Option<Uuid> {
         Uuid::parse_str(&self.sid).ok()
     }
 }
 
-/// Why a presented access token is not accepted. Never shown to callers in detail.
+/// Why a presented credential is not accepted. Never shown to callers in detail.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum Rejection {
+    /// Not a JWT of the expected shape (or carrying a header authd never issues).
     #[error("not a JWT")]
     Malformed,
+    /// The header's `typ` is not `at+jwt`.
     #[error("typ is not at+jwt")]
     WrongType,
+    /// No published key has the token's `kid`.
     #[error("unknown kid")]
     UnknownKey,
+    /// The header's `alg` is not the one its key signs with.
     #[error("alg not allowed for this key")]
     WrongAlgorithm,
+    /// The signature does not verify.
     #[error("bad signature")]
     BadSignature,
+    /// `iss` is not the expected issuer.
     #[error("wrong issuer")]
     WrongIssuer,
+    /// `aud` does not name the expected audience.
     #[error("wrong audience")]
     WrongAudience,
+    /// Past `exp` (or issued with a longer lifetime than the issuer allows).
     #[error("expired")]
     Expired,
+    /// Before `nbf` or `iat`.
     #[error("not yet valid")]
     NotYetValid,
+    /// The credential was revoked (its session, its user, the token or the API key).
+    #[error("revoked")]
+    Revoked,
+    /// authd answered that the credential is not active (introspection).
+    #[error("not active")]
+    Inactive,
+    /// Revocation cannot be proven: the verifier's view is stale and authd cannot be asked.
+    /// Fail closed, and tell the caller to retry (gRPC `UNAVAILABLE`, HTTP 503).
+    #[error("authd cannot be reached to prove the credential is not revoked")]
+    Unavailable,
 }
 
 /// Verifies access tokens of one issuer for one audience.
 #[derive(Clone, Debug)]
-pub struct Verifier {
+pub struct TokenRules {
+    /// The `iss` a token must carry.
     pub issuer: String,
+    /// The audience a token's `aud` must include.
     pub audience: String,
     /// The longest lifetime (`exp - iat`) a token may have: the issuer's configured lifetime.
     /// Revocation entries are kept that long, so a token issued under a longer lifetime (before
@@ -92,13 +126,13 @@ pub struct Verifier {
     pub max_lifetime: Duration,
 }
 
-impl Verifier {
+impl TokenRules {
     /// Verifies signature and claims. Revocation is the caller's next step.
     pub fn verify(&self, keys: &KeySet, token: &str, now: DateTime<Utc>) -> Result<AccessClaims, Rejection> {
         self.verify_with_kid(keys, token, now).map(|(claims, _)| claims)
     }
 
-    /// [`Verifier::verify`], also naming the key that verified the token.
+    /// [`TokenRules::verify`], also naming the key that verified the token.
     pub fn verify_with_kid(
         &self,
         keys: &KeySet,
@@ -155,7 +189,7 @@ impl Verifier {
     }
 }
 
-impl Verifier {
+impl TokenRules {
     /// Whether claims already verified once fit this verifier: its issuer, its audience, and a
     /// lifetime it allows (times are checked separately, against the clock).
     pub fn accepts_claims(&self, claims: &AccessClaims) -> bool {
