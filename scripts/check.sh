@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The static guard rails, each installed on first use into .tools/ (see lib/tools.sh).
 #
-#   ./scripts/check.sh [buf|deny|manifests]...     all three when none is named
+#   ./scripts/check.sh [buf|deny|manifests|client]...     all four when none is named
 #
 #   buf        buf lint (STANDARD, buf.yaml) and buf breaking against a base commit:
 #              AUTHD_BUF_AGAINST when set (any buf input, e.g. '.git#ref=main,subdir=proto'),
@@ -10,6 +10,8 @@
 #   deny       cargo deny check (deny.toml): advisories from the RustSec snapshot in
 #              ../shared/advisory-db (offline), licences, duplicate versions, sources
 #   manifests  kubernetes-validate over deploy/kubernetes (every manifest but kustomization.yaml)
+#   client     authd-client stays a library others can take: none of the server's heavy crates in
+#              its dependency tree, and its documentation builds without a warning
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -85,15 +87,29 @@ check_manifests() {
     return "$missing"
 }
 
+check_client() {
+    log "cargo tree -p authd-client: no database, Redis, mail, hashing or HTTP server"
+    local tree banned
+    tree=$(cargo tree -p authd-client -e normal --prefix none --locked)
+    banned=$(grep -E '^(diesel|diesel-async|bb8|argon2|lettre|redis|axum|zxcvbn) ' <<<"$tree" | sort -u || true)
+    if [[ -n $banned ]]; then
+        log "authd-client depends on: $banned"
+        return 1
+    fi
+    log "cargo doc -p authd-client (warnings are errors)"
+    RUSTDOCFLAGS="-D warnings" cargo doc -p authd-client --no-deps --locked --quiet
+}
+
 steps=("$@")
-((${#steps[@]} > 0)) || steps=(buf deny manifests)
+((${#steps[@]} > 0)) || steps=(buf deny manifests client)
 for step in "${steps[@]}"; do
     case $step in
     buf) check_buf ;;
     deny) check_deny ;;
     manifests) check_manifests ;;
+    client) check_client ;;
     *)
-        log "unknown check: $step (buf, deny, manifests)"
+        log "unknown check: $step (buf, deny, manifests, client)"
         exit 2
         ;;
     esac

@@ -43,10 +43,16 @@ pub enum Scenario {
     Login,
     /// A steady `Introspect` rate alone, then the same rate during a login flood.
     Mix,
+    /// `authd_client::Verifier::verify` of one valid access token, again and again, in-process
+    /// (its verified-token cache on, as by default): one core, no network.
+    VerifyHot,
+    /// `Verifier::verify` of the distinct access tokens of `introspect-distinct`, with the
+    /// verified-token cache off so that every call checks a signature: one core, no network.
+    VerifyDistinct,
 }
 
 impl Scenario {
-    const ALL: [Scenario; 7] = [
+    const ALL: [Scenario; 9] = [
         Scenario::Health,
         Scenario::IntrospectRepeated,
         Scenario::Check,
@@ -54,6 +60,8 @@ impl Scenario {
         Scenario::IntrospectDistinct,
         Scenario::Login,
         Scenario::Mix,
+        Scenario::VerifyHot,
+        Scenario::VerifyDistinct,
     ];
 
     fn name(self) -> &'static str {
@@ -65,6 +73,8 @@ impl Scenario {
             Scenario::IntrospectDistinct => "introspect-distinct",
             Scenario::Login => "login",
             Scenario::Mix => "mix",
+            Scenario::VerifyHot => "verify-hot",
+            Scenario::VerifyDistinct => "verify-distinct",
         }
     }
 }
@@ -107,8 +117,9 @@ pub struct BenchArgs {
     /// Scenarios to run, comma-separated, in this order.
     #[arg(long, value_enum, value_delimiter = ',', default_values_t = Scenario::ALL)]
     pub scenarios: Vec<Scenario>,
-    /// Distinct access tokens for `introspect-distinct`, minted with Refresh. Keep it above the
-    /// server's AUTHD_TOKEN_CACHE_SIZE, so that every call checks a signature.
+    /// Distinct access tokens for `introspect-distinct` and `verify-distinct`, minted with
+    /// Refresh. Keep it above the server's AUTHD_TOKEN_CACHE_SIZE, so that every call checks a
+    /// signature (`verify-distinct` turns its verifier's cache off regardless).
     #[arg(long, default_value_t = 40_000)]
     pub distinct_tokens: usize,
     /// Logins in flight at once during the flood of `mix`.
@@ -505,8 +516,13 @@ fn resident_kib(pid: u32) -> Option<u64> {
 
 /// What the scenarios share: connections, the API key, the users.
 struct Fixture {
+    /// The target as a URI (`http://…`), for the verifier of the `verify-*` scenarios.
+    uri: String,
     channels: Vec<Channel>,
+    /// The bench's API key as the `authorization` header ("Bearer …").
     api_key: MetadataValue<Ascii>,
+    /// The same API key, the raw secret (for `Verifier::connect`).
+    api_secret: String,
     api_key_id: String,
     admin_bearer: MetadataValue<Ascii>,
     tag: String,
@@ -567,8 +583,10 @@ impl Fixture {
         let ApiKey { id, .. } = created.api_key.unwrap_or_default();
         Ok(Self {
             api_key: format!("Bearer {}", created.secret).parse()?,
+            api_secret: created.secret,
             api_key_id: id,
             admin_bearer,
+            uri,
             channels,
             tag,
         })
@@ -650,6 +668,18 @@ impl Fixture {
             .collect()
     }
 
+    /// A verifier following the target with the bench's API key, its verified-token cache of
+    /// `token_cache_size` tokens (0: off, every access token a signature check).
+    async fn verifier(&self, token_cache_size: usize) -> anyhow::Result<authd_client::Verifier> {
+        let options = authd_client::Options {
+            token_cache_size,
+            ..authd_client::Options::default()
+        };
+        authd_client::Verifier::connect(&self.uri, &self.api_secret, options)
+            .await
+            .with_context(|| format!("connecting an authd_client::Verifier to {}", self.uri))
+    }
+
     /// Revokes the bench's API key (the users stay; they are tagged `b<tag>`).
     async fn tear_down(&self) {
         let request = with_bearer(
@@ -704,6 +734,10 @@ struct Results {
     distinct: Option<f64>,
     login: Option<(f64, Hashing)>,
     mix: Option<(f64, f64)>,
+    /// `verify-hot`: (calls per second on one core, mean µs per call).
+    verify_hot: Option<(f64, f64)>,
+    /// `verify-distinct`: (calls per second on one core, mean µs per call).
+    verify_distinct: Option<(f64, f64)>,
     idle_rss_kib: Option<u64>,
     peak_rss_kib: Option<u64>,
 }
@@ -726,6 +760,157 @@ fn row(name: &str, m: &Measured) -> String {
         write!(line, " first error: {error}").expect("write to a String");
     }
     line
+}
+
+/// What a `verify-*` scenario measured: in-process calls on one core, timed as a whole (a call
+/// takes about a microsecond; timing each one would weigh on what is measured).
+#[derive(Default)]
+struct PerCore {
+    /// Calls that verified.
+    verified: u64,
+    errors: u64,
+    first_error: Option<String>,
+    window: Duration,
+    /// The verifier's counters at the end (warm-up included).
+    stats: authd_client::Stats,
+    /// The server's largest resident set while it ran, in KiB.
+    peak_rss_kib: Option<u64>,
+}
+
+impl PerCore {
+    /// Successful calls per second on the one core.
+    fn per_sec(&self) -> f64 {
+        self.verified as f64 / self.window.as_secs_f64()
+    }
+
+    /// The mean time of a successful call, in microseconds.
+    fn mean_us(&self) -> f64 {
+        if self.verified == 0 {
+            return f64::NAN;
+        }
+        self.window.as_secs_f64() * 1e6 / self.verified as f64
+    }
+
+    /// Whether more than 0.1% of the calls failed.
+    fn too_many_errors(&self) -> bool {
+        self.errors as f64 > 0.001 * (self.verified + self.errors) as f64
+    }
+}
+
+/// A `verify-*` scenario in the table's columns: no latency quantiles (the calls are timed as a
+/// whole), the mean per call after the row.
+fn per_core_row(name: &str, m: &PerCore) -> String {
+    let mut line = format!(
+        "| {name:<28} | {:>9} | {:>9.0} | {:>7} | {:>7} | {:>7} | {:>6} |",
+        m.verified,
+        m.per_sec(),
+        "-",
+        "-",
+        "-",
+        m.errors,
+    );
+    match m.peak_rss_kib {
+        Some(kib) => write!(line, " {:>6.1} MB |", kib as f64 / 1024.0).expect("write to a String"),
+        None => line.push_str("      - |"),
+    }
+    write!(line, " mean {:.3} µs per call, one core", m.mean_us()).expect("write to a String");
+    if m.stats.introspected > 0 {
+        write!(
+            line,
+            " WARNING: {} calls went to Introspect over the network",
+            m.stats.introspected
+        )
+        .expect("write to a String");
+    }
+    if let Some(error) = &m.first_error {
+        write!(line, " first error: {error}").expect("write to a String");
+    }
+    line
+}
+
+/// Calls `verifier.verify` on `tokens` in turn, in a tight loop: `warmup` uncounted, then
+/// `duration` counted. One task on a thread of its own (of the blocking pool), so that the loop,
+/// which never yields, does not hold up the verifier's streams on the runtime's workers.
+async fn verify_per_core(
+    verifier: &authd_client::Verifier,
+    tokens: Vec<String>,
+    warmup: Duration,
+    duration: Duration,
+) -> PerCore {
+    let runtime = tokio::runtime::Handle::current();
+    let looping = verifier.clone();
+    let mut measured =
+        tokio::task::spawn_blocking(move || runtime.block_on(verify_loop(&looping, &tokens, warmup, duration)))
+            .await
+            .expect("the verify loop panicked");
+    measured.stats = verifier.stats();
+    measured
+}
+
+async fn verify_loop(
+    verifier: &authd_client::Verifier,
+    tokens: &[String],
+    warmup: Duration,
+    duration: Duration,
+) -> PerCore {
+    // The clock is read once per batch, not per call.
+    const BATCH: usize = 32;
+    let mut next = 0;
+    let until = Instant::now() + warmup;
+    while Instant::now() < until {
+        for _ in 0..BATCH {
+            // Uncounted, as the warm-up of the other scenarios.
+            drop(verifier.verify(&tokens[next]).await);
+            next = (next + 1) % tokens.len();
+        }
+    }
+    let mut measured = PerCore::default();
+    let from = Instant::now();
+    let until = from + duration;
+    loop {
+        for _ in 0..BATCH {
+            match verifier.verify(&tokens[next]).await {
+                Ok(identity) => {
+                    std::hint::black_box(identity);
+                    measured.verified += 1;
+                }
+                Err(rejection) => {
+                    measured.errors += 1;
+                    measured.first_error.get_or_insert_with(|| rejection.to_string());
+                }
+            }
+            next = (next + 1) % tokens.len();
+        }
+        if Instant::now() >= until {
+            break;
+        }
+    }
+    measured.window = from.elapsed();
+    measured
+}
+
+/// Refreshes until `minted` holds `wanted` access tokens (for `scenario`).
+async fn mint_for(
+    scenario: Scenario,
+    fixture: &Fixture,
+    sessions: &mut [(String, String)],
+    minted: Vec<String>,
+    wanted: usize,
+    memory: Option<&MemoryWatch>,
+) -> anyhow::Result<Vec<String>> {
+    if minted.len() >= wanted {
+        return Ok(minted);
+    }
+    eprintln!(
+        "minting {} more access tokens with Refresh for {}...",
+        wanted - minted.len(),
+        scenario.name()
+    );
+    let minted = mint(fixture, sessions, minted, wanted).await?;
+    if let Some(memory) = memory {
+        memory.take_peak();
+    }
+    Ok(minted)
 }
 
 /// Runs the scenarios and prints what they measured.
@@ -760,11 +945,12 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     }
     let fixture = Fixture::set_up(&args, &target).await?;
     let wants = |s: Scenario| args.scenarios.contains(&s);
-    let token_users = if wants(Scenario::Refresh) || wants(Scenario::IntrospectDistinct) {
-        args.concurrency
-    } else {
-        1
-    };
+    let token_users =
+        if wants(Scenario::Refresh) || wants(Scenario::IntrospectDistinct) || wants(Scenario::VerifyDistinct) {
+            args.concurrency
+        } else {
+            1
+        };
     let token_accounts = fixture.register("t", token_users).await?;
     // (access token, latest refresh token) of one session per token user.
     let mut sessions = fixture.log_in(&token_accounts).await?;
@@ -836,16 +1022,15 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
                 println!("{}", row(scenario.name(), &m));
             }
             Scenario::IntrospectDistinct => {
-                if minted.len() < args.distinct_tokens {
-                    eprintln!(
-                        "minting {} more access tokens with Refresh for introspect-distinct...",
-                        args.distinct_tokens - minted.len()
-                    );
-                    minted = mint(&fixture, &mut sessions, minted, args.distinct_tokens).await?;
-                    if let Some(memory) = &memory {
-                        memory.take_peak();
-                    }
-                }
+                minted = mint_for(
+                    *scenario,
+                    &fixture,
+                    &mut sessions,
+                    minted,
+                    args.distinct_tokens,
+                    memory.as_ref(),
+                )
+                .await?;
                 // Oldest first: every token is presented once before any comes round again.
                 let calls = fixture.introspect_calls(args.concurrency, &minted);
                 let (mut m, _) = closed_loop(calls, warmup, duration).await;
@@ -886,6 +1071,70 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
                 println!("{}", row("mix: introspect, login flood", &busy));
                 println!("{}", row("mix: the login flood", &logins));
                 results.mix = Some((quiet.quantile_ms(0.99), busy.quantile_ms(0.99)));
+            }
+            Scenario::VerifyHot | Scenario::VerifyDistinct => {
+                let hot = *scenario == Scenario::VerifyHot;
+                let (tokens, cache, name) = if hot {
+                    // The token of introspect-repeated, the verified-token cache as by default.
+                    (
+                        vec![sessions[0].0.clone()],
+                        DEFAULT_TOKEN_CACHE_SIZE,
+                        scenario.name().to_string(),
+                    )
+                } else {
+                    minted = mint_for(
+                        *scenario,
+                        &fixture,
+                        &mut sessions,
+                        minted,
+                        args.distinct_tokens,
+                        memory.as_ref(),
+                    )
+                    .await?;
+                    // No cache: every call checks a signature.
+                    (minted.clone(), 0, format!("verify-distinct ({}k)", minted.len() / 1000))
+                };
+                // Made for this scenario only, and dropped (its streams closed) at its end.
+                let verifier = match fixture.verifier(cache).await {
+                    Ok(verifier) => verifier,
+                    Err(e) => {
+                        fixture.tear_down().await;
+                        return Err(e);
+                    }
+                };
+                let mut m = verify_per_core(&verifier, tokens, warmup, duration).await;
+                drop(verifier);
+                m.peak_rss_kib = memory.as_ref().and_then(MemoryWatch::take_peak);
+                results.peak_rss_kib = results.peak_rss_kib.max(m.peak_rss_kib);
+                println!("{}", per_core_row(&name, &m));
+                if m.stats.introspected > 0 {
+                    eprintln!(
+                        "warning: {}: {} of the verifier's calls went to Introspect over the network \
+                         ({} fallbacks, {} unavailable; its view current: {}): the figure includes network calls, \
+                         it is not in-process verification alone",
+                        scenario.name(),
+                        m.stats.introspected,
+                        m.stats.fallbacks,
+                        m.stats.unavailable,
+                        m.stats.view_current
+                    );
+                }
+                if m.too_many_errors() {
+                    fixture.tear_down().await;
+                    bail!(
+                        "{}: {} of {} calls failed (more than 0.1%); the first: {}",
+                        scenario.name(),
+                        m.errors,
+                        m.verified + m.errors,
+                        m.first_error.as_deref().unwrap_or("?")
+                    );
+                }
+                let figures = Some((m.per_sec(), m.mean_us()));
+                if hot {
+                    results.verify_hot = figures;
+                } else {
+                    results.verify_distinct = figures;
+                }
             }
         }
     }
@@ -1021,5 +1270,27 @@ fn print_targets(results: &Results, cores: usize) {
             "| Resident memory, under load | < 150 MB | {mb:.1} MB (largest sample) | {} |",
             verdict(mb < 150.0)
         );
+    }
+    // In-process verification (authd_client::Verifier), one core: after the table.
+    let mut verify_lines = Vec::new();
+    if let Some((_, mean_us)) = results.verify_hot {
+        verify_lines.push(format!(
+            "verify of a hot token: {mean_us:.3} µs (goal < 2 µs) — {}",
+            verdict(mean_us < 2.0)
+        ));
+    }
+    if let (Some((per_sec, _)), Some(distinct)) = (results.verify_distinct, results.distinct) {
+        verify_lines.push(format!(
+            "verify of distinct tokens: {per_sec:.0}/s per core vs introspect-distinct {distinct:.0}/s over loopback"
+        ));
+    }
+    if let (Some((per_sec, _)), Some(repeated)) = (results.verify_hot, results.repeated) {
+        verify_lines.push(format!("verify-hot vs introspect-repeated: {:.1}x", per_sec / repeated));
+    }
+    if !verify_lines.is_empty() {
+        println!();
+        for line in verify_lines {
+            println!("{line}");
+        }
     }
 }
