@@ -14,6 +14,9 @@ use tokio::net::TcpListener;
 use tonic::transport::server::TcpIncoming;
 use tonic_health::ServingStatus;
 
+/// `WatchRevocations` snapshots sent at once; more watchers wait their turn.
+const SNAPSHOTS_AT_ONCE: usize = 2;
+
 /// Requests larger than this are refused by the transport before any handler runs.
 pub const MAX_MESSAGE_BYTES: usize = 2 * 1024 * 1024;
 const MAX_HEADER_LIST_BYTES: u32 = 16 * 1024;
@@ -159,6 +162,7 @@ impl Server {
                     clock: app.clock.clone(),
                     state: app.state.clone(),
                     heartbeat: settings.intervals.watch_heartbeat,
+                    snapshots: tokio::sync::Semaphore::new(SNAPSHOTS_AT_ONCE),
                 })
             ))
             .add_service(

@@ -33,6 +33,8 @@ pub struct TokenDeps {
     pub state: Arc<ServerState>,
     /// How often the watch streams send a heartbeat (and re-check their credential).
     pub heartbeat: std::time::Duration,
+    /// Revocation snapshots being sent at once (each holds a copy of the view).
+    pub snapshots: tokio::sync::Semaphore,
 }
 
 impl TokenApi {
@@ -155,19 +157,22 @@ async fn follow_revocations(
     use watch_revocations_response::Event;
     let watchers = app.revoker.watchers();
     let epoch = watchers.epoch().to_string();
-    let mut resync = None;
+    let mut lagged = false;
     loop {
+        let behind = !app.revoker.feed().is_synced();
         let cursor = since.take();
         let parsed = cursor.as_deref().and_then(Cursor::parse);
         let (subscription, resumable) = watchers.subscribe(parsed.as_ref());
         let mut events = subscription.events;
         if !resumable {
-            resync = Some("the cursor is from another replica or older than what it holds");
-        }
-        if let Some(reason) = resync.take()
-            && !send_event(&tx, Event::Resync(Resync { reason: reason.into() })).await
-        {
-            return;
+            let reason = if lagged {
+                "the watcher fell behind further than this replica's history"
+            } else {
+                "the cursor is from another replica or older than what it holds"
+            };
+            if !send_event(&tx, Event::Resync(Resync { reason: reason.into() })).await {
+                return;
+            }
         }
         let (position, resumed, sent) = match subscription.start {
             Start::Resume(missed) => {
@@ -182,6 +187,10 @@ async fn follow_revocations(
                 (position, true, missed.len())
             }
             Start::Snapshot { position } => {
+                // A few snapshots at a time: each is a copy of the whole view while it is sent.
+                let Ok(_permit) = app.snapshots.acquire().await else {
+                    return;
+                };
                 let snapshot = app.revoker.view().snapshot(app.clock.now());
                 for revocation in &snapshot {
                     if !send_event(&tx, Event::Revocation(revocation_event(revocation, String::new()))).await {
@@ -195,18 +204,27 @@ async fn follow_revocations(
             cursor: cursor_at(&epoch, position),
             resumed,
             revocations: u32::try_from(sent).unwrap_or(u32::MAX),
+            behind,
         };
         if !send_event(&tx, Event::SnapshotComplete(marker)).await {
             return;
         }
         let mut heartbeat = tokio::time::interval(every);
         heartbeat.tick().await;
+        let mut next = position;
         loop {
             let event = tokio::select! {
                 event = events.recv() => match event {
-                    Ok(event) => Event::Revocation(revocation_event(&event.revocation, event.cursor(&epoch))),
+                    // Replayed events may come again live: each is sent once.
+                    Ok(event) if event.position < next => continue,
+                    Ok(event) => {
+                        next = event.position + 1;
+                        Event::Revocation(revocation_event(&event.revocation, event.cursor(&epoch)))
+                    }
                     Err(broadcast::error::RecvError::Lagged(_)) => {
-                        resync = Some("the watcher fell behind the events");
+                        // Catch up from the history where it can, else start over.
+                        since = Some(cursor_at(&epoch, next));
+                        lagged = true;
                         break;
                     }
                     Err(broadcast::error::RecvError::Closed) => return,
@@ -349,10 +367,11 @@ impl TokenService for TokenApi {
         caller(&request)?.require_scope(crate::domain::Scope::INTROSPECT)?;
         let mut version = self.inner.keys.watch();
         version.borrow_and_update();
+        let every = heartbeat_interval(request.get_ref().heartbeat_interval.as_ref(), self.inner.heartbeat);
         let app = self.inner.clone();
         let credential = bearer(request.metadata()).unwrap_or_default().to_string();
         Ok(Response::new(stream_from(app.state.clone(), move |tx| async move {
-            let mut heartbeat = tokio::time::interval(app.heartbeat);
+            let mut heartbeat = tokio::time::interval(every);
             heartbeat.tick().await;
             let mut is_heartbeat = false;
             loop {

@@ -12,9 +12,11 @@ use std::collections::VecDeque;
 use std::sync::Mutex;
 use tokio::sync::broadcast;
 
-/// How many recent events are kept for watchers that reconnect (and how far a live watcher may
-/// fall behind before it is told to resynchronise).
-const HISTORY: usize = 4096;
+/// How many recent events are kept for watchers that reconnect or fall behind.
+const HISTORY: usize = 16_384;
+/// How far a live watcher may fall behind before it must catch up from the history (and, past
+/// the history too, start over from a snapshot).
+const LIVE_BUFFER: usize = 1024;
 
 /// One revocation and its position in this replica's sequence.
 #[derive(Clone, Debug)]
@@ -91,7 +93,7 @@ impl Watchers {
         Self {
             epoch: epoch.to_string(),
             history: Mutex::default(),
-            events: broadcast::channel(HISTORY).0,
+            events: broadcast::channel(LIVE_BUFFER).0,
         }
     }
 

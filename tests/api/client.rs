@@ -249,6 +249,15 @@ async fn a_verifier_decides_locally_and_refuses_what_was_revoked_before_it_start
         .await
         .unwrap_err();
     assert!(matches!(mismatch, ConnectError::Mismatch(_)), "{mismatch:?}");
+    // A heartbeat too slow for the staleness it must prevent is refused before any call.
+    let slow = Options {
+        heartbeat_interval: Duration::from_secs(4),
+        ..Options::default()
+    };
+    let refused = Verifier::connect(&format!("http://{}", app.addr), &introspector, slow)
+        .await
+        .unwrap_err();
+    assert!(matches!(refused, ConnectError::Options(_)), "{refused:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -516,9 +525,63 @@ async fn the_auth_layer_guards_a_tonic_and_an_axum_service() {
     tokio::spawn(async move { axum::serve(listener, router).await });
     let anonymous = http_request(addr, "GET", "/orders", &[]).await;
     assert_eq!(anonymous.status, 401);
-    assert_eq!(anonymous.headers["www-authenticate"], r#"Bearer error="invalid_token""#);
+    assert_eq!(anonymous.headers["www-authenticate"], r#"Bearer realm="authd""#);
     let other = app.user("ned").await;
     let bearer_header = format!("Bearer {}", other.access_token);
     let answer = http_request(addr, "GET", "/orders", &[("Authorization", &bearer_header)]).await;
     assert_eq!((answer.status, answer.body.as_str()), (200, "ned"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_verifier_does_not_trust_a_replica_that_lost_its_feed() {
+    let mut redis = PrivateRedis::start().await;
+    let (_, database_url) = fresh_database().await;
+    let mut env = deployment_env(&database_url, Some(&redis.url()));
+    // No periodic re-read: while Redis is away, A's own view misses B's revocations.
+    env.push(("AUTHD_REVOCATION_RESYNC_INTERVAL".into(), "1h".into()));
+    let a = Replica::start(&env).await;
+    let b = Replica::start(&env).await;
+    for replica in [&a, &b] {
+        replica.await_feed(true, Duration::from_secs(10)).await;
+    }
+    let introspector = a.introspector().await;
+    let verifier = connect(a.addr, &introspector, Options::default()).await;
+    let tokens = b.user("pia").await;
+    verifier.verify(&tokens.access_token).await.unwrap();
+    assert_eq!(verifier.stats().fallbacks, 0);
+
+    redis.stop();
+    a.await_feed(false, Duration::from_secs(3)).await;
+    // A says it is behind at its next heartbeat (1 s): from then on access tokens go to A's
+    // Introspect, which checks Postgres.
+    let started = Instant::now();
+    while verifier.is_current() {
+        assert!(started.elapsed() < Duration::from_secs(3), "{:?}", verifier.stats());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    b.auth()
+        .logout(LogoutRequest {
+            refresh_token: tokens.refresh_token.clone(),
+        })
+        .await
+        .unwrap();
+    // The feed is down, so neither A's view nor the verifier's heard of it; Postgres has.
+    refused_within(
+        &verifier,
+        &tokens.access_token,
+        &[Rejection::Inactive],
+        Duration::from_secs(1),
+    )
+    .await;
+    assert!(verifier.stats().fallbacks >= 1);
+
+    redis.resume().await;
+    a.await_feed(true, Duration::from_secs(10)).await;
+    let back = Instant::now();
+    while !verifier.is_current() {
+        assert!(back.elapsed() < Duration::from_secs(5), "{:?}", verifier.stats());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // In step again, and A's view caught up on resubscribing: refused locally now.
+    assert_eq!(verifier.verify(&tokens.access_token).await, Err(Rejection::Revoked));
 }

@@ -190,14 +190,14 @@ async fn watch_streams_deliver_revocations_and_new_keys() {
     let user = a.user("cid").await;
     let denied = b
         .tokens()
-        .watch_keys(bearer(WatchKeysRequest {}, &user.access_token))
+        .watch_keys(bearer(WatchKeysRequest::default(), &user.access_token))
         .await
         .unwrap_err();
     assert_eq!(denied.code(), Code::PermissionDenied);
 
     let mut keys = b
         .tokens()
-        .watch_keys(bearer(WatchKeysRequest {}, &introspector))
+        .watch_keys(bearer(WatchKeysRequest::default(), &introspector))
         .await
         .unwrap()
         .into_inner();

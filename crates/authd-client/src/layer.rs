@@ -66,7 +66,9 @@ impl AuthLayer {
     }
 
     /// Requests for exactly `path` (a gRPC method such as `/shop.v1.Orders/Cancel`, or an HTTP
-    /// path) must also hold `scope`.
+    /// path) must also hold `scope`. The path is the request's as the layer sees it: inside a
+    /// nested axum router that is the path below the nesting prefix, so put the layer where the
+    /// paths you name are whole (or on the nested router, with its own paths).
     pub fn require_scope_for(mut self, path: &str, scope: &str) -> Self {
         Arc::make_mut(&mut self.scopes)
             .by_path
@@ -99,6 +101,9 @@ pub struct AuthService<S> {
 
 /// Why the layer answered a request itself.
 enum Refusal<'a> {
+    /// No bearer credential at all.
+    Missing,
+    /// A credential that is not valid and live.
     Unauthenticated,
     MissingScope(&'a str),
     Unavailable,
@@ -128,7 +133,7 @@ where
         Box::pin(async move {
             let grpc = is_grpc(&request);
             let Some(credential) = bearer(&request) else {
-                return Ok(refuse(grpc, Refusal::Unauthenticated));
+                return Ok(refuse(grpc, Refusal::Missing));
             };
             let identity = match verifier.verify(&credential).await {
                 Ok(identity) => identity,
@@ -166,7 +171,7 @@ fn refuse<B: Default>(grpc: bool, refusal: Refusal<'_>) -> Response<B> {
     let headers = response.headers_mut();
     if grpc {
         let (code, message) = match refusal {
-            Refusal::Unauthenticated => ("16", "a valid credential is required".to_string()),
+            Refusal::Missing | Refusal::Unauthenticated => ("16", "a valid credential is required".to_string()),
             Refusal::MissingScope(scope) => ("7", format!("scope {scope} required")),
             Refusal::Unavailable => ("14", "authd cannot be reached to verify the credential".to_string()),
         };
@@ -177,8 +182,13 @@ fn refuse<B: Default>(grpc: bool, refusal: Refusal<'_>) -> Response<B> {
         }
         return response;
     }
+    // As authd's own forward-auth answers (RFC 6750: no error code when no token was presented).
     let (status, challenge) = match refusal {
-        Refusal::Unauthenticated => (StatusCode::UNAUTHORIZED, r#"Bearer error="invalid_token""#.to_string()),
+        Refusal::Missing => (StatusCode::UNAUTHORIZED, r#"Bearer realm="authd""#.to_string()),
+        Refusal::Unauthenticated => (
+            StatusCode::UNAUTHORIZED,
+            r#"Bearer realm="authd", error="invalid_token""#.to_string(),
+        ),
         Refusal::MissingScope(scope) => (
             StatusCode::FORBIDDEN,
             format!(r#"Bearer error="insufficient_scope", scope="{scope}""#),
@@ -236,8 +246,10 @@ mod tests {
         assert_eq!(http.status(), StatusCode::UNAUTHORIZED);
         assert_eq!(
             http.headers()[header::WWW_AUTHENTICATE],
-            r#"Bearer error="invalid_token""#
+            r#"Bearer realm="authd", error="invalid_token""#
         );
+        let none: Response<()> = refuse(false, Refusal::Missing);
+        assert_eq!(none.headers()[header::WWW_AUTHENTICATE], r#"Bearer realm="authd""#);
         let denied: Response<()> = refuse(false, Refusal::MissingScope("a:b"));
         assert_eq!(
             denied.headers()[header::WWW_AUTHENTICATE],

@@ -8,6 +8,7 @@
 use crate::identity::Identity;
 use sha2::{Digest, Sha256};
 use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
@@ -50,6 +51,9 @@ pub(crate) struct Answers {
     inner: RwLock<Inner>,
     capacity: usize,
     ttl: Duration,
+    /// Bumped by every [`Answers::forget_id`] and [`Answers::clear`]: an answer asked for before
+    /// one of them may be out of date, and is not kept.
+    generation: AtomicU64,
 }
 
 impl Answers {
@@ -58,7 +62,13 @@ impl Answers {
             inner: RwLock::default(),
             capacity,
             ttl,
+            generation: AtomicU64::new(0),
         }
+    }
+
+    /// Read before asking authd; hand it to [`Answers::insert`] with the answer.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
     }
 
     /// The answer for this digest if it is younger than the time to live.
@@ -71,12 +81,16 @@ impl Answers {
             .cloned()
     }
 
-    pub fn insert(&self, digest: Digest32, answer: Answer) -> Arc<Answer> {
+    /// Keeps an answer asked for at `generation`, unless something was forgotten since.
+    pub fn insert(&self, digest: Digest32, answer: Answer, generation: u64) -> Arc<Answer> {
         let answer = Arc::new(answer);
         if self.capacity == 0 || self.ttl.is_zero() {
             return answer;
         }
         let mut inner = self.inner.write().expect("answer cache lock");
+        if self.generation() != generation {
+            return answer;
+        }
         if inner.entries.insert(digest, answer.clone()).is_none() {
             inner.order.push_back(digest);
         }
@@ -91,9 +105,17 @@ impl Answers {
     /// Drops every answer about the API key (or token) with this id, e.g. after its secret changed.
     pub fn forget_id(&self, id: &str) {
         let mut inner = self.inner.write().expect("answer cache lock");
+        self.generation.fetch_add(1, Ordering::AcqRel);
         let Inner { entries, order } = &mut *inner;
         entries.retain(|_, answer| answer.identity.as_ref().is_none_or(|identity| identity.id != id));
         order.retain(|digest| entries.contains_key(digest));
+    }
+
+    /// Forgets every answer (after a resynchronisation, which may have missed a new secret).
+    pub fn clear(&self) {
+        let mut inner = self.inner.write().expect("answer cache lock");
+        self.generation.fetch_add(1, Ordering::AcqRel);
+        *inner = Inner::default();
     }
 
     #[cfg(test)]
@@ -125,20 +147,30 @@ mod tests {
     fn answers_are_bounded_expire_and_can_be_forgotten() {
         let cache = Answers::new(2, Duration::from_secs(60));
         for (i, name) in ["a", "b", "c"].iter().enumerate() {
-            cache.insert(digest(name), Answer::new(Some(identity(&i.to_string())), 0));
+            cache.insert(
+                digest(name),
+                Answer::new(Some(identity(&i.to_string())), 0),
+                cache.generation(),
+            );
         }
         assert_eq!(cache.len(), 2);
         assert!(cache.get(&digest("a")).is_none(), "the oldest made room");
         assert!(cache.get(&digest("c")).is_some());
+        let asked = cache.generation();
         cache.forget_id("2");
         assert!(cache.get(&digest("c")).is_none());
         assert!(cache.get(&digest("b")).is_some());
+        // An answer asked for before a secret changed is not kept.
+        cache.insert(digest("d"), Answer::new(Some(identity("2")), 0), asked);
+        assert!(cache.get(&digest("d")).is_none());
+        cache.clear();
+        assert_eq!(cache.len(), 0);
         let short = Answers::new(8, Duration::from_millis(1));
-        short.insert(digest("a"), Answer::new(None, 0));
+        short.insert(digest("a"), Answer::new(None, 0), 0);
         std::thread::sleep(Duration::from_millis(5));
         assert!(short.get(&digest("a")).is_none(), "past its time to live");
         let off = Answers::new(0, Duration::from_secs(60));
-        off.insert(digest("a"), Answer::new(None, 0));
+        off.insert(digest("a"), Answer::new(None, 0), 0);
         assert_eq!(off.len(), 0);
     }
 }

@@ -9,7 +9,6 @@ use authd_proto::watch_revocations_response::Event;
 use authd_proto::{RevocationEvent, WatchKeysRequest, WatchRevocationsRequest};
 use chrono::DateTime;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 use tokio::sync::watch;
 
@@ -57,7 +56,7 @@ impl Backoff {
 fn is_refusal(status: &tonic::Status) -> bool {
     matches!(
         status.code(),
-        tonic::Code::Unauthenticated | tonic::Code::PermissionDenied | tonic::Code::InvalidArgument
+        tonic::Code::Unauthenticated | tonic::Code::PermissionDenied
     )
 }
 
@@ -69,6 +68,14 @@ pub(super) async fn revocations(shared: Arc<Shared>, phase: watch::Sender<Phase>
     loop {
         let (in_step, ended) = follow_revocations(&shared, &mut cursor, &phase).await;
         match &ended {
+            Err(status) if status.code() == tonic::Code::InvalidArgument => {
+                // A cursor this server does not take (another version): start over.
+                tracing::warn!(
+                    message = status.message(),
+                    "authd refused the cursor; starting from a snapshot"
+                );
+                cursor = None;
+            }
             Err(status) if is_refusal(status) => {
                 tracing::error!(code = ?status.code(), message = status.message(), "authd refused the verifier's credential for WatchRevocations");
                 if phase.borrow().is_starting() {
@@ -118,7 +125,16 @@ async fn follow_revocations(
     let mut in_step = false;
     let mut ever_in_step = false;
     let mut behind = false;
+    // An event this verifier cannot apply (a newer server): its view is not complete.
+    let mut incomplete = false;
     let mut pruned = tokio::time::Instant::now();
+    let confirm = |in_step: bool, behind: bool, incomplete: bool| {
+        if in_step && !behind && !incomplete {
+            shared.view_confirmed.set(shared.started);
+        } else {
+            shared.view_confirmed.clear();
+        }
+    };
     loop {
         let message = match tokio::time::timeout(silence, stream.message()).await {
             Err(_) => return (ever_in_step, Ok("authd fell silent")),
@@ -128,20 +144,29 @@ async fn follow_revocations(
         };
         match message.event {
             Some(Event::Revocation(event)) => {
-                absorb(shared, &event);
+                if !absorb(shared, &event) && !incomplete {
+                    incomplete = true;
+                    tracing::warn!(
+                        kind = event.kind,
+                        "a revocation of a kind this verifier does not know; verifying through Introspect"
+                    );
+                }
                 if !event.cursor.is_empty() {
                     *cursor = Some(event.cursor);
                 }
-                if in_step && !behind {
-                    shared.confirm();
-                }
+                confirm(in_step, behind, incomplete);
             }
             Some(Event::SnapshotComplete(marker)) => {
                 *cursor = Some(marker.cursor);
                 shared.view.prune(wall_now());
+                if !marker.resumed {
+                    // A full snapshot leaves out new API-key secrets: forget the answers.
+                    shared.answers.clear();
+                }
                 in_step = true;
                 ever_in_step = true;
-                shared.confirm();
+                note_behind(&mut behind, marker.behind);
+                confirm(in_step, behind, incomplete);
                 tracing::info!(
                     revocations = shared.view.len(),
                     resumed = marker.resumed,
@@ -152,28 +177,19 @@ async fn follow_revocations(
                 }
             }
             Some(Event::Heartbeat(heartbeat)) => {
-                if heartbeat.behind != behind {
-                    behind = heartbeat.behind;
-                    if behind {
-                        tracing::warn!(
-                            "authd cannot prove its own revocation view current; verifying through Introspect"
-                        );
-                    } else {
-                        tracing::info!("authd's revocation view is current again");
-                    }
-                }
-                if in_step && !behind {
-                    shared.confirm();
-                }
+                note_behind(&mut behind, heartbeat.behind);
+                confirm(in_step, behind, incomplete);
                 if pruned.elapsed() >= PRUNE_EVERY {
                     shared.view.prune(wall_now());
                     pruned = tokio::time::Instant::now();
                 }
             }
             Some(Event::Resync(resync)) => {
-                // The revocations held stay true until they expire; the snapshot that follows
-                // adds what was missed.
+                // Events were missed: not current until the snapshot that follows is in. The
+                // revocations held stay true until they expire.
                 in_step = false;
+                confirm(in_step, behind, incomplete);
+                shared.answers.clear();
                 tracing::info!(reason = resync.reason, "authd resynchronises the revocation view");
             }
             None => {}
@@ -181,22 +197,39 @@ async fn follow_revocations(
     }
 }
 
-/// Applies one event to the view (or, for a new API-key secret, to the answer cache).
-fn absorb(shared: &Shared, event: &RevocationEvent) {
+/// Follows the server's word on whether its own view is current, and logs each change.
+fn note_behind(behind: &mut bool, now: bool) {
+    if now != *behind {
+        *behind = now;
+        if now {
+            tracing::warn!("authd cannot prove its own revocation view current; verifying through Introspect");
+        } else {
+            tracing::info!("authd's revocation view is current again");
+        }
+    }
+}
+
+/// Applies one event to the view (or, for a new API-key secret, to the answer cache); false for
+/// an event of a kind this verifier does not know.
+fn absorb(shared: &Shared, event: &RevocationEvent) -> bool {
     use authd_proto::RevocationKind as Kind;
     let kind = match event.kind() {
         Kind::Session => RevocationKind::Session,
         Kind::User => RevocationKind::User,
         Kind::ApiKey => RevocationKind::ApiKey,
         Kind::Token => RevocationKind::Token,
-        Kind::ApiKeyRotated => return shared.answers.forget_id(&event.subject_id),
-        Kind::Unspecified => return,
+        Kind::ApiKeyRotated => {
+            shared.answers.forget_id(&event.subject_id);
+            return true;
+        }
+        Kind::Unspecified => return false,
     };
     let timestamp = |ts: Option<&prost_types::Timestamp>| {
         ts.and_then(|ts| DateTime::from_timestamp(ts.seconds, u32::try_from(ts.nanos).unwrap_or(0)))
     };
     let Some(until) = timestamp(event.until.as_ref()) else {
-        return tracing::warn!("a revocation event without `until`; ignored");
+        tracing::warn!("a revocation event without `until`");
+        return false;
     };
     // A server that does not send `expires_at` keeps a user-wide entry for a token's lifetime.
     let lifetime = chrono::Duration::from_std(shared.rules.max_lifetime).unwrap_or(chrono::Duration::hours(1))
@@ -221,6 +254,7 @@ fn absorb(shared: &Shared, event: &RevocationEvent) {
     if kind == RevocationKind::ApiKey {
         shared.answers.forget_id(&event.subject_id);
     }
+    true
 }
 
 /// Follows `WatchKeys` for as long as the verifier lives.
@@ -228,7 +262,7 @@ pub(super) async fn keys(shared: Arc<Shared>) {
     let mut backoff = Backoff::new(shared.options.max_backoff);
     loop {
         let delivered = follow_keys(&shared).await;
-        shared.keys_current.store(false, Ordering::Release);
+        shared.keys_confirmed.clear();
         if delivered {
             backoff.reset();
         }
@@ -237,39 +271,60 @@ pub(super) async fn keys(shared: Arc<Shared>) {
     }
 }
 
-/// One `WatchKeys` stream, until it ends; returns whether it delivered a key set.
+/// One `WatchKeys` stream, until it ends or falls silent; returns whether it delivered a key set.
 async fn follow_keys(shared: &Shared) -> bool {
-    let mut stream = match shared
-        .client
-        .clone()
-        .watch_keys(shared.request(WatchKeysRequest {}))
-        .await
-    {
+    let options = &shared.options;
+    let request = shared.request(WatchKeysRequest {
+        heartbeat_interval: prost_types::Duration::try_from(options.heartbeat_interval).ok(),
+    });
+    let mut stream = match shared.client.clone().watch_keys(request).await {
         Ok(response) => response.into_inner(),
         Err(status) => {
             tracing::warn!(code = ?status.code(), message = status.message(), "WatchKeys refused");
             return false;
         }
     };
+    let silence = options.heartbeat_interval * 3;
     let mut delivered = false;
+    // The key set last received, and whether this verifier refused it.
+    let mut last: Option<(String, bool)> = None;
     loop {
-        match stream.message().await {
-            Ok(Some(message)) if message.heartbeat => {}
-            Ok(Some(message)) => match KeySet::from_jwks_json(&message.jwks_json) {
-                Ok(keys) => {
-                    tracing::info!(keys = keys.len(), "authd's signing keys");
-                    *shared.keys.write().expect("key set lock") = Arc::new(keys);
-                    shared.keys_current.store(true, Ordering::Release);
-                    delivered = true;
-                }
-                // The keys held stay: a set this verifier refuses must not empty it.
-                Err(e) => tracing::warn!(error = %e, "authd sent a key set this verifier refuses"),
-            },
-            Ok(None) => return delivered,
-            Err(status) => {
+        let message = match tokio::time::timeout(silence, stream.message()).await {
+            Ok(Ok(Some(message))) => message,
+            Ok(Ok(None)) => return delivered,
+            Ok(Err(status)) => {
                 tracing::warn!(code = ?status.code(), message = status.message(), "the key stream from authd ended");
                 return delivered;
             }
+            Err(_) => {
+                tracing::warn!("the key stream from authd fell silent");
+                return delivered;
+            }
+        };
+        let refused = match &last {
+            Some((json, refused)) if *json == message.jwks_json => *refused,
+            _ => {
+                let refused = match KeySet::from_jwks_json(&message.jwks_json) {
+                    Ok(keys) => {
+                        tracing::info!(keys = keys.len(), "authd's signing keys");
+                        *shared.keys.write().expect("key set lock") = Arc::new(keys);
+                        delivered = true;
+                        false
+                    }
+                    // The keys held stay, but are no longer confirmed: tokens go to Introspect.
+                    Err(e) => {
+                        tracing::warn!(error = %e, "authd sent a key set this verifier refuses");
+                        true
+                    }
+                };
+                last = Some((message.jwks_json, refused));
+                refused
+            }
+        };
+        if refused {
+            shared.keys_confirmed.clear();
+        } else {
+            shared.keys_confirmed.set(shared.started);
         }
     }
 }

@@ -21,7 +21,7 @@ use answers::{Answer, Answers};
 use authd_proto::token_service_client::TokenServiceClient;
 use authd_proto::{GetJwksRequest, GetJwksResponse, IntrospectRequest, IntrospectResponse};
 use chrono::{DateTime, Utc};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 use tokio::task::JoinHandle;
@@ -47,8 +47,12 @@ pub struct Options {
     /// How long an `Introspect` answer is reused (it is re-checked against the clock and the
     /// revocation view on every use). Zero turns the cache off.
     pub introspection_ttl: Duration,
-    /// How many `Introspect` answers are kept.
+    /// How many `Introspect` answers are kept (as many again for inactive answers, apart, so a
+    /// flood of bad credentials cannot push out the good ones).
     pub introspection_cache_size: usize,
+    /// How many `Introspect` calls may be in flight at once; more wait (within
+    /// `request_timeout`), so a flood of made-up credentials cannot flood authd.
+    pub max_concurrent_introspections: usize,
     /// How many verified access tokens are kept, so a token presented again skips the signature.
     pub token_cache_size: usize,
     /// How long [`Verifier::connect`] waits for the keys and the first revocation snapshot.
@@ -60,6 +64,26 @@ pub struct Options {
     pub max_backoff: Duration,
 }
 
+impl Options {
+    /// Refuses settings that cannot work, with a line that says why.
+    fn check(&self) -> Result<(), ConnectError> {
+        let fail = |why: &str| Err(ConnectError::Options(why.to_string()));
+        if self.max_staleness.is_zero() || self.max_staleness > Duration::from_secs(3600) {
+            return fail("max_staleness must be more than zero and at most an hour");
+        }
+        if self.heartbeat_interval < Duration::from_millis(100) || self.heartbeat_interval * 2 > self.max_staleness {
+            return fail("heartbeat_interval must be at least 100 ms and at most half of max_staleness");
+        }
+        if self.connect_timeout.is_zero() || self.request_timeout.is_zero() {
+            return fail("connect_timeout and request_timeout must be more than zero");
+        }
+        if self.max_concurrent_introspections == 0 {
+            return fail("max_concurrent_introspections must be at least 1");
+        }
+        Ok(())
+    }
+}
+
 impl Default for Options {
     fn default() -> Self {
         Self {
@@ -69,6 +93,7 @@ impl Default for Options {
             heartbeat_interval: Duration::from_secs(1),
             introspection_ttl: Duration::from_secs(5),
             introspection_cache_size: 4096,
+            max_concurrent_introspections: 32,
             token_cache_size: crate::cache::DEFAULT_CAPACITY,
             connect_timeout: Duration::from_secs(10),
             request_timeout: Duration::from_secs(2),
@@ -99,6 +124,9 @@ pub enum ConnectError {
     /// The options disagree with what authd announces.
     #[error("{0}")]
     Mismatch(String),
+    /// The options cannot work (e.g. a heartbeat slower than the staleness it must prevent).
+    #[error("options: {0}")]
+    Options(String),
     /// The keys or the first revocation snapshot did not arrive within
     /// [`Options::connect_timeout`].
     #[error("authd did not send its revocations within the connect timeout")]
@@ -126,7 +154,7 @@ pub struct Stats {
     pub revocations: usize,
     /// Whether the revocation view is trusted now (confirmed within `max_staleness`).
     pub view_current: bool,
-    /// Whether the key stream is open and has delivered the key set.
+    /// Whether the key set is trusted now (confirmed by `WatchKeys` within `max_staleness`).
     pub keys_current: bool,
 }
 
@@ -150,21 +178,49 @@ fn wall_now() -> DateTime<Utc> {
     Utc::now()
 }
 
+/// When something was last confirmed by authd, as nanoseconds after the verifier started (plus
+/// one; 0: not confirmed).
+#[derive(Default)]
+struct Confirmed(AtomicU64);
+
+impl Confirmed {
+    fn set(&self, started: Instant) {
+        let nanos = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX - 1);
+        self.0.store(nanos + 1, Ordering::Release);
+    }
+
+    fn clear(&self) {
+        self.0.store(0, Ordering::Release);
+    }
+
+    /// Whether it was confirmed at most `limit` before `now` (time since the verifier started).
+    fn within(&self, now: Duration, limit: Duration) -> bool {
+        match self.0.load(Ordering::Acquire) {
+            0 => false,
+            at => now.saturating_sub(Duration::from_nanos(at - 1)) <= limit,
+        }
+    }
+}
+
 /// What the verifier and its background tasks share.
 struct Shared {
     rules: TokenRules,
     keys: RwLock<Arc<KeySet>>,
     tokens: VerifiedTokens,
     view: RevocationView,
+    /// Active answers of `Introspect`, and inactive ones apart.
     answers: Answers,
+    refusals: Answers,
+    /// Bounds the `Introspect` calls in flight.
+    calls: tokio::sync::Semaphore,
     client: TokenServiceClient<Channel>,
     authorization: MetadataValue<Ascii>,
     options: Options,
     started: Instant,
-    /// Nanoseconds after `started` (plus one) of the last word from authd on a revocation stream
-    /// in step; 0 before the first.
-    confirmed: AtomicU64,
-    keys_current: AtomicBool,
+    /// The last word from authd on a revocation stream in step (and not behind).
+    view_confirmed: Confirmed,
+    /// The last message of `WatchKeys`.
+    keys_confirmed: Confirmed,
     counters: Counters,
 }
 
@@ -177,72 +233,75 @@ impl Shared {
         request
     }
 
-    /// The view was just confirmed current.
-    fn confirm(&self) {
-        let nanos = u64::try_from(self.started.elapsed().as_nanos()).unwrap_or(u64::MAX - 1);
-        self.confirmed.store(nanos + 1, Ordering::Release);
+    /// Whether the revocation view and the keys may be trusted alone now: both confirmed by
+    /// authd within `max_staleness`.
+    fn is_current(&self) -> bool {
+        let now = self.started.elapsed();
+        let limit = self.options.max_staleness;
+        self.view_confirmed.within(now, limit) && self.keys_confirmed.within(now, limit)
     }
 
-    fn view_current(&self) -> bool {
-        match self.confirmed.load(Ordering::Acquire) {
-            0 => false,
-            at => {
-                let since = self.started.elapsed().saturating_sub(Duration::from_nanos(at - 1));
-                since <= self.options.max_staleness
-            }
-        }
-    }
-
-    /// Decides an access token in-process, or says it must be asked about.
-    fn verify_locally(&self, token: &str) -> Option<Result<Identity, Rejection>> {
+    /// Decides an access token in-process (when `current`), or says it must be asked about.
+    fn verify_locally(&self, token: &str, current: bool) -> Option<Result<Identity, Rejection>> {
         let now = wall_now();
         let verified = {
             let keys = self.keys.read().expect("key set lock");
             self.tokens.verify(&self.rules, &keys, token, now)
         };
         match verified {
+            // Revocations are never undone: a stale view is still right about these.
             Ok(claims) if self.view.is_access_token_revoked(&claims) => Some(Err(Rejection::Revoked)),
-            Ok(claims) if self.view_current() => {
+            Ok(claims) if current => {
                 bump(&self.counters.verified_locally);
                 Some(Ok(identity_of(&claims)))
             }
             Ok(_) => None,
-            // A key published after the last key set this verifier saw: authd knows it.
-            Err(Rejection::UnknownKey) if !(self.keys_current.load(Ordering::Acquire) && self.view_current()) => None,
+            // Maybe a key published after the last key set this verifier saw: authd knows.
+            Err(Rejection::UnknownKey) if !current => None,
             Err(rejection) => Some(Err(rejection)),
         }
     }
 
-    /// Asks authd (or its recent answer) about a credential.
-    async fn introspect(&self, credential: &str) -> Result<Identity, Rejection> {
+    /// Asks authd (or its recent answer) about a credential. A recent active answer is reused
+    /// only while the view is `current`: otherwise it could hide a revocation the view missed.
+    async fn introspect(&self, credential: &str, current: bool) -> Result<Identity, Rejection> {
         bump(&self.counters.introspected);
         let digest = answers::digest(credential);
-        let answer = match self.answers.get(&digest) {
-            Some(answer) => {
-                bump(&self.counters.introspection_cache_hits);
-                answer
+        let cached = self
+            .refusals
+            .get(&digest)
+            .or_else(|| current.then(|| self.answers.get(&digest)).flatten());
+        if let Some(answer) = cached {
+            bump(&self.counters.introspection_cache_hits);
+            return self.decide(&answer, wall_now());
+        }
+        let generation = self.answers.generation();
+        let mut request = self.request(IntrospectRequest {
+            token: credential.to_string(),
+            token_type_hint: String::new(),
+        });
+        request.set_timeout(self.options.request_timeout);
+        let mut client = self.client.clone();
+        let call = async {
+            let _permit = self.calls.acquire().await;
+            client.introspect(request).await
+        };
+        let answer = match tokio::time::timeout(self.options.request_timeout, call).await {
+            Ok(Ok(response)) => answer_of(response.into_inner()),
+            Ok(Err(status)) => {
+                tracing::warn!(code = ?status.code(), message = status.message(), "authd refused to introspect; failing closed");
+                bump(&self.counters.unavailable);
+                return Err(Rejection::Unavailable);
             }
-            None => {
-                let mut request = self.request(IntrospectRequest {
-                    token: credential.to_string(),
-                    token_type_hint: String::new(),
-                });
-                request.set_timeout(self.options.request_timeout);
-                let mut client = self.client.clone();
-                match tokio::time::timeout(self.options.request_timeout, client.introspect(request)).await {
-                    Ok(Ok(response)) => self.answers.insert(digest, answer_of(response.into_inner())),
-                    Ok(Err(status)) => {
-                        tracing::warn!(code = ?status.code(), message = status.message(), "authd refused to introspect; failing closed");
-                        bump(&self.counters.unavailable);
-                        return Err(Rejection::Unavailable);
-                    }
-                    Err(_) => {
-                        tracing::warn!("Introspect timed out; failing closed");
-                        bump(&self.counters.unavailable);
-                        return Err(Rejection::Unavailable);
-                    }
-                }
+            Err(_) => {
+                tracing::warn!("Introspect timed out; failing closed");
+                bump(&self.counters.unavailable);
+                return Err(Rejection::Unavailable);
             }
+        };
+        let answer = match answer.identity {
+            Some(_) => self.answers.insert(digest, answer, generation),
+            None => self.refusals.insert(digest, answer, generation),
         };
         self.decide(&answer, wall_now())
     }
@@ -269,7 +328,7 @@ impl Shared {
             ),
             // `iat` has whole seconds: a key made in the second of a user-wide revocation counts
             // as made before it (refused, never wrongly let through).
-            TokenType::ApiKey => Uuid::parse_str(&identity.id).is_ok_and(|key| {
+            TokenType::ApiKey => Uuid::parse_str(&identity.id).map_or(true, |key| {
                 let created = DateTime::from_timestamp(answer.issued_at, 0).unwrap_or(DateTime::UNIX_EPOCH);
                 self.view.is_api_key_revoked(key, identity.subject, created)
             }),
@@ -310,7 +369,12 @@ fn answer_of(response: IntrospectResponse) -> Answer {
         return Answer::new(None, 0);
     };
     let session = Uuid::parse_str(&response.sid).ok();
-    if token_type == TokenType::AccessToken && session.is_none() {
+    let well_formed = match token_type {
+        TokenType::AccessToken => session.is_some() && !response.jti.is_empty(),
+        // The id is what its revocation names.
+        TokenType::ApiKey => Uuid::parse_str(&response.jti).is_ok(),
+    };
+    if !well_formed {
         return Answer::new(None, 0);
     }
     let identity = Identity {
@@ -390,6 +454,7 @@ impl Verifier {
         credential: &str,
         options: Options,
     ) -> Result<Self, ConnectError> {
+        options.check()?;
         let mut authorization: MetadataValue<Ascii> = format!("Bearer {}", credential.trim())
             .parse()
             .map_err(|_| ConnectError::Credential)?;
@@ -408,14 +473,18 @@ impl Verifier {
             tokens: VerifiedTokens::new(options.token_cache_size),
             view: RevocationView::default(),
             answers: Answers::new(options.introspection_cache_size, options.introspection_ttl),
+            refusals: Answers::new(options.introspection_cache_size, options.introspection_ttl),
+            calls: tokio::sync::Semaphore::new(options.max_concurrent_introspections),
             client,
             authorization,
             started: Instant::now(),
-            confirmed: AtomicU64::new(0),
-            keys_current: AtomicBool::new(false),
+            view_confirmed: Confirmed::default(),
+            keys_confirmed: Confirmed::default(),
             counters: Counters::default(),
             options,
         });
+        // The key set just loaded is current; WatchKeys keeps it so.
+        shared.keys_confirmed.set(shared.started);
         let (phase, mut ready) = tokio::sync::watch::channel(follow::Phase::Starting);
         let tasks = Tasks(vec![
             tokio::spawn(follow::revocations(shared.clone(), phase)),
@@ -450,13 +519,14 @@ impl Verifier {
             if api_key::parse(credential).is_none() {
                 return Err(Rejection::Malformed);
             }
-            return self.shared.introspect(credential).await;
+            return self.shared.introspect(credential, self.shared.is_current()).await;
         }
-        match self.shared.verify_locally(credential) {
+        let current = self.shared.is_current();
+        match self.shared.verify_locally(credential, current) {
             Some(decided) => decided,
             None => {
                 bump(&self.shared.counters.fallbacks);
-                self.shared.introspect(credential).await
+                self.shared.introspect(credential, current).await
             }
         }
     }
@@ -466,15 +536,17 @@ impl Verifier {
         &self.shared.rules
     }
 
-    /// Whether the revocation view is trusted now (confirmed by authd within `max_staleness`).
+    /// Whether the revocation view and the keys are trusted now (confirmed by authd within
+    /// `max_staleness`): access tokens are then decided without a call.
     pub fn is_current(&self) -> bool {
-        self.shared.view_current()
+        self.shared.is_current()
     }
 
     /// Counters and state, for metrics.
     pub fn stats(&self) -> Stats {
         let c = &self.shared.counters;
         let load = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
+        let (now, limit) = (self.shared.started.elapsed(), self.shared.options.max_staleness);
         Stats {
             verified_locally: load(&c.verified_locally),
             token_cache_hits: self.shared.tokens.hits_and_misses().0,
@@ -484,8 +556,8 @@ impl Verifier {
             unavailable: load(&c.unavailable),
             stream_restarts: load(&c.stream_restarts),
             revocations: self.shared.view.len(),
-            view_current: self.shared.view_current(),
-            keys_current: self.shared.keys_current.load(Ordering::Acquire),
+            view_current: self.shared.view_confirmed.within(now, limit),
+            keys_current: self.shared.keys_confirmed.within(now, limit),
         }
     }
 }
