@@ -8,7 +8,7 @@ use crate::health::ServerState;
 use crate::proto::token_service_server::TokenService;
 use crate::proto::*;
 use crate::ratelimit::Limits;
-use crate::revocation::watchers::{Cursor, Start, cursor as cursor_at};
+use crate::revocation::watchers::{Cursor, LIVE_BUFFER, Start, cursor as cursor_at};
 use crate::revocation::{Revocation, RevocationKind, Revoker};
 use crate::tokens::SigningKeys;
 use std::pin::Pin;
@@ -144,6 +144,51 @@ async fn send_event(
         .is_ok()
 }
 
+/// How long one snapshot (or long catch-up) may take to send. A watcher that reads slower is
+/// dropped (it reconnects), so that it cannot hold one of the few snapshot slots forever.
+const SNAPSHOT_DEADLINE: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Sends a snapshot's events; false when the watcher is gone or too slow.
+async fn send_within_deadline(
+    tx: &mpsc::Sender<Result<WatchRevocationsResponse, Status>>,
+    events: impl Iterator<Item = RevocationEvent>,
+) -> bool {
+    let send = async {
+        for event in events {
+            if !send_event(tx, watch_revocations_response::Event::Revocation(event)).await {
+                return false;
+            }
+        }
+        true
+    };
+    tokio::time::timeout(SNAPSHOT_DEADLINE, send).await.unwrap_or(false)
+}
+
+/// Waits for a snapshot slot, with heartbeats meanwhile so the watcher knows the stream is alive;
+/// `None` when the watcher is gone.
+async fn wait_for_slot<'a>(
+    app: &'a TokenDeps,
+    tx: &mpsc::Sender<Result<WatchRevocationsResponse, Status>>,
+    every: std::time::Duration,
+) -> Option<tokio::sync::SemaphorePermit<'a>> {
+    let mut heartbeat = tokio::time::interval(every);
+    heartbeat.tick().await;
+    loop {
+        tokio::select! {
+            permit = app.snapshots.acquire() => return permit.ok(),
+            _ = heartbeat.tick() => {
+                let beat = watch_revocations_response::Event::Heartbeat(Heartbeat {
+                    at: Some(convert::timestamp(app.clock.now())),
+                    behind: !app.revoker.feed().is_synced(),
+                });
+                if !send_event(tx, beat).await {
+                    return None;
+                }
+            }
+        }
+    }
+}
+
 /// One `WatchRevocations` stream, list then watch: the snapshot (or the events missed since the
 /// watcher's cursor), the marker, then live events and heartbeats. A watcher that falls behind
 /// gets `Resync` and a fresh snapshot.
@@ -159,7 +204,6 @@ async fn follow_revocations(
     let epoch = watchers.epoch().to_string();
     let mut lagged = false;
     loop {
-        let behind = !app.revoker.feed().is_synced();
         let cursor = since.take();
         let parsed = cursor.as_deref().and_then(Cursor::parse);
         let (subscription, resumable) = watchers.subscribe(parsed.as_ref());
@@ -176,26 +220,33 @@ async fn follow_revocations(
         }
         let (position, resumed, sent) = match subscription.start {
             Start::Resume(missed) => {
-                let mut position = parsed.map_or(0, |c| c.position);
-                for event in &missed {
-                    position = event.position + 1;
-                    let message = revocation_event(&event.revocation, event.cursor(&epoch));
-                    if !send_event(&tx, Event::Revocation(message)).await {
-                        return;
-                    }
+                let position = missed
+                    .last()
+                    .map_or(parsed.map_or(0, |c| c.position), |event| event.position + 1);
+                // A long catch-up takes a slot like a snapshot: it holds a copy of the events.
+                let _permit = match missed.len() > LIVE_BUFFER {
+                    true => match wait_for_slot(&app, &tx, every).await {
+                        Some(permit) => Some(permit),
+                        None => return,
+                    },
+                    false => None,
+                };
+                let events = missed
+                    .iter()
+                    .map(|event| revocation_event(&event.revocation, event.cursor(&epoch)));
+                if !send_within_deadline(&tx, events).await {
+                    return;
                 }
                 (position, true, missed.len())
             }
             Start::Snapshot { position } => {
-                // A few snapshots at a time: each is a copy of the whole view while it is sent.
-                let Ok(_permit) = app.snapshots.acquire().await else {
+                let Some(_permit) = wait_for_slot(&app, &tx, every).await else {
                     return;
                 };
                 let snapshot = app.revoker.view().snapshot(app.clock.now());
-                for revocation in &snapshot {
-                    if !send_event(&tx, Event::Revocation(revocation_event(revocation, String::new()))).await {
-                        return;
-                    }
+                let events = snapshot.iter().map(|r| revocation_event(r, String::new()));
+                if !send_within_deadline(&tx, events).await {
+                    return;
                 }
                 (position, false, snapshot.len())
             }
@@ -204,16 +255,20 @@ async fn follow_revocations(
             cursor: cursor_at(&epoch, position),
             resumed,
             revocations: u32::try_from(sent).unwrap_or(u32::MAX),
-            behind,
+            // As of now, after the snapshot: the watcher trusts its view from here.
+            behind: !app.revoker.feed().is_synced(),
         };
         if !send_event(&tx, Event::SnapshotComplete(marker)).await {
             return;
         }
         let mut heartbeat = tokio::time::interval(every);
+        heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         heartbeat.tick().await;
         let mut next = position;
         loop {
             let event = tokio::select! {
+                // Events first: a heartbeat says that nothing received before it is pending.
+                biased;
                 event = events.recv() => match event {
                     // Replayed events may come again live: each is sent once.
                     Ok(event) if event.position < next => continue,

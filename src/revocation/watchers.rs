@@ -16,7 +16,7 @@ use tokio::sync::broadcast;
 const HISTORY: usize = 16_384;
 /// How far a live watcher may fall behind before it must catch up from the history (and, past
 /// the history too, start over from a snapshot).
-const LIVE_BUFFER: usize = 1024;
+pub const LIVE_BUFFER: usize = 1024;
 
 /// One revocation and its position in this replica's sequence.
 #[derive(Clone, Debug)]

@@ -132,8 +132,14 @@ where
         let scopes = self.scopes.clone();
         Box::pin(async move {
             let grpc = is_grpc(&request);
+            let presented = request.headers().contains_key(header::AUTHORIZATION);
             let Some(credential) = bearer(&request) else {
-                return Ok(refuse(grpc, Refusal::Missing));
+                let refusal = if presented {
+                    Refusal::Unauthenticated
+                } else {
+                    Refusal::Missing
+                };
+                return Ok(refuse(grpc, refusal));
             };
             let identity = match verifier.verify(&credential).await {
                 Ok(identity) => identity,
@@ -191,7 +197,7 @@ fn refuse<B: Default>(grpc: bool, refusal: Refusal<'_>) -> Response<B> {
         ),
         Refusal::MissingScope(scope) => (
             StatusCode::FORBIDDEN,
-            format!(r#"Bearer error="insufficient_scope", scope="{scope}""#),
+            format!(r#"Bearer realm="authd", error="insufficient_scope", scope="{scope}""#),
         ),
         Refusal::Unavailable => (StatusCode::SERVICE_UNAVAILABLE, String::new()),
     };
@@ -253,7 +259,7 @@ mod tests {
         let denied: Response<()> = refuse(false, Refusal::MissingScope("a:b"));
         assert_eq!(
             denied.headers()[header::WWW_AUTHENTICATE],
-            r#"Bearer error="insufficient_scope", scope="a:b""#
+            r#"Bearer realm="authd", error="insufficient_scope", scope="a:b""#
         );
         let away: Response<()> = refuse(false, Refusal::Unavailable);
         assert_eq!(away.status(), StatusCode::SERVICE_UNAVAILABLE);

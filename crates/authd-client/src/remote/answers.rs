@@ -66,6 +66,15 @@ impl Answers {
         }
     }
 
+    /// Whether an answer for this digest is held, however old.
+    pub fn holds(&self, digest: &Digest32) -> bool {
+        self.inner
+            .read()
+            .expect("answer cache lock")
+            .entries
+            .contains_key(digest)
+    }
+
     /// Read before asking authd; hand it to [`Answers::insert`] with the answer.
     pub fn generation(&self) -> u64 {
         self.generation.load(Ordering::Acquire)

@@ -128,11 +128,13 @@ async fn follow_revocations(
     // An event this verifier cannot apply (a newer server): its view is not complete.
     let mut incomplete = false;
     let mut pruned = tokio::time::Instant::now();
+    // Before this stream's marker the view stands as it was (a reconnect within max_staleness
+    // costs nothing); what authd says is wrong with it counts at once.
     let confirm = |in_step: bool, behind: bool, incomplete: bool| {
-        if in_step && !behind && !incomplete {
-            shared.view_confirmed.set(shared.started);
-        } else {
+        if behind || incomplete {
             shared.view_confirmed.clear();
+        } else if in_step {
+            shared.view_confirmed.set(shared.started);
         }
     };
     loop {
@@ -148,16 +150,20 @@ async fn follow_revocations(
                     incomplete = true;
                     tracing::warn!(
                         kind = event.kind,
-                        "a revocation of a kind this verifier does not know; verifying through Introspect"
+                        "a revocation this verifier cannot apply; verifying through Introspect"
                     );
                 }
-                if !event.cursor.is_empty() {
+                // While the view misses something, no cursor: the next stream starts from a
+                // full snapshot, which says afresh whether the view can be complete.
+                if incomplete {
+                    *cursor = None;
+                } else if !event.cursor.is_empty() {
                     *cursor = Some(event.cursor);
                 }
                 confirm(in_step, behind, incomplete);
             }
             Some(Event::SnapshotComplete(marker)) => {
-                *cursor = Some(marker.cursor);
+                *cursor = (!incomplete).then_some(marker.cursor);
                 shared.view.prune(wall_now());
                 if !marker.resumed {
                     // A full snapshot leaves out new API-key secrets: forget the answers.
@@ -188,7 +194,8 @@ async fn follow_revocations(
                 // Events were missed: not current until the snapshot that follows is in. The
                 // revocations held stay true until they expire.
                 in_step = false;
-                confirm(in_step, behind, incomplete);
+                incomplete = false;
+                shared.view_confirmed.clear();
                 shared.answers.clear();
                 tracing::info!(reason = resync.reason, "authd resynchronises the revocation view");
             }

@@ -51,7 +51,8 @@ pub struct Options {
     /// flood of bad credentials cannot push out the good ones).
     pub introspection_cache_size: usize,
     /// How many `Introspect` calls may be in flight at once; more wait (within
-    /// `request_timeout`), so a flood of made-up credentials cannot flood authd.
+    /// `request_timeout`), so a flood of made-up credentials cannot flood authd. Credentials
+    /// authd answered active before have as many again of their own.
     pub max_concurrent_introspections: usize,
     /// How many verified access tokens are kept, so a token presented again skips the signature.
     pub token_cache_size: usize,
@@ -71,7 +72,7 @@ impl Options {
         if self.max_staleness.is_zero() || self.max_staleness > Duration::from_secs(3600) {
             return fail("max_staleness must be more than zero and at most an hour");
         }
-        if self.heartbeat_interval < Duration::from_millis(100) || self.heartbeat_interval * 2 > self.max_staleness {
+        if self.heartbeat_interval < Duration::from_millis(100) || self.heartbeat_interval > self.max_staleness / 2 {
             return fail("heartbeat_interval must be at least 100 ms and at most half of max_staleness");
         }
         if self.connect_timeout.is_zero() || self.request_timeout.is_zero() {
@@ -211,8 +212,10 @@ struct Shared {
     /// Active answers of `Introspect`, and inactive ones apart.
     answers: Answers,
     refusals: Answers,
-    /// Bounds the `Introspect` calls in flight.
+    /// Bounds the `Introspect` calls in flight: for credentials authd said were active before,
+    /// and apart for the others, so a flood of made-up ones cannot starve the known ones.
     calls: tokio::sync::Semaphore,
+    unknown_calls: tokio::sync::Semaphore,
     client: TokenServiceClient<Channel>,
     authorization: MetadataValue<Ascii>,
     options: Options,
@@ -276,6 +279,10 @@ impl Shared {
             return self.decide(&answer, wall_now());
         }
         let generation = self.answers.generation();
+        let pool = match self.answers.holds(&digest) {
+            true => &self.calls,
+            false => &self.unknown_calls,
+        };
         let mut request = self.request(IntrospectRequest {
             token: credential.to_string(),
             token_type_hint: String::new(),
@@ -283,7 +290,7 @@ impl Shared {
         request.set_timeout(self.options.request_timeout);
         let mut client = self.client.clone();
         let call = async {
-            let _permit = self.calls.acquire().await;
+            let _permit = pool.acquire().await;
             client.introspect(request).await
         };
         let answer = match tokio::time::timeout(self.options.request_timeout, call).await {
@@ -475,6 +482,7 @@ impl Verifier {
             answers: Answers::new(options.introspection_cache_size, options.introspection_ttl),
             refusals: Answers::new(options.introspection_cache_size, options.introspection_ttl),
             calls: tokio::sync::Semaphore::new(options.max_concurrent_introspections),
+            unknown_calls: tokio::sync::Semaphore::new(options.max_concurrent_introspections),
             client,
             authorization,
             started: Instant::now(),
