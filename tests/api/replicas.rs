@@ -611,15 +611,6 @@ async fn a_missed_feed_message_is_caught_up_from_postgres() {
 }
 
 /// `authd keys …` against the deployment's own settings.
-fn keys_command(env: &[(String, String)], args: &[&str]) -> std::process::Output {
-    std::process::Command::new(env!("CARGO_BIN_EXE_authd"))
-        .arg("keys")
-        .args(args)
-        .env_clear()
-        .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-        .output()
-        .unwrap()
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_revoked_signing_key_stops_verifying_everywhere_within_a_second() {
