@@ -6,7 +6,10 @@
 //! ([`source`]); the keys of the sections are the keys authd reads. A missing or malformed
 //! setting is one [`ConfigError`] that names the variable.
 
+mod providers;
 mod source;
+
+pub use providers::{ProviderSettings, check_provider_url};
 
 use crate::secret::Secret;
 use base64::Engine;
@@ -352,9 +355,12 @@ pub struct Settings {
     pub intervals: Intervals,
     pub audit: Audit,
     pub gateway: Gateway,
+    /// Federated sign-in providers, in the order listed.
+    pub providers: Vec<ProviderSettings>,
 }
 
-/// Every key authd reads: those of the sections.
+/// Every key authd reads: those of the sections (and the list of providers, each of which
+/// reads its own keys).
 fn keys() -> Vec<&'static str> {
     use source::keys_of;
     [
@@ -370,6 +376,7 @@ fn keys() -> Vec<&'static str> {
         keys_of::<Intervals>(),
         keys_of::<Audit>(),
         keys_of::<Gateway>(),
+        &[providers::PROVIDERS_KEY],
     ]
     .concat()
 }
@@ -442,6 +449,7 @@ impl Settings {
             intervals: sources.section()?,
             audit: sources.section()?,
             gateway: sources.section()?,
+            providers: providers::providers(sources)?,
         };
         settings.check()?;
         Ok(settings)
@@ -740,6 +748,63 @@ mod tests {
     }
 
     #[test]
+    fn providers_are_read_from_the_environment_and_the_file() {
+        let env = env_of(&[
+            ("AUTHD_DATABASE_URL", "postgres://x@h/db"),
+            ("AUTHD_KEY_ENCRYPTION_KEY", KEK),
+            ("AUTHD_OIDC_PROVIDERS", "google, Corp"),
+            ("AUTHD_OIDC_GOOGLE_CLIENT_IDS", "web.apps, ios.apps"),
+            ("AUTHD_OIDC_CORP_ISSUER", "http://127.0.0.1:9000/"),
+            ("AUTHD_OIDC_CORP_TRUST_EMAIL", "false"),
+        ]);
+        let toml = "[oidc.corp]\nclient_ids = [\"authd\"]\ndisplay_name = \"Corp SSO\"\n";
+        let s = Settings::from_toml(&env, toml).unwrap();
+        let google = &s.providers[0];
+        assert_eq!(
+            (
+                google.name.as_str(),
+                google.issuer.as_str(),
+                google.display_name.as_str()
+            ),
+            ("google", "https://accounts.google.com", "Google")
+        );
+        assert_eq!(google.client_ids, vec!["web.apps", "ios.apps"]);
+        assert!(google.trust_email);
+        let corp = &s.providers[1];
+        assert_eq!(
+            corp.issuer, "http://127.0.0.1:9000",
+            "the environment wins; no trailing slash"
+        );
+        assert_eq!((corp.display_name.as_str(), corp.trust_email), ("Corp SSO", false));
+        assert_eq!(corp.client_ids, vec!["authd"]);
+
+        let with = |pairs: &'static [(&'static str, &'static str)]| {
+            let base = env_of(&[
+                ("AUTHD_DATABASE_URL", "postgres://x@h/db"),
+                ("AUTHD_KEY_ENCRYPTION_KEY", KEK),
+            ]);
+            let extra = env_of(pairs);
+            Settings::from_sources(&move |name: &str| extra(name).or_else(|| base(name)), None)
+        };
+        let err = with(&[("AUTHD_OIDC_PROVIDERS", "google")]).unwrap_err();
+        assert_eq!(err.name, "AUTHD_OIDC_GOOGLE_CLIENT_IDS");
+        let err = with(&[("AUTHD_OIDC_PROVIDERS", "corp"), ("AUTHD_OIDC_CORP_CLIENT_IDS", "x")]).unwrap_err();
+        assert_eq!(err.name, "AUTHD_OIDC_CORP_ISSUER");
+        let err = with(&[
+            ("AUTHD_OIDC_PROVIDERS", "corp"),
+            ("AUTHD_OIDC_CORP_CLIENT_IDS", "x"),
+            ("AUTHD_OIDC_CORP_ISSUER", "http://sso.example.com"),
+        ])
+        .unwrap_err();
+        assert_eq!(err.name, "AUTHD_OIDC_CORP_ISSUER");
+        assert!(err.to_string().contains("https"), "{err}");
+        let err = Settings::from_toml(&env, "[oidc.other]\nclient_ids = [\"x\"]\n").unwrap_err();
+        assert!(err.to_string().contains("does not list"), "{err}");
+        let err = Settings::from_toml(&env, "[oidc.corp]\nsecret = \"x\"\n").unwrap_err();
+        assert!(err.to_string().contains("oidc.corp.secret"), "{err}");
+    }
+
+    #[test]
     fn missing_database_url_names_the_variable() {
         let env = env_of(&[("AUTHD_KEY_ENCRYPTION_KEY", KEK)]);
         let err = Settings::from_sources(&env, None).unwrap_err();
@@ -855,6 +920,7 @@ mod tests {
             "gateway_remove_authorization",
             "key_publish_ahead",
             "key_rotation_interval",
+            "oidc_providers",
         ];
         contract.sort_unstable();
         assert_eq!(keys, contract);

@@ -92,6 +92,10 @@ impl Sources {
                 message: format!("{origin}: {}", e.message()),
             })?;
             for (key, value) in table {
+                if key == "oidc" {
+                    values.extend(provider_tables(value, origin)?);
+                    continue;
+                }
                 let (base, from_file) = match key.strip_suffix("_file") {
                     Some(base) => (base.to_string(), true),
                     None => (key.clone(), false),
@@ -102,15 +106,7 @@ impl Sources {
                         message: format!("unknown key `{key}` in {origin}"),
                     });
                 }
-                let text = match value {
-                    toml::Value::String(s) => s,
-                    toml::Value::Array(items) => items
-                        .iter()
-                        .map(|v| v.as_str().map(str::to_string).unwrap_or_else(|| v.to_string()))
-                        .collect::<Vec<_>>()
-                        .join(","),
-                    other => other.to_string(),
-                };
+                let text = toml_text(value);
                 let text = if from_file {
                     read_secret_file(&base, &text)?
                 } else {
@@ -119,16 +115,47 @@ impl Sources {
                 values.insert(base, text);
             }
         }
-        for key in keys {
+        let read_env = |values: &mut BTreeMap<String, String>, key: &str| -> Result<(), ConfigError> {
             let name = env_name(key);
             if let Some(value) = env(&name) {
                 values.insert(key.to_string(), value);
             } else if let Some(path) = env(&format!("{name}_FILE")) {
                 values.insert(key.to_string(), read_secret_file(key, &path)?);
             }
+            Ok(())
+        };
+        for key in keys {
+            read_env(&mut values, key)?;
+        }
+        // Each listed provider reads its own keys.
+        let names = super::providers::provider_names(values.get(super::providers::PROVIDERS_KEY).map(String::as_str));
+        for name in &names {
+            for field in super::providers::PROVIDER_FIELDS {
+                read_env(&mut values, &super::providers::provider_key(name, field))?;
+            }
+        }
+        if let Some(stray) = values.keys().find_map(|key| {
+            let rest = key.strip_prefix("oidc_")?;
+            (key != super::providers::PROVIDERS_KEY
+                && !names.iter().any(|name| {
+                    rest.strip_prefix(name.as_str())
+                        .and_then(|r| r.strip_prefix('_'))
+                        .is_some_and(|field| super::providers::PROVIDER_FIELDS.contains(&field))
+                }))
+            .then(|| key.clone())
+        }) {
+            return Err(ConfigError {
+                name: "--config".into(),
+                message: format!("`{stray}` is for a provider that AUTHD_OIDC_PROVIDERS does not list"),
+            });
         }
         values.retain(|_, v| !v.trim().is_empty());
         Ok(Self(values))
+    }
+
+    /// The raw value of one key, if set.
+    pub(super) fn get(&self, key: &str) -> Option<&str> {
+        self.0.get(key).map(String::as_str)
     }
 
     /// The file at `path`, read as TOML text.
@@ -143,6 +170,44 @@ impl Sources {
     pub(super) fn section<T: de::DeserializeOwned>(&self) -> Result<T, ConfigError> {
         T::deserialize(SectionDeserializer(self))
     }
+}
+
+/// A TOML value as the text of a setting: a string as is, an array joined with commas.
+fn toml_text(value: toml::Value) -> String {
+    match value {
+        toml::Value::String(s) => s,
+        toml::Value::Array(items) => items
+            .iter()
+            .map(|v| v.as_str().map(str::to_string).unwrap_or_else(|| v.to_string()))
+            .collect::<Vec<_>>()
+            .join(","),
+        other => other.to_string(),
+    }
+}
+
+/// The `[oidc.NAME]` tables of the TOML file, as the flat keys `oidc_<name>_<field>`.
+fn provider_tables(value: toml::Value, origin: &str) -> Result<Vec<(String, String)>, ConfigError> {
+    let error = |message: String| ConfigError {
+        name: "--config".into(),
+        message: format!("{origin}: {message}"),
+    };
+    let toml::Value::Table(providers) = value else {
+        return Err(error("`oidc` must be a table of providers ([oidc.NAME])".into()));
+    };
+    let mut out = Vec::new();
+    for (name, table) in providers {
+        let toml::Value::Table(table) = table else {
+            return Err(error(format!("`oidc.{name}` must be a table")));
+        };
+        for (field, value) in table {
+            if !super::providers::PROVIDER_FIELDS.contains(&field.as_str()) {
+                return Err(error(format!("unknown key `oidc.{name}.{field}`")));
+            }
+            let text = toml_text(value);
+            out.push((super::providers::provider_key(&name.to_ascii_lowercase(), &field), text));
+        }
+    }
+    Ok(out)
 }
 
 /// The most a secret file may hold: a key, a password or a URL is far smaller, and a path that

@@ -84,20 +84,38 @@ impl KeySet {
         Ok(Self { keys })
     }
 
+    /// Builds the set from another issuer's JWKS document (an OpenID provider's), keeping the
+    /// keys this crate can verify with and leaving out the rest: a provider publishes keys for
+    /// other uses too, and some leave `alg` out (it is then taken from the key type: `RSA` is
+    /// RS256, `EC` on P-256 is ES256, `OKP` on Ed25519 is EdDSA). Keys without a `kid`, for
+    /// encryption, of another type or too short, and a repeated `kid`, are left out; only a
+    /// document that is not a JWKS at all is an error.
+    pub fn from_provider_jwks_json(json: &str) -> Result<Self, KeySetError> {
+        let mut set = Self::default();
+        for jwk in jwks_keys(json)? {
+            let member = |name: &str| jwk.get(name).and_then(Value::as_str).unwrap_or_default();
+            let alg = match (member("alg"), member("kty"), member("crv")) {
+                ("", "RSA", _) => "RS256",
+                ("", "EC", "P-256") => "ES256",
+                ("", "OKP", "Ed25519") => "EdDSA",
+                (alg, _, _) => alg,
+            };
+            let mut jwk = jwk.clone();
+            jwk["alg"] = Value::String(alg.to_string());
+            let kid = member("kid").to_string();
+            if kid.is_empty() || set.keys.contains_key(&kid) {
+                continue;
+            }
+            if let Ok(mut one) = Self::from_jwks([&jwk]) {
+                set.keys.extend(one.keys.drain());
+            }
+        }
+        Ok(set)
+    }
+
     /// Builds the set from a JWKS document (`{"keys": [...]}`).
     pub fn from_jwks_json(json: &str) -> Result<Self, KeySetError> {
-        let document: Value = serde_json::from_str(json).map_err(|e| KeySetError {
-            kid: String::new(),
-            reason: e.to_string(),
-        })?;
-        let keys = document
-            .get("keys")
-            .and_then(Value::as_array)
-            .ok_or_else(|| KeySetError {
-                kid: String::new(),
-                reason: "no `keys` array".into(),
-            })?;
-        Self::from_jwks(keys)
+        Self::from_jwks(&jwks_keys(json)?)
     }
 
     /// The key with this `kid`, if published.
@@ -118,6 +136,19 @@ impl KeySet {
     /// Whether no key is held.
     pub fn is_empty(&self) -> bool {
         self.keys.is_empty()
+    }
+}
+
+/// The `keys` of a JWKS document.
+fn jwks_keys(json: &str) -> Result<Vec<Value>, KeySetError> {
+    let error = |reason: String| KeySetError {
+        kid: String::new(),
+        reason,
+    };
+    let mut document: Value = serde_json::from_str(json).map_err(|e| error(e.to_string()))?;
+    match document.get_mut("keys").map(Value::take) {
+        Some(Value::Array(keys)) => Ok(keys),
+        _ => Err(error("no `keys` array".into())),
     }
 }
 
@@ -143,5 +174,23 @@ mod tests {
             assert!(KeySet::from_jwks([&bad]).is_err(), "{bad}");
         }
         assert!(KeySet::from_jwks([&good, &good]).is_err(), "a repeated kid");
+    }
+
+    #[test]
+    fn a_provider_key_set_keeps_what_it_can_verify_with() {
+        let x = "11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo";
+        let document = json!({"keys": [
+            {"kty": "OKP", "crv": "Ed25519", "x": x, "kid": "no-alg"},
+            {"kty": "OKP", "crv": "Ed25519", "x": x, "kid": "enc", "use": "enc"},
+            {"kty": "oct", "k": "c2VjcmV0", "kid": "hmac", "alg": "HS256"},
+            {"kty": "RSA", "n": "AQAB", "e": "AQAB", "kid": "short"},
+            {"kty": "OKP", "crv": "Ed25519", "x": x},
+            {"kty": "OKP", "crv": "Ed25519", "x": x, "kid": "no-alg", "alg": "EdDSA"},
+        ]});
+        let set = KeySet::from_provider_jwks_json(&document.to_string()).unwrap();
+        assert_eq!(set.len(), 1);
+        assert_eq!(set.get("no-alg").unwrap().alg, Algorithm::EdDSA);
+        assert!(KeySet::from_provider_jwks_json("{}").is_err());
+        assert!(KeySet::from_provider_jwks_json("not json").is_err());
     }
 }

@@ -6,6 +6,7 @@
 //! - [`cache`]: the bounded cache of tokens already verified.
 //! - [`revocation`]: revocations and the in-process view consulted on every call.
 //! - [`api_key`]: the API-key format (shape, checksum).
+//! - [`id_token`]: OpenID Connect ID tokens of other issuers, for federated sign-in.
 //!
 //! - [`Verifier`] (feature `connect`, on by default): the network side. It follows authd's
 //!   `GetJwks`, `WatchKeys` and `WatchRevocations`, verifies in-process, asks `Introspect` what
@@ -19,6 +20,7 @@
 
 pub mod api_key;
 pub mod cache;
+pub mod id_token;
 pub mod identity;
 pub mod keys;
 #[cfg(feature = "connect")]
