@@ -34,6 +34,8 @@ pub struct App {
     pub authenticator: Arc<Authenticator>,
     pub sessions: Arc<Sessions>,
     pub accounts: Arc<Accounts>,
+    /// The OpenID providers of federated sign-in.
+    pub providers: Arc<crate::providers::Providers>,
     /// Wakes the delivery worker when mail was written here.
     pub(crate) mail_ready: Arc<tokio::sync::Notify>,
     /// Health and shutdown, shared with the jobs and the streams.
@@ -124,6 +126,7 @@ impl App {
             AccountPolicy::from_settings(&settings),
             settings.database.pool_size as usize,
         ));
+        let providers = Arc::new(crate::providers::Providers::new(&settings.providers)?);
         revoker
             .load()
             .await
@@ -142,6 +145,7 @@ impl App {
             authenticator,
             sessions,
             accounts,
+            providers,
             mail_ready,
             state: Arc::default(),
         }))

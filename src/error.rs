@@ -17,6 +17,10 @@ pub enum Error {
     AlreadyExists(&'static str),
     #[error("{0}")]
     FailedPrecondition(&'static str),
+    /// A first sign-in with a provider found an account with the same address that it may not
+    /// link by itself: the person signs in with the password and links the provider.
+    #[error("an account with this address exists; sign in to it and link the provider")]
+    LinkRequired,
     #[error("{0} is not implemented yet")]
     Unimplemented(&'static str),
     /// Over a rate limit; try again after this long.

@@ -136,6 +136,7 @@ impl Server {
                 grpc::AuthApi::new(
                     app.accounts.clone(),
                     app.sessions.clone(),
+                    app.providers.clone(),
                     app.limits.clone(),
                     app.clock.clone()
                 )

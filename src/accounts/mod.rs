@@ -1,9 +1,11 @@
 //! Registration, login, profile and password rules.
 
 mod admin;
+mod federated;
 mod lifecycle;
 mod password;
 
+pub use federated::ProviderLogin;
 pub use lifecycle::DeletionState;
 use lifecycle::LOCKOUT;
 pub use password::{PasswordHasher, Verified, hash_once};
@@ -186,13 +188,7 @@ impl Accounts {
         let Some(password) = Password::presented(password) else {
             return Err(Error::Unauthenticated);
         };
-        let device_name = device_name.map(str::trim).filter(|d| !d.is_empty());
-        if device_name.is_some_and(|d| d.chars().count() > 100 || d.chars().any(char::is_control)) {
-            return Err(Error::invalid(
-                "device_name",
-                "must be at most 100 characters, without control characters",
-            ));
-        }
+        let device_name = checked_device_name(device_name)?;
         let user = {
             let mut conn = store::conn(&self.pool).await?;
             store::users::find_by_identifier(&mut conn, &crate::domain::normalize_identifier(identifier)).await?
@@ -524,6 +520,18 @@ fn username_from_email(email: &Email) -> Username {
         name = format!("admin{name}");
     }
     Username::parse(&name).unwrap_or_else(|_| Username::parse("admin").expect("valid username"))
+}
+
+/// The name a person gave the device a session is opened on: trimmed, none when empty.
+fn checked_device_name(name: Option<&str>) -> Result<Option<&str>> {
+    let name = name.map(str::trim).filter(|d| !d.is_empty());
+    if name.is_some_and(|d| d.chars().count() > 100 || d.chars().any(char::is_control)) {
+        return Err(Error::invalid(
+            "device_name",
+            "must be at most 100 characters, without control characters",
+        ));
+    }
+    Ok(name)
 }
 
 fn conflict_to_exists(err: StoreError) -> Error {

@@ -3,10 +3,10 @@ use super::convert;
 use super::request::{caller, client, optional_caller};
 use crate::accounts::{Accounts, DeletionState};
 use crate::clock::Clock;
-use crate::error::Error;
 use crate::identity::ClientInfo;
 use crate::proto::auth_service_server::AuthService;
 use crate::proto::*;
+use crate::providers::Providers;
 use crate::ratelimit::{self, Limits};
 use crate::sessions::Sessions;
 use std::sync::Arc;
@@ -16,15 +16,23 @@ use tonic::{Request, Response, Status};
 pub struct AuthApi {
     accounts: Arc<Accounts>,
     sessions: Arc<Sessions>,
+    providers: Arc<Providers>,
     limits: Arc<Limits>,
     clock: Clock,
 }
 
 impl AuthApi {
-    pub fn new(accounts: Arc<Accounts>, sessions: Arc<Sessions>, limits: Arc<Limits>, clock: Clock) -> Self {
+    pub fn new(
+        accounts: Arc<Accounts>,
+        sessions: Arc<Sessions>,
+        providers: Arc<Providers>,
+        limits: Arc<Limits>,
+        clock: Clock,
+    ) -> Self {
         Self {
             accounts,
             sessions,
+            providers,
             limits,
             clock,
         }
@@ -53,10 +61,6 @@ type Reply<T> = Result<Response<T>, Status>;
 /// The subject of per-address limits (IPv6 clients by their /64).
 fn address(client: &ClientInfo) -> String {
     crate::net::address_bucket(client.ip_address.as_deref())
-}
-
-fn later<T>(what: &'static str) -> Reply<T> {
-    Err(Error::Unimplemented(what).into())
 }
 
 #[tonic::async_trait]
@@ -260,8 +264,16 @@ impl AuthService for AuthApi {
     }
 
     async fn list_providers(&self, _: Request<ListProvidersRequest>) -> Reply<ListProvidersResponse> {
-        // No federated identity providers can be configured yet: the list is truthfully empty.
-        Ok(Response::new(ListProvidersResponse { providers: Vec::new() }))
+        let providers = self
+            .providers
+            .list()
+            .map(|p| Provider {
+                name: p.settings.name.clone(),
+                display_name: p.settings.display_name.clone(),
+                issuer: p.settings.issuer.clone(),
+            })
+            .collect();
+        Ok(Response::new(ListProvidersResponse { providers }))
     }
 
     async fn login_with_provider(
@@ -282,6 +294,21 @@ impl AuthService for AuthApi {
         self.limits
             .enforce(ratelimit::PROVIDER_LOGIN_PER_ADDRESS, &address(&client), &client)
             .await?;
-        later("LoginWithProvider")
+        let req = request.into_inner();
+        let provider = self.providers.get(req.provider.trim())?;
+        let nonce = req.nonce.as_deref().filter(|n| !n.is_empty());
+        let claims = self
+            .providers
+            .verify(&provider, req.id_token.trim(), nonce, self.clock.now())
+            .await?;
+        let done = self
+            .accounts
+            .login_with_provider(&provider.settings, &claims, req.device_name.as_deref(), &client)
+            .await?;
+        Ok(Response::new(LoginWithProviderResponse {
+            user: Some(convert::user(&done.logged_in.user, self.clock.now())),
+            tokens: Some(convert::tokens(done.logged_in.tokens)),
+            created: done.created,
+        }))
     }
 }

@@ -5,6 +5,9 @@ use crate::error::Error;
 use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, StatusExt};
 
+/// The `ErrorInfo` reason of [`Error::LinkRequired`].
+pub const LINK_REQUIRED: &str = "ACCOUNT_LINK_REQUIRED";
+
 impl From<Error> for Status {
     fn from(err: Error) -> Self {
         match err {
@@ -18,6 +21,11 @@ impl From<Error> for Status {
             Error::NotFound(what) => Status::not_found(format!("{what} not found")),
             Error::AlreadyExists(what) => Status::already_exists(format!("{what} already exists")),
             Error::FailedPrecondition(why) => Status::failed_precondition(why),
+            Error::LinkRequired => Status::with_error_details(
+                Code::FailedPrecondition,
+                Error::LinkRequired.to_string(),
+                ErrorDetails::with_error_info(LINK_REQUIRED, "authd", std::collections::HashMap::new()),
+            ),
             Error::Unimplemented(what) => Status::unimplemented(format!("{what} is not implemented yet")),
             Error::Unavailable => Status::unavailable("service temporarily unavailable; retry later"),
             Error::RateLimited(retry_after) => Status::with_error_details(

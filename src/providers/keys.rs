@@ -38,8 +38,9 @@ pub fn http_client() -> anyhow::Result<reqwest::Client> {
 
 struct Cached {
     keys: Arc<KeySet>,
-    fetched: Instant,
     expires: Instant,
+    /// The last fetch made for a `kid` the set lacked (or failed): the next waits 30 s.
+    refetched: Option<Instant>,
 }
 
 pub struct ProviderKeys {
@@ -60,15 +61,18 @@ impl ProviderKeys {
         }
     }
 
-    /// The cached set when it is fresh and holds `kid` (or was fetched too recently to fetch
-    /// again); `None` when a fetch is due.
+    /// The cached set when it is fresh and holds `kid` (or was refetched for an unknown `kid`
+    /// too recently to fetch again); `None` when a fetch is due.
     fn usable(&self, kid: Option<&str>) -> Option<Arc<KeySet>> {
         let cached = self.cached.read().expect("provider keys lock");
         let cached = cached.as_ref()?;
         let now = Instant::now();
         let fresh = cached.expires > now;
         let holds = kid.is_none_or(|kid| cached.keys.contains(kid));
-        (fresh && (holds || now.duration_since(cached.fetched) < REFETCH_AFTER)).then(|| cached.keys.clone())
+        let throttled = cached
+            .refetched
+            .is_some_and(|at| now.duration_since(at) < REFETCH_AFTER);
+        (fresh && (holds || throttled)).then(|| cached.keys.clone())
     }
 
     /// The key set to verify a token naming `kid` with.
@@ -81,14 +85,22 @@ impl ProviderKeys {
         if let Some(keys) = self.usable(kid) {
             return Ok(keys);
         }
+        // A fetch for a kid the fresh set lacks counts toward the 30 s; one for an expired
+        // (or missing) set does not.
+        let now = Instant::now();
+        let (for_unknown_kid, earlier) = {
+            let cached = self.cached.read().expect("provider keys lock");
+            let fresh = cached.as_ref().is_some_and(|c| c.expires > now);
+            (fresh, cached.as_ref().and_then(|c| c.refetched))
+        };
         match self.fetch().await {
             Ok((keys, max_age)) => {
                 let keys = Arc::new(keys);
                 let now = Instant::now();
                 *self.cached.write().expect("provider keys lock") = Some(Cached {
                     keys: keys.clone(),
-                    fetched: now,
                     expires: now + max_age,
+                    refetched: if for_unknown_kid { Some(now) } else { earlier },
                 });
                 Ok(keys)
             }
@@ -103,7 +115,7 @@ impl ProviderKeys {
                         drop(cached);
                         // Do not fetch again at once either.
                         if let Some(c) = self.cached.write().expect("provider keys lock").as_mut() {
-                            c.fetched = Instant::now();
+                            c.refetched = Some(Instant::now());
                         }
                         Ok(keys)
                     }

@@ -19,6 +19,7 @@ mod hardening;
 mod introspection;
 mod limits;
 mod mail;
+mod providers;
 mod replicas;
 mod server;
 mod sessions;
