@@ -7,7 +7,12 @@
 //! - otherwise, when an account has the address: it is linked if the provider is trusted for
 //!   email (`AUTHD_OIDC_<NAME>_TRUST_EMAIL`), its token says `email_verified`, and the account's
 //!   own address is verified; else the answer is `ACCOUNT_LINK_REQUIRED`;
-//! - otherwise a new account is made, without a password.
+//! - otherwise, when the provider vouches for the address (trusted, `email_verified`), a new
+//!   account is made, without a password; when it does not, the answer is
+//!   `ACCOUNT_LINK_REQUIRED` too (the same as when an account exists, so it tells nothing), and
+//!   the person registers, verifies the address and links the provider. An address nobody
+//!   vouched for is never claimed for an identity: that would let whoever controls the claim
+//!   hold the account the real owner later resets into (pre-hijacking).
 
 use super::{Accounts, LoggedIn};
 use crate::audit::Event;
@@ -31,6 +36,15 @@ pub struct ProviderLogin {
 const USERNAME_ATTEMPTS: usize = 8;
 
 impl Accounts {
+    /// Records a refused ID token (it did not verify) in the audit trail, as a failed login.
+    pub async fn provider_token_refused(&self, provider: &ProviderSettings, client: &ClientInfo) {
+        let event = Event::failure("login.failed")
+            .client(client)
+            .detail("reason", "id_token")
+            .detail("provider", provider.name.clone());
+        self.audit_log.record(event).await;
+    }
+
     /// Signs in with verified ID-token claims of `provider` (see the module's rules).
     pub async fn login_with_provider(
         &self,
@@ -67,9 +81,11 @@ impl Accounts {
             let user = store::users::find(&mut conn, identity.user_id)
                 .await?
                 .ok_or(Error::Unauthenticated)?;
-            store::identities::record_login(&mut conn, identity.id, email, now).await?;
             drop(conn);
             self.may_sign_in(&user, now, &failed).await?;
+            let mut conn = store::conn(&self.pool).await?;
+            store::identities::record_login(&mut conn, identity.id, email, now).await?;
+            drop(conn);
             return self
                 .provider_session(provider, user, device_name, client, now, false)
                 .await;
@@ -107,9 +123,12 @@ impl Accounts {
                 .await;
         }
         drop(conn);
-        let user = self
-            .create_federated_user(provider, claims, &email, vouched, now)
-            .await?;
+        if !vouched {
+            self.audit_log.record(failed("address_not_vouched")).await;
+            return Err(Error::LinkRequired);
+        }
+        let user = self.create_federated_user(provider, claims, &email, now).await?;
+        self.may_sign_in(&user, now, &failed).await?;
         self.audit_log
             .record(succeeded("user.registered", &user, client, provider))
             .await;
@@ -124,7 +143,11 @@ impl Accounts {
         now: DateTime<Utc>,
         failed: &(dyn Fn(&'static str) -> Event + Sync),
     ) -> Result<()> {
-        let refusal = if user.locked_until.is_some_and(|until| until > now) {
+        // A lockout after failed passwords bars passwords, not this sign-in; an administrator's
+        // lock bars both.
+        let locked = user.locked_until.is_some_and(|until| until > now)
+            && user.lock_reason.as_deref() != Some(store::users::LOCKOUT);
+        let refusal = if locked {
             Some("locked")
         } else if !user.active {
             Some("inactive")
@@ -153,7 +176,7 @@ impl Accounts {
     ) -> Result<ProviderLogin> {
         let tokens = self
             .sessions
-            .start_session(&user, user.password_hash.as_deref(), device_name, client, now)
+            .start_session(&user, user.password_hash.as_deref(), device_name, client, now, false)
             .await?;
         let event = succeeded("login.succeeded", &user, client, provider);
         self.audit_log
@@ -166,13 +189,12 @@ impl Accounts {
     }
 
     /// A new account for a first sign-in: no password, a username derived from what the
-    /// provider shared and made unique, the address verified only if the provider vouches for it.
+    /// provider shared and made unique, and the address the provider vouched for, verified.
     async fn create_federated_user(
         &self,
         provider: &ProviderSettings,
         claims: &IdClaims,
         email: &Email,
-        vouched: bool,
         now: DateTime<Utc>,
     ) -> Result<UserRow> {
         let base = username_base(claims, email);
@@ -197,9 +219,7 @@ impl Accounts {
             let made = conn
                 .transaction::<_, StoreError, _>(async |conn| {
                     let user = store::users::insert(conn, &new).await?;
-                    if vouched {
-                        store::users::mark_email_verified(conn, user.id, now).await?;
-                    }
+                    store::users::mark_email_verified(conn, user.id, now).await?;
                     store::identities::insert(conn, &identity).await?;
                     store::users::find(conn, user.id).await.map(|u| u.unwrap_or(user))
                 })

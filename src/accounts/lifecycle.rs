@@ -20,7 +20,7 @@ use std::sync::Arc;
 use uuid::Uuid;
 
 /// `lock_reason` of a lock set by failed logins.
-pub(crate) const LOCKOUT: &str = "lockout";
+pub(crate) use crate::store::users::LOCKOUT;
 
 const RESET_TTL: chrono::Duration = chrono::Duration::minutes(30);
 const VERIFY_TTL: chrono::Duration = chrono::Duration::hours(24);

@@ -223,7 +223,14 @@ impl Accounts {
             return Err(Error::Unauthenticated);
         }
         if !verified.ok {
-            self.count_failed_login(user.id, now).await?;
+            // An account without a password has none to guess: a lockout there would only let
+            // anyone bar its owner's sign-in with a provider. (The same round trips, though.)
+            let counted = if user.password_hash.is_some() {
+                user.id
+            } else {
+                Uuid::nil()
+            };
+            self.count_failed_login(counted, now).await?;
             self.audit_log.record(failed("wrong_password").user(user.id)).await;
             return Err(Error::Unauthenticated);
         }
@@ -256,7 +263,7 @@ impl Accounts {
         }
         let tokens = self
             .sessions
-            .start_session(&user, verified_hash.as_deref(), device_name, client, now)
+            .start_session(&user, verified_hash.as_deref(), device_name, client, now, true)
             .await?;
         self.audit_log
             .record(

@@ -772,8 +772,8 @@ mod tests {
         assert!(google.trust_email);
         let corp = &s.providers[1];
         assert_eq!(
-            corp.issuer, "http://127.0.0.1:9000",
-            "the environment wins; no trailing slash"
+            corp.issuer, "http://127.0.0.1:9000/",
+            "the environment wins; kept as configured"
         );
         assert_eq!((corp.display_name.as_str(), corp.trust_email), ("Corp SSO", false));
         assert_eq!(corp.client_ids, vec!["authd"]);

@@ -16,7 +16,7 @@ pub struct ProviderSettings {
     /// As `LoginWithProvider` names it, e.g. `google`.
     pub name: String,
     pub display_name: String,
-    /// The issuer its ID tokens carry, without a trailing slash.
+    /// The issuer its ID tokens carry, as configured.
     pub issuer: String,
     /// The audiences accepted (the app's client ids at the provider).
     pub client_ids: Vec<String>,
@@ -89,7 +89,7 @@ pub(super) fn providers(sources: &Sources) -> Result<Vec<ProviderSettings>, Conf
         let get = |field: &str| sources.get(&provider_key(&name, field)).map(str::trim);
         let fail = |field: &str, message: String| ConfigError::new(&provider_key(&name, field), message);
         let issuer = match (get("issuer"), preset(&name)) {
-            (Some(issuer), _) => issuer.trim_end_matches('/').to_string(),
+            (Some(issuer), _) => issuer.to_string(),
             (None, Some((issuer, _))) => issuer.to_string(),
             (None, None) => return Err(fail("issuer", "is required for a provider that is not a preset".into())),
         };

@@ -3,6 +3,7 @@ use super::convert;
 use super::request::{caller, client, optional_caller};
 use crate::accounts::{Accounts, DeletionState};
 use crate::clock::Clock;
+use crate::error::Error;
 use crate::identity::ClientInfo;
 use crate::proto::auth_service_server::AuthService;
 use crate::proto::*;
@@ -296,11 +297,24 @@ impl AuthService for AuthApi {
             .await?;
         let req = request.into_inner();
         let provider = self.providers.get(req.provider.trim())?;
-        let nonce = req.nonce.as_deref().filter(|n| !n.is_empty());
-        let claims = self
+        if req
+            .nonce
+            .as_deref()
+            .is_some_and(|n| n.trim().is_empty() || n.len() > 512)
+        {
+            return Err(Error::invalid("nonce", "must be the nonce the sign-in was started with, or unset").into());
+        }
+        let verified = self
             .providers
-            .verify(&provider, req.id_token.trim(), nonce, self.clock.now())
-            .await?;
+            .verify(&provider, req.id_token.trim(), req.nonce.as_deref(), self.clock.now())
+            .await;
+        let claims = match verified {
+            Err(Error::Unauthenticated) => {
+                self.accounts.provider_token_refused(&provider.settings, &client).await;
+                return Err(Error::Unauthenticated.into());
+            }
+            other => other?,
+        };
         let done = self
             .accounts
             .login_with_provider(&provider.settings, &claims, req.device_name.as_deref(), &client)

@@ -14,6 +14,8 @@ const MAX_AGE_RANGE: (Duration, Duration) = (Duration::from_secs(60), Duration::
 const REFETCH_AFTER: Duration = Duration::from_secs(30);
 /// One fetch of a document may take this long.
 const FETCH_TIMEOUT: Duration = Duration::from_secs(5);
+/// After a failed fetch, calls are answered UNAVAILABLE at once for this long.
+const FAILURE_HOLD: Duration = Duration::from_secs(5);
 /// Larger documents are not a provider's.
 const MAX_DOCUMENT: usize = 1 << 20;
 
@@ -47,8 +49,8 @@ pub struct ProviderKeys {
     http: reqwest::Client,
     issuer: String,
     cached: RwLock<Option<Cached>>,
-    /// Held while fetching: one fetch in flight per provider.
-    fetching: Mutex<()>,
+    /// Held while fetching: one fetch in flight per provider. Holds when the last fetch failed.
+    fetching: Mutex<Option<Instant>>,
 }
 
 impl ProviderKeys {
@@ -57,7 +59,7 @@ impl ProviderKeys {
             http,
             issuer: issuer.trim_end_matches('/').to_string(),
             cached: RwLock::new(None),
-            fetching: Mutex::new(()),
+            fetching: Mutex::new(None),
         }
     }
 
@@ -80,10 +82,15 @@ impl ProviderKeys {
         if let Some(keys) = self.usable(kid) {
             return Ok(keys);
         }
-        let _one = self.fetching.lock().await;
+        let mut failed_at = self.fetching.lock().await;
         // Another call may have fetched while this one waited.
         if let Some(keys) = self.usable(kid) {
             return Ok(keys);
+        }
+        // A provider that just failed is not asked again at once (the callers waiting behind a
+        // fetch that timed out would each wait as long again).
+        if failed_at.is_some_and(|at| at.elapsed() < FAILURE_HOLD) {
+            return self.stale_or_unavailable();
         }
         // A fetch for a kid the fresh set lacks counts toward the 30 s; one for an expired
         // (or missing) set does not.
@@ -93,7 +100,9 @@ impl ProviderKeys {
             let fresh = cached.as_ref().is_some_and(|c| c.expires > now);
             (fresh, cached.as_ref().and_then(|c| c.refetched))
         };
-        match self.fetch().await {
+        let fetched = self.fetch().await;
+        *failed_at = fetched.is_err().then(Instant::now);
+        match fetched {
             Ok((keys, max_age)) => {
                 let keys = Arc::new(keys);
                 let now = Instant::now();
@@ -106,23 +115,20 @@ impl ProviderKeys {
             }
             Err(e) => {
                 tracing::warn!(issuer = %self.issuer, error = %e, "cannot fetch the provider's keys");
-                // A set still fresh (the token named an unknown kid) stays in use; otherwise
-                // nothing can be verified now.
-                let cached = self.cached.read().expect("provider keys lock");
-                match cached.as_ref().filter(|c| c.expires > Instant::now()) {
-                    Some(c) => {
-                        let keys = c.keys.clone();
-                        drop(cached);
-                        // Do not fetch again at once either.
-                        if let Some(c) = self.cached.write().expect("provider keys lock").as_mut() {
-                            c.refetched = Some(Instant::now());
-                        }
-                        Ok(keys)
-                    }
-                    None => Err(Error::Unavailable),
-                }
+                self.stale_or_unavailable()
             }
         }
+    }
+
+    /// When the provider cannot be asked: a set still fresh (the token named an unknown kid)
+    /// stays in use; otherwise nothing can be verified now.
+    fn stale_or_unavailable(&self) -> Result<Arc<KeySet>> {
+        let cached = self.cached.read().expect("provider keys lock");
+        cached
+            .as_ref()
+            .filter(|c| c.expires > Instant::now())
+            .map(|c| c.keys.clone())
+            .ok_or(Error::Unavailable)
     }
 
     /// Discovery, then the JWKS; with how long the set may be kept.
@@ -139,6 +145,11 @@ impl ProviderKeys {
             .and_then(|v| v.as_str())
             .ok_or_else(|| anyhow::anyhow!("the discovery document has no jwks_uri"))?;
         crate::config::check_provider_url(jwks_uri).map_err(|e| anyhow::anyhow!("jwks_uri: {e}"))?;
+        // Plain http only for a provider that is itself on loopback http: an https provider's
+        // document must not send authd to probe the machine's own services.
+        if jwks_uri.starts_with("http://") && !self.issuer.starts_with("http://") {
+            anyhow::bail!("jwks_uri `{jwks_uri}` is plain http for an https issuer");
+        }
         let (jwks, max_age) = self.get(jwks_uri).await?;
         let keys = KeySet::from_provider_jwks_json(std::str::from_utf8(&jwks)?)?;
         let max_age = max_age

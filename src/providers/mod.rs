@@ -40,7 +40,12 @@ impl Providers {
         let by_name = settings
             .iter()
             .map(|s| {
+                // As configured, and with or without a trailing slash (Auth0's issuers end in one).
                 let mut issuers = vec![s.issuer.clone()];
+                issuers.push(match s.issuer.strip_suffix('/') {
+                    Some(bare) => bare.to_string(),
+                    None => format!("{}/", s.issuer),
+                });
                 // Google's ID tokens carry either spelling of its issuer.
                 if s.issuer == "https://accounts.google.com" {
                     issuers.push("accounts.google.com".into());

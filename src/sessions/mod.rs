@@ -83,6 +83,7 @@ impl Sessions {
         device_name: Option<&str>,
         client: &ClientInfo,
         now: DateTime<Utc>,
+        honour_lockout: bool,
     ) -> Result<IssuedTokens> {
         let session = SessionRow {
             id: Uuid::now_v7(),
@@ -105,8 +106,10 @@ impl Sessions {
                 // out, deactivated or given a new password (a reset) since the password check
                 // gets no session.
                 let usable = store::users::lock(conn, user.id).await?.is_some_and(|u| {
+                    // A lockout after failed passwords does not bar a sign-in that used none.
+                    let lockout_only = !honour_lockout && u.lock_reason.as_deref() == Some(store::users::LOCKOUT);
                     u.active
-                        && u.locked_until.is_none_or(|until| until <= now)
+                        && (u.locked_until.is_none_or(|until| until <= now) || lockout_only)
                         && u.password_hash.as_deref() == verified_hash
                 });
                 if !usable {

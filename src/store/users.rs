@@ -5,6 +5,9 @@ use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
 use uuid::Uuid;
 
+/// The `lock_reason` of a lock that failed passwords set (not an administrator).
+pub(crate) const LOCKOUT: &str = "lockout";
+
 #[derive(Clone, Queryable, Selectable, Identifiable)]
 #[diesel(table_name = users, check_for_backend(diesel::pg::Pg))]
 pub struct UserRow {

@@ -175,10 +175,14 @@ impl IdTokenRules {
             return Err(IdTokenError::WrongAudience);
         }
         let now = now.timestamp();
-        if claims.exp + ID_TOKEN_LEEWAY_SECS <= now {
+        if claims.exp.saturating_add(ID_TOKEN_LEEWAY_SECS) <= now {
             return Err(IdTokenError::Expired);
         }
-        if claims.iat - ID_TOKEN_LEEWAY_SECS > now || claims.nbf.is_some_and(|nbf| nbf - ID_TOKEN_LEEWAY_SECS > now) {
+        if claims.iat.saturating_sub(ID_TOKEN_LEEWAY_SECS) > now
+            || claims
+                .nbf
+                .is_some_and(|nbf| nbf.saturating_sub(ID_TOKEN_LEEWAY_SECS) > now)
+        {
             return Err(IdTokenError::NotYetValid);
         }
         if claims.sub.is_empty() || claims.sub.len() > 255 {
