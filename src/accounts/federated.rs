@@ -19,11 +19,12 @@ use crate::audit::Event;
 use crate::config::ProviderSettings;
 use crate::domain::{Email, Role};
 use crate::error::{Error, Result};
-use crate::identity::ClientInfo;
+use crate::identity::{Caller, ClientInfo};
 use crate::store::{self, StoreError, identities::IdentityRow, users::NewUser, users::UserRow};
 use authd_client::id_token::IdClaims;
 use chrono::{DateTime, Utc};
 use diesel_async::AsyncConnection;
+use std::collections::HashMap;
 use uuid::Uuid;
 
 /// A sign-in with a provider, and whether it made the account.
@@ -43,6 +44,96 @@ impl Accounts {
             .detail("reason", "id_token")
             .detail("provider", provider.name.clone());
         self.audit_log.record(event).await;
+    }
+
+    /// The providers each of these users has linked, by name (for `User.linked_providers`).
+    pub async fn linked_providers(&self, users: &[Uuid]) -> Result<HashMap<Uuid, Vec<String>>> {
+        let mut conn = store::conn(&self.pool).await?;
+        Ok(store::identities::providers_of(&mut conn, users).await?)
+    }
+
+    /// Links an identity at `provider` (its claims verified) to the caller's own account, once
+    /// the caller proved again that the account is theirs: a stolen access token alone must not
+    /// add a way in.
+    pub async fn link_provider(
+        &self,
+        caller: &Caller,
+        provider: &ProviderSettings,
+        claims: &IdClaims,
+        current_password: Option<&str>,
+        client: &ClientInfo,
+    ) -> Result<()> {
+        caller.require_user_session()?;
+        let user = {
+            let mut conn = store::conn(&self.pool).await?;
+            store::users::find(&mut conn, caller.user_id)
+                .await?
+                .ok_or(Error::Unauthenticated)?
+        };
+        self.confirm_owner(caller, &user, current_password, "current_password")
+            .await?;
+        const ELSEWHERE: &str = "this identity is linked to another account";
+        let mut conn = store::conn(&self.pool).await?;
+        if let Some(existing) = store::identities::find(&mut conn, &provider.issuer, &claims.sub).await? {
+            return if existing.user_id == user.id {
+                Ok(())
+            } else {
+                Err(Error::FailedPrecondition(ELSEWHERE))
+            };
+        }
+        let email = claims.email.as_deref().and_then(|e| Email::parse(e).ok());
+        let row = identity_row(provider, claims, user.id, email.as_ref(), self.clock.now());
+        match store::identities::insert(&mut conn, &row).await {
+            Ok(()) => {}
+            Err(StoreError::Conflict(c)) if c.contains("user_id") => {
+                return Err(Error::FailedPrecondition(
+                    "the account has an identity at this provider already: unlink it first",
+                ));
+            }
+            Err(StoreError::Conflict(_)) => return Err(Error::FailedPrecondition(ELSEWHERE)),
+            Err(e) => return Err(e.into()),
+        }
+        drop(conn);
+        self.audit_log
+            .record(succeeded("provider.linked", &user, client, provider))
+            .await;
+        Ok(())
+    }
+
+    /// Unlinks the caller's identity at the provider named `provider`, unless it is the account's
+    /// last way to sign in.
+    pub async fn unlink_provider(&self, caller: &Caller, provider: &str, client: &ClientInfo) -> Result<()> {
+        caller.require_user_session()?;
+        let mut conn = store::conn(&self.pool).await?;
+        let unlinked = conn
+            .transaction::<_, StoreError, _>(async |conn| {
+                // Serialised with other changes to the account (a second unlink, a new password).
+                let Some(user) = store::users::lock(conn, caller.user_id).await? else {
+                    return Ok(Err(Error::Unauthenticated));
+                };
+                let linked = store::identities::providers_of(conn, &[user.id])
+                    .await?
+                    .remove(&user.id)
+                    .unwrap_or_default();
+                if !linked.iter().any(|p| p == provider) {
+                    return Ok(Err(Error::NotFound("provider link")));
+                }
+                if user.password_hash.is_none() && linked.len() == 1 {
+                    return Ok(Err(Error::FailedPrecondition(
+                        "it is the account's only way to sign in: set a password (reset it) or link another provider first",
+                    )));
+                }
+                store::identities::delete(conn, user.id, provider).await?;
+                Ok(Ok(user))
+            })
+            .await??;
+        drop(conn);
+        let event = Event::success("provider.unlinked")
+            .user(unlinked.id)
+            .client(client)
+            .detail("provider", provider.to_string());
+        self.audit_log.record(event).await;
+        Ok(())
     }
 
     /// Signs in with verified ID-token claims of `provider` (see the module's rules).

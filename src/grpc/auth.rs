@@ -59,6 +59,45 @@ impl AuthApi {
 
 type Reply<T> = Result<Response<T>, Status>;
 
+impl AuthApi {
+    /// What both provider RPCs begin with: the bounds (and those of one more field), the
+    /// per-address limit, the provider, and the verified claims of its ID token (a refused token
+    /// is audited).
+    async fn provider_claims(
+        &self,
+        client: &ClientInfo,
+        provider: &str,
+        id_token: &str,
+        nonce: Option<&str>,
+        (field, value, max): (&'static str, Option<&str>, usize),
+    ) -> Result<(Arc<crate::providers::Provider>, authd_client::id_token::IdClaims), Status> {
+        bounds::check(&[
+            ("provider", provider, bounds::LABEL),
+            ("id_token", id_token, bounds::ID_TOKEN),
+            (field, value.unwrap_or_default(), max),
+        ])?;
+        self.limits
+            .enforce(ratelimit::PROVIDER_LOGIN_PER_ADDRESS, &address(client), client)
+            .await?;
+        let provider = self.providers.get(provider.trim())?;
+        if nonce.is_some_and(|n| n.trim().is_empty() || n.len() > 512) {
+            return Err(Error::invalid("nonce", "must be the nonce the sign-in was started with, or unset").into());
+        }
+        match self
+            .providers
+            .verify(&provider, id_token.trim(), nonce, self.clock.now())
+            .await
+        {
+            Err(Error::Unauthenticated) => {
+                self.accounts.provider_token_refused(&provider.settings, client).await;
+                Err(Error::Unauthenticated.into())
+            }
+            Ok(claims) => Ok((provider, claims)),
+            Err(e) => Err(e.into()),
+        }
+    }
+}
+
 /// The subject of per-address limits (IPv6 clients by their /64).
 fn address(client: &ClientInfo) -> String {
     crate::net::address_bucket(client.ip_address.as_deref())
@@ -112,7 +151,7 @@ impl AuthService for AuthApi {
             .login(&req.identifier, &req.password, req.device_name.as_deref(), &client)
             .await?;
         Ok(Response::new(LoginResponse {
-            user: Some(convert::user(&done.user, self.clock.now())),
+            user: Some(convert::linked_user(&self.accounts, &done.user, self.clock.now()).await?),
             tokens: Some(convert::tokens(done.tokens)),
         }))
     }
@@ -281,48 +320,57 @@ impl AuthService for AuthApi {
         &self,
         request: Request<LoginWithProviderRequest>,
     ) -> Reply<LoginWithProviderResponse> {
-        let req = request.get_ref();
-        bounds::check(&[
-            ("provider", &req.provider, bounds::LABEL),
-            ("id_token", &req.id_token, bounds::ID_TOKEN),
-            (
-                "device_name",
-                req.device_name.as_deref().unwrap_or_default(),
-                bounds::LABEL,
-            ),
-        ])?;
         let client = client(&request);
-        self.limits
-            .enforce(ratelimit::PROVIDER_LOGIN_PER_ADDRESS, &address(&client), &client)
-            .await?;
         let req = request.into_inner();
-        let provider = self.providers.get(req.provider.trim())?;
-        if req
-            .nonce
-            .as_deref()
-            .is_some_and(|n| n.trim().is_empty() || n.len() > 512)
-        {
-            return Err(Error::invalid("nonce", "must be the nonce the sign-in was started with, or unset").into());
-        }
-        let verified = self
-            .providers
-            .verify(&provider, req.id_token.trim(), req.nonce.as_deref(), self.clock.now())
-            .await;
-        let claims = match verified {
-            Err(Error::Unauthenticated) => {
-                self.accounts.provider_token_refused(&provider.settings, &client).await;
-                return Err(Error::Unauthenticated.into());
-            }
-            other => other?,
-        };
+        let device_name = req.device_name.as_deref();
+        let (provider, claims) = self
+            .provider_claims(
+                &client,
+                &req.provider,
+                &req.id_token,
+                req.nonce.as_deref(),
+                ("device_name", device_name, bounds::LABEL),
+            )
+            .await?;
         let done = self
             .accounts
-            .login_with_provider(&provider.settings, &claims, req.device_name.as_deref(), &client)
+            .login_with_provider(&provider.settings, &claims, device_name, &client)
             .await?;
         Ok(Response::new(LoginWithProviderResponse {
-            user: Some(convert::user(&done.logged_in.user, self.clock.now())),
+            user: Some(convert::linked_user(&self.accounts, &done.logged_in.user, self.clock.now()).await?),
             tokens: Some(convert::tokens(done.logged_in.tokens)),
             created: done.created,
         }))
+    }
+
+    async fn link_provider(&self, request: Request<LinkProviderRequest>) -> Reply<LinkProviderResponse> {
+        let caller = caller(&request)?.clone();
+        let client = client(&request);
+        let req = request.into_inner();
+        let password = req.current_password.as_deref();
+        let (provider, claims) = self
+            .provider_claims(
+                &client,
+                &req.provider,
+                &req.id_token,
+                req.nonce.as_deref(),
+                ("current_password", password, bounds::PASSWORD),
+            )
+            .await?;
+        self.accounts
+            .link_provider(&caller, &provider.settings, &claims, password, &client)
+            .await?;
+        Ok(Response::new(LinkProviderResponse {}))
+    }
+
+    async fn unlink_provider(&self, request: Request<UnlinkProviderRequest>) -> Reply<UnlinkProviderResponse> {
+        let caller = caller(&request)?.clone();
+        let req = request.get_ref();
+        bounds::check(&[("provider", &req.provider, bounds::LABEL)])?;
+        let client = client(&request);
+        self.accounts
+            .unlink_provider(&caller, req.provider.trim(), &client)
+            .await?;
+        Ok(Response::new(UnlinkProviderResponse {}))
     }
 }

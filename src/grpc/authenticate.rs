@@ -54,6 +54,8 @@ pub const ACCESS: &[(&str, Access)] = &[
     ("auth.v1.AuthService/GetAccountDeletionStatus", UserSession),
     ("auth.v1.AuthService/ListProviders", Public),
     ("auth.v1.AuthService/LoginWithProvider", Public),
+    ("auth.v1.AuthService/LinkProvider", UserSession),
+    ("auth.v1.AuthService/UnlinkProvider", UserSession),
     ("auth.v1.UserService/GetMe", AnyCaller),
     ("auth.v1.UserService/UpdateMe", UserSession),
     ("auth.v1.UserService/ListUsers", UserSession),

@@ -26,8 +26,36 @@ pub fn from_duration(d: &prost_types::Duration) -> Option<std::time::Duration> {
     Some(std::time::Duration::new(seconds, nanos))
 }
 
+/// Users as answered, with the providers each has linked.
+pub async fn users(
+    accounts: &crate::accounts::Accounts,
+    rows: &[UserRow],
+    now: DateTime<Utc>,
+) -> crate::error::Result<Vec<proto::User>> {
+    let ids: Vec<uuid::Uuid> = rows.iter().map(|row| row.id).collect();
+    let mut linked = accounts.linked_providers(&ids).await?;
+    Ok(rows
+        .iter()
+        .map(|row| proto::User {
+            linked_providers: linked.remove(&row.id).unwrap_or_default(),
+            ..user(row, now)
+        })
+        .collect())
+}
+
+/// One user as answered, with the providers it has linked.
+pub async fn linked_user(
+    accounts: &crate::accounts::Accounts,
+    row: &UserRow,
+    now: DateTime<Utc>,
+) -> crate::error::Result<proto::User> {
+    Ok(users(accounts, std::slice::from_ref(row), now).await?.remove(0))
+}
+
+/// A user as answered, without its linked providers (a user just registered has none).
 pub fn user(row: &UserRow, now: DateTime<Utc>) -> proto::User {
     proto::User {
+        linked_providers: Vec::new(),
         id: row.id.to_string(),
         email: row.email.clone(),
         username: row.username.clone(),

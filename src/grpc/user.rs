@@ -25,8 +25,8 @@ impl UserApi {
         }
     }
 
-    fn user(&self, row: &crate::store::users::UserRow) -> User {
-        convert::user(row, self.clock.now())
+    async fn user(&self, row: &crate::store::users::UserRow) -> Result<User, Status> {
+        Ok(convert::linked_user(&self.accounts, row, self.clock.now()).await?)
     }
 }
 
@@ -37,7 +37,7 @@ impl UserService for UserApi {
     async fn get_me(&self, request: Request<GetMeRequest>) -> Reply<GetMeResponse> {
         let user = self.accounts.get_me(caller(&request)?).await?;
         Ok(Response::new(GetMeResponse {
-            user: Some(self.user(&user)),
+            user: Some(self.user(&user).await?),
         }))
     }
 
@@ -73,7 +73,7 @@ impl UserService for UserApi {
         }
         let user = self.accounts.update_me(caller, req.username.as_deref()).await?;
         Ok(Response::new(UpdateMeResponse {
-            user: Some(self.user(&user)),
+            user: Some(self.user(&user).await?),
         }))
     }
 
@@ -84,7 +84,7 @@ impl UserService for UserApi {
             .list_users(caller(&request)?, req.page_size, &req.page_token, &req.query)
             .await?;
         Ok(Response::new(ListUsersResponse {
-            users: users.iter().map(|u| self.user(u)).collect(),
+            users: convert::users(&self.accounts, &users, self.clock.now()).await?,
             next_page_token,
         }))
     }
@@ -95,7 +95,7 @@ impl UserService for UserApi {
             .get_user(caller(&request)?, &request.get_ref().user_id)
             .await?;
         Ok(Response::new(GetUserResponse {
-            user: Some(self.user(&user)),
+            user: Some(self.user(&user).await?),
         }))
     }
 
@@ -107,7 +107,7 @@ impl UserService for UserApi {
             .update_user(caller(&request)?, &req.user_id, roles, req.active, &client(&request))
             .await?;
         Ok(Response::new(UpdateUserResponse {
-            user: Some(self.user(&user)),
+            user: Some(self.user(&user).await?),
         }))
     }
 
@@ -128,7 +128,7 @@ impl UserService for UserApi {
             )
             .await?;
         Ok(Response::new(LockUserResponse {
-            user: Some(self.user(&user)),
+            user: Some(self.user(&user).await?),
         }))
     }
 
@@ -138,7 +138,7 @@ impl UserService for UserApi {
             .unlock_user(caller(&request)?, &request.get_ref().user_id, &client(&request))
             .await?;
         Ok(Response::new(UnlockUserResponse {
-            user: Some(self.user(&user)),
+            user: Some(self.user(&user).await?),
         }))
     }
 

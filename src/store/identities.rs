@@ -49,3 +49,33 @@ pub async fn record_login(conn: &mut Conn<'_>, id: Uuid, email: Option<&str>, at
         .await?;
     Ok(())
 }
+
+/// The providers each of these users has linked, by name.
+pub async fn providers_of(
+    conn: &mut Conn<'_>,
+    users: &[Uuid],
+) -> StoreResult<std::collections::HashMap<Uuid, Vec<String>>> {
+    let rows: Vec<(Uuid, String)> = user_identities::table
+        .filter(user_identities::user_id.eq_any(users))
+        .order((user_identities::user_id, user_identities::provider))
+        .select((user_identities::user_id, user_identities::provider))
+        .load(conn)
+        .await?;
+    let mut out: std::collections::HashMap<Uuid, Vec<String>> = std::collections::HashMap::new();
+    for (user, provider) in rows {
+        out.entry(user).or_default().push(provider);
+    }
+    Ok(out)
+}
+
+/// Unlinks the user's identity at `provider`; whether there was one.
+pub async fn delete(conn: &mut Conn<'_>, user_id: Uuid, provider: &str) -> StoreResult<bool> {
+    let deleted = diesel::delete(
+        user_identities::table
+            .filter(user_identities::user_id.eq(user_id))
+            .filter(user_identities::provider.eq(provider)),
+    )
+    .execute(conn)
+    .await?;
+    Ok(deleted > 0)
+}

@@ -440,3 +440,95 @@ async fn provider_keys_rotate_and_unknown_kids_cost_little() {
     let status = sign_in(&app, "gone", &token).await.unwrap_err();
     assert_eq!(status.code(), Code::Unavailable, "{status:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_signed_in_person_links_and_unlinks_a_provider() {
+    let idp = Idp::start(vec![ProviderKey::ec("e1")]).await;
+    let app = app_with(&[("corp", &idp, true)]).await;
+    app.register("rae").await;
+    let rae = app.login("rae", PASSWORD).await;
+    let link = |id_token: String, password: Option<&str>| LinkProviderRequest {
+        provider: "corp".into(),
+        id_token,
+        nonce: None,
+        current_password: password.map(str::to_string),
+    };
+    let token = idp.token("rae-at-corp", "rae.elsewhere@example.com", false);
+    // The account's owner proves it again: a stolen access token alone links nothing.
+    for password in [None, Some("not the password")] {
+        let err = app
+            .auth()
+            .link_provider(bearer(link(token.clone(), password), &rae.access_token))
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
+    }
+    let key = app.api_key(&rae.access_token, &[]).await;
+    let err = app
+        .auth()
+        .link_provider(bearer(link(token.clone(), Some(PASSWORD)), &key))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied, "an API key manages no account");
+    app.auth()
+        .link_provider(bearer(link(token.clone(), Some(PASSWORD)), &rae.access_token))
+        .await
+        .unwrap();
+    assert_eq!(app.me(&rae.access_token).await.linked_providers, vec!["corp"]);
+    // Linked: the identity signs in to this account, whatever address the provider shows.
+    let signed_in = sign_in(&app, "corp", &token).await.unwrap();
+    assert_eq!(signed_in.user.unwrap().username, "rae");
+
+    // Nobody else can take it.
+    app.register("sol").await;
+    let sol = app.login("sol", PASSWORD).await;
+    let err = app
+        .auth()
+        .link_provider(bearer(link(token.clone(), Some(PASSWORD)), &sol.access_token))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition);
+
+    // Unlinked: the identity no longer finds the account.
+    app.auth()
+        .unlink_provider(bearer(
+            UnlinkProviderRequest {
+                provider: "corp".into(),
+            },
+            &rae.access_token,
+        ))
+        .await
+        .unwrap();
+    assert!(app.me(&rae.access_token).await.linked_providers.is_empty());
+    let status = sign_in(&app, "corp", &token).await.unwrap_err();
+    assert!(link_required(&status), "{status:?}");
+    let err = app
+        .auth()
+        .unlink_provider(bearer(
+            UnlinkProviderRequest {
+                provider: "corp".into(),
+            },
+            &rae.access_token,
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::NotFound);
+
+    // An account made by a provider keeps its only way in.
+    let made = sign_in(&app, "corp", &idp.token("new-at-corp", "uma@example.com", true))
+        .await
+        .unwrap();
+    let tokens = made.tokens.unwrap();
+    let err = app
+        .auth()
+        .unlink_provider(bearer(
+            UnlinkProviderRequest {
+                provider: "corp".into(),
+            },
+            &tokens.access_token,
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
+    assert_eq!(made.user.unwrap().linked_providers, vec!["corp"]);
+}
