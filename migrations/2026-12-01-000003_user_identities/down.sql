@@ -1,1 +1,2 @@
+DROP TABLE identity_unlinks;
 DROP TABLE user_identities;

@@ -14,3 +14,13 @@ CREATE TABLE user_identities (
     UNIQUE (user_id, provider)
 );
 CREATE INDEX user_identities_user ON user_identities (user_id);
+
+-- An identity its account unlinked: a later sign-in with it must not link it again by email;
+-- only LinkProvider can.
+CREATE TABLE identity_unlinks (
+    user_id UUID NOT NULL REFERENCES users (id) ON DELETE CASCADE,
+    issuer TEXT NOT NULL,
+    subject TEXT NOT NULL,
+    unlinked_at TIMESTAMPTZ NOT NULL,
+    PRIMARY KEY (user_id, issuer, subject)
+);

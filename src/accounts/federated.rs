@@ -33,6 +33,15 @@ pub struct ProviderLogin {
     pub created: bool,
 }
 
+/// The constraint that allows one identity per provider per account.
+const ONE_PER_PROVIDER: &str = "user_identities_user_id_provider_key";
+
+/// The issuer identities of `provider` are recorded under: as configured, without a trailing
+/// slash (so adding or dropping one in the settings keeps every link).
+pub(crate) fn canonical_issuer(provider: &ProviderSettings) -> &str {
+    provider.issuer.trim_end_matches('/')
+}
+
 /// How many usernames are tried for a new account before giving up.
 const USERNAME_ATTEMPTS: usize = 8;
 
@@ -70,28 +79,56 @@ impl Accounts {
                 .await?
                 .ok_or(Error::Unauthenticated)?
         };
-        self.confirm_owner(caller, &user, current_password, "current_password")
-            .await?;
-        const ELSEWHERE: &str = "this identity is linked to another account";
-        let mut conn = store::conn(&self.pool).await?;
-        if let Some(existing) = store::identities::find(&mut conn, &provider.issuer, &claims.sub).await? {
-            return if existing.user_id == user.id {
-                Ok(())
-            } else {
-                Err(Error::FailedPrecondition(ELSEWHERE))
-            };
+        if let Err(e) = self
+            .confirm_owner(caller, &user, current_password, "current_password")
+            .await
+        {
+            let refused = Event::failure("provider.link_failed")
+                .user(user.id)
+                .client(client)
+                .detail("provider", provider.name.clone());
+            self.audit_log.record(refused).await;
+            return Err(e);
         }
+        const ELSEWHERE: &str = "this identity is linked to another account";
+        let issuer = canonical_issuer(provider);
+        let now = self.clock.now();
         let email = claims.email.as_deref().and_then(|e| Email::parse(e).ok());
-        let row = identity_row(provider, claims, user.id, email.as_ref(), self.clock.now());
-        match store::identities::insert(&mut conn, &row).await {
-            Ok(()) => {}
-            Err(StoreError::Conflict(c)) if c.contains("user_id") => {
-                return Err(Error::FailedPrecondition(
-                    "the account has an identity at this provider already: unlink it first",
-                ));
-            }
-            Err(StoreError::Conflict(_)) => return Err(Error::FailedPrecondition(ELSEWHERE)),
-            Err(e) => return Err(e.into()),
+        let row = identity_row(provider, claims, user.id, email.as_ref(), now);
+        let mut conn = store::conn(&self.pool).await?;
+        let linked = conn
+            .transaction::<_, StoreError, _>(async |conn| {
+                // The account as it is now, under its lock: a reset, a lock or a deactivation
+                // since the proof above wins (and the proof's password must still be the one).
+                if super::lock_standing(conn, caller, Some(user.password_hash.as_deref()), now)
+                    .await?
+                    .is_none()
+                {
+                    return Ok(Err(Error::Unauthenticated));
+                }
+                if let Some(existing) = store::identities::find(conn, issuer, &claims.sub).await? {
+                    return Ok(if existing.user_id == user.id {
+                        Ok(false)
+                    } else {
+                        Err(Error::FailedPrecondition(ELSEWHERE))
+                    });
+                }
+                match store::identities::insert(conn, &row).await {
+                    Ok(()) => {}
+                    Err(StoreError::Conflict(c)) if c == ONE_PER_PROVIDER => {
+                        return Ok(Err(Error::FailedPrecondition(
+                            "the account has an identity at this provider already: unlink it first",
+                        )));
+                    }
+                    Err(StoreError::Conflict(_)) => return Ok(Err(Error::FailedPrecondition(ELSEWHERE))),
+                    Err(e) => return Err(e),
+                }
+                store::identities::forget_unlink(conn, user.id, issuer, &claims.sub).await?;
+                Ok(Ok(true))
+            })
+            .await??;
+        if !linked {
+            return Ok(());
         }
         drop(conn);
         self.audit_log
@@ -102,7 +139,16 @@ impl Accounts {
 
     /// Unlinks the caller's identity at the provider named `provider`, unless it is the account's
     /// last way to sign in.
-    pub async fn unlink_provider(&self, caller: &Caller, provider: &str, client: &ClientInfo) -> Result<()> {
+    /// `configured` names the providers configured now: a link to one no longer configured is
+    /// no way to sign in.
+    pub async fn unlink_provider(
+        &self,
+        caller: &Caller,
+        provider: &str,
+        configured: &[&str],
+        client: &ClientInfo,
+    ) -> Result<()> {
+        let now = self.clock.now();
         caller.require_user_session()?;
         let mut conn = store::conn(&self.pool).await?;
         let unlinked = conn
@@ -118,12 +164,13 @@ impl Accounts {
                 if !linked.iter().any(|p| p == provider) {
                     return Ok(Err(Error::NotFound("provider link")));
                 }
-                if user.password_hash.is_none() && linked.len() == 1 {
+                let other_ways = linked.iter().filter(|p| *p != provider && configured.contains(&p.as_str())).count();
+                if user.password_hash.is_none() && other_ways == 0 {
                     return Ok(Err(Error::FailedPrecondition(
                         "it is the account's only way to sign in: set a password (reset it) or link another provider first",
                     )));
                 }
-                store::identities::delete(conn, user.id, provider).await?;
+                store::identities::delete(conn, user.id, provider, now).await?;
                 Ok(Ok(user))
             })
             .await??;
@@ -168,7 +215,7 @@ impl Accounts {
         };
         let email = claims.email.as_deref().map(str::trim).filter(|e| !e.is_empty());
         let mut conn = store::conn(&self.pool).await?;
-        if let Some(identity) = store::identities::find(&mut conn, &provider.issuer, &claims.sub).await? {
+        if let Some(identity) = store::identities::find(&mut conn, canonical_issuer(provider), &claims.sub).await? {
             let user = store::users::find(&mut conn, identity.user_id)
                 .await?
                 .ok_or(Error::Unauthenticated)?;
@@ -189,7 +236,10 @@ impl Accounts {
         };
         let vouched = provider.trust_email && claims.email_verified == Some(true);
         if let Some(user) = store::users::find_by_email(&mut conn, email.normalized()).await? {
-            if !(vouched && user.email_verified) {
+            // An identity this account unlinked comes back only through LinkProvider.
+            let unlinked =
+                store::identities::was_unlinked(&mut conn, user.id, canonical_issuer(provider), &claims.sub).await?;
+            if !(vouched && user.email_verified) || unlinked {
                 self.audit_log.record(failed("link_required").user(user.id)).await;
                 return Err(Error::LinkRequired);
             }
@@ -201,7 +251,7 @@ impl Accounts {
             {
                 Ok(()) => {}
                 // The account has another identity at this provider already.
-                Err(StoreError::Conflict(c)) if c.contains("user_id") => return Err(Error::LinkRequired),
+                Err(StoreError::Conflict(c)) if c == ONE_PER_PROVIDER => return Err(Error::LinkRequired),
                 Err(StoreError::Conflict(_)) => return Err(Error::AlreadyExists("identity")),
                 Err(e) => return Err(e.into()),
             }
@@ -346,7 +396,7 @@ fn identity_row(
         id: Uuid::now_v7(),
         user_id,
         provider: provider.name.clone(),
-        issuer: provider.issuer.clone(),
+        issuer: canonical_issuer(provider).to_string(),
         subject: claims.sub.clone(),
         email: email.map(|e| e.as_str().to_string()),
         created_at: now,

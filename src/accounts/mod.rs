@@ -349,7 +349,9 @@ impl Accounts {
         let mut conn = store::conn(&self.pool).await?;
         let locked = conn
             .transaction::<_, StoreError, _>(async |conn| match store::users::lock(conn, user_id).await? {
-                Some(user) => store::users::record_failed_login(conn, &user, policy.lockout_threshold, until).await,
+                Some(user) => {
+                    store::users::record_failed_login(conn, &user, policy.lockout_threshold, until, now).await
+                }
                 None => Ok(false),
             })
             .await?;

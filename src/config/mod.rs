@@ -422,7 +422,13 @@ pub fn argon2_params(config_file: Option<&Path>) -> Result<Argon2Params, ConfigE
 impl Settings {
     /// Reads the process environment and, when given, the TOML file.
     pub fn load(config_file: Option<&Path>) -> Result<Self, ConfigError> {
-        Self::from_sources(&process_env, config_file)
+        let settings = Self::from_sources(&process_env, config_file)?;
+        // Only the real environment can be listed: a misspelt provider variable is an error.
+        let names: Vec<String> = std::env::vars_os()
+            .filter_map(|(name, _)| name.into_string().ok())
+            .collect();
+        providers::check_environment(&settings.providers, names.iter().map(String::as_str))?;
+        Ok(settings)
     }
 
     pub fn from_sources(env: &dyn Fn(&str) -> Option<String>, config_file: Option<&Path>) -> Result<Self, ConfigError> {

@@ -69,6 +69,33 @@ pub fn check_provider_url(url: &str) -> Result<(), String> {
     }
 }
 
+/// The first `AUTHD_OIDC_*` variable among `names` that is no setting of a listed provider (a
+/// typo, or a provider `AUTHD_OIDC_PROVIDERS` does not list): an error naming it.
+pub(super) fn check_environment<'a>(
+    providers: &[ProviderSettings],
+    names: impl IntoIterator<Item = &'a str>,
+) -> Result<(), ConfigError> {
+    for name in names {
+        let Some(rest) = name.strip_prefix("AUTHD_OIDC_") else {
+            continue;
+        };
+        let rest = rest.strip_suffix("_FILE").unwrap_or(rest);
+        let known = rest == "PROVIDERS"
+            || providers.iter().any(|p| {
+                PROVIDER_FIELDS
+                    .iter()
+                    .any(|field| rest == format!("{}_{}", p.name, field).to_ascii_uppercase())
+            });
+        if !known {
+            return Err(ConfigError {
+                name: name.to_string(),
+                message: "is not a setting of a provider that AUTHD_OIDC_PROVIDERS lists".into(),
+            });
+        }
+    }
+    Ok(())
+}
+
 /// Every configured provider, checked: a bad setting is an error naming it.
 pub(super) fn providers(sources: &Sources) -> Result<Vec<ProviderSettings>, ConfigError> {
     let mut out: Vec<ProviderSettings> = Vec::new();
@@ -130,6 +157,28 @@ pub(super) fn providers(sources: &Sources) -> Result<Vec<ProviderSettings>, Conf
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_misspelt_or_unlisted_provider_variable_is_an_error() {
+        let corp = ProviderSettings {
+            name: "corp".into(),
+            display_name: "corp".into(),
+            issuer: "https://sso.example.com".into(),
+            client_ids: vec!["x".into()],
+            trust_email: false,
+        };
+        let fine = [
+            "AUTHD_OIDC_PROVIDERS",
+            "AUTHD_OIDC_CORP_ISSUER",
+            "AUTHD_OIDC_CORP_CLIENT_IDS_FILE",
+            "PATH",
+        ];
+        assert!(check_environment(std::slice::from_ref(&corp), fine).is_ok());
+        for stray in ["AUTHD_OIDC_CORP_TRUST_EMAILS", "AUTHD_OIDC_OTHER_ISSUER"] {
+            let err = check_environment(std::slice::from_ref(&corp), [stray]).unwrap_err();
+            assert_eq!(err.name, stray);
+        }
+    }
 
     #[test]
     fn provider_urls_are_https_or_loopback_http() {

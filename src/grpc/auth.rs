@@ -151,7 +151,7 @@ impl AuthService for AuthApi {
             .login(&req.identifier, &req.password, req.device_name.as_deref(), &client)
             .await?;
         Ok(Response::new(LoginResponse {
-            user: Some(convert::linked_user(&self.accounts, &done.user, self.clock.now()).await?),
+            user: Some(convert::signed_in_user(&self.accounts, &done.user, self.clock.now()).await),
             tokens: Some(convert::tokens(done.tokens)),
         }))
     }
@@ -337,7 +337,7 @@ impl AuthService for AuthApi {
             .login_with_provider(&provider.settings, &claims, device_name, &client)
             .await?;
         Ok(Response::new(LoginWithProviderResponse {
-            user: Some(convert::linked_user(&self.accounts, &done.logged_in.user, self.clock.now()).await?),
+            user: Some(convert::signed_in_user(&self.accounts, &done.logged_in.user, self.clock.now()).await),
             tokens: Some(convert::tokens(done.logged_in.tokens)),
             created: done.created,
         }))
@@ -348,6 +348,17 @@ impl AuthService for AuthApi {
         let client = client(&request);
         let req = request.into_inner();
         let password = req.current_password.as_deref();
+        if password.is_some() {
+            // Password guesses here count with those of ChangePassword and UpdateMe.
+            self.limits
+                .enforce_for(
+                    ratelimit::PASSWORD_CHECK_PER_ACCOUNT,
+                    &caller.user_id.to_string(),
+                    Some(caller.user_id),
+                    &client,
+                )
+                .await?;
+        }
         let (provider, claims) = self
             .provider_claims(
                 &client,
@@ -368,8 +379,9 @@ impl AuthService for AuthApi {
         let req = request.get_ref();
         bounds::check(&[("provider", &req.provider, bounds::LABEL)])?;
         let client = client(&request);
+        let configured: Vec<&str> = self.providers.list().map(|p| p.settings.name.as_str()).collect();
         self.accounts
-            .unlink_provider(&caller, req.provider.trim(), &client)
+            .unlink_provider(&caller, req.provider.trim(), &configured, &client)
             .await?;
         Ok(Response::new(UnlinkProviderResponse {}))
     }

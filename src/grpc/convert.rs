@@ -52,6 +52,18 @@ pub async fn linked_user(
     Ok(users(accounts, std::slice::from_ref(row), now).await?.remove(0))
 }
 
+/// The user of a sign-in that already opened its session: the linked providers if they can be
+/// read, else none (the session is there; failing now would leave it to nobody).
+pub async fn signed_in_user(accounts: &crate::accounts::Accounts, row: &UserRow, now: DateTime<Utc>) -> proto::User {
+    match linked_user(accounts, row, now).await {
+        Ok(user) => user,
+        Err(e) => {
+            tracing::warn!(error = %e.detail(), "cannot read the linked providers of a signed-in user");
+            user(row, now)
+        }
+    }
+}
+
 /// A user as answered, without its linked providers (a user just registered has none).
 pub fn user(row: &UserRow, now: DateTime<Utc>) -> proto::User {
     proto::User {

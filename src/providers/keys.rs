@@ -115,6 +115,10 @@ impl ProviderKeys {
             }
             Err(e) => {
                 tracing::warn!(issuer = %self.issuer, error = %e, "cannot fetch the provider's keys");
+                // A fresh set stays in use, and its 30 s throttle starts now.
+                if let Some(c) = self.cached.write().expect("provider keys lock").as_mut() {
+                    c.refetched = Some(Instant::now());
+                }
                 self.stale_or_unavailable()
             }
         }

@@ -1,6 +1,6 @@
 //! Identities at OpenID providers, linked to accounts.
 
-use super::schema::user_identities;
+use super::schema::{identity_unlinks, user_identities};
 use super::{Conn, StoreResult};
 use chrono::{DateTime, Utc};
 use diesel::prelude::*;
@@ -68,14 +68,54 @@ pub async fn providers_of(
     Ok(out)
 }
 
-/// Unlinks the user's identity at `provider`; whether there was one.
-pub async fn delete(conn: &mut Conn<'_>, user_id: Uuid, provider: &str) -> StoreResult<bool> {
-    let deleted = diesel::delete(
+/// Unlinks the user's identity at `provider`, and remembers that it was unlinked; whether there
+/// was one.
+pub async fn delete(conn: &mut Conn<'_>, user_id: Uuid, provider: &str, at: DateTime<Utc>) -> StoreResult<bool> {
+    let deleted: Vec<(String, String)> = diesel::delete(
         user_identities::table
             .filter(user_identities::user_id.eq(user_id))
             .filter(user_identities::provider.eq(provider)),
     )
+    .returning((user_identities::issuer, user_identities::subject))
+    .get_results(conn)
+    .await?;
+    for (issuer, subject) in &deleted {
+        diesel::insert_into(identity_unlinks::table)
+            .values((
+                identity_unlinks::user_id.eq(user_id),
+                identity_unlinks::issuer.eq(issuer),
+                identity_unlinks::subject.eq(subject),
+                identity_unlinks::unlinked_at.eq(at),
+            ))
+            .on_conflict_do_nothing()
+            .execute(conn)
+            .await?;
+    }
+    Ok(!deleted.is_empty())
+}
+
+/// Whether the user unlinked this identity (so it may come back only through LinkProvider).
+pub async fn was_unlinked(conn: &mut Conn<'_>, user_id: Uuid, issuer: &str, subject: &str) -> StoreResult<bool> {
+    let found: Option<Uuid> = identity_unlinks::table
+        .filter(identity_unlinks::user_id.eq(user_id))
+        .filter(identity_unlinks::issuer.eq(issuer))
+        .filter(identity_unlinks::subject.eq(subject))
+        .select(identity_unlinks::user_id)
+        .first(conn)
+        .await
+        .optional()?;
+    Ok(found.is_some())
+}
+
+/// Forgets that the user unlinked this identity (it was linked again on purpose).
+pub async fn forget_unlink(conn: &mut Conn<'_>, user_id: Uuid, issuer: &str, subject: &str) -> StoreResult<()> {
+    diesel::delete(
+        identity_unlinks::table
+            .filter(identity_unlinks::user_id.eq(user_id))
+            .filter(identity_unlinks::issuer.eq(issuer))
+            .filter(identity_unlinks::subject.eq(subject)),
+    )
     .execute(conn)
     .await?;
-    Ok(deleted > 0)
+    Ok(())
 }

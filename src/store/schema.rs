@@ -131,6 +131,15 @@ diesel::table! {
 }
 
 diesel::table! {
+    identity_unlinks (user_id, issuer, subject) {
+        user_id -> Uuid,
+        issuer -> Text,
+        subject -> Text,
+        unlinked_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
     user_identities (id) {
         id -> Uuid,
         user_id -> Uuid,
@@ -145,6 +154,7 @@ diesel::table! {
 
 diesel::joinable!(api_keys -> users (user_id));
 diesel::joinable!(user_identities -> users (user_id));
+diesel::joinable!(identity_unlinks -> users (user_id));
 diesel::joinable!(one_time_tokens -> users (user_id));
 diesel::joinable!(refresh_tokens -> sessions (session_id));
 diesel::joinable!(sessions -> users (user_id));
@@ -152,6 +162,7 @@ diesel::joinable!(sessions -> users (user_id));
 diesel::allow_tables_to_appear_in_same_query!(
     api_keys,
     audit_events,
+    identity_unlinks,
     mail_outbox,
     one_time_tokens,
     refresh_tokens,

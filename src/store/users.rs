@@ -239,7 +239,13 @@ pub async fn record_failed_login(
     user: &UserRow,
     threshold: u32,
     lock_until: DateTime<Utc>,
+    now: DateTime<Utc>,
 ) -> StoreResult<bool> {
+    // An administrator's lock in force stays as it is: a lockout must not replace it (it would
+    // end sooner, and bars less).
+    if user.locked_until.is_some_and(|until| until > now) && user.lock_reason.as_deref() != Some(LOCKOUT) {
+        return Ok(false);
+    }
     let failures = user.failed_logins.saturating_add(1);
     let lock = threshold > 0 && failures >= i32::try_from(threshold).unwrap_or(i32::MAX);
     let query = diesel::update(users::table.find(user.id));
@@ -248,7 +254,7 @@ pub async fn record_failed_login(
             .set((
                 users::failed_logins.eq(0),
                 users::locked_until.eq(lock_until),
-                users::lock_reason.eq("lockout"),
+                users::lock_reason.eq(LOCKOUT),
             ))
             .execute(conn)
             .await?;

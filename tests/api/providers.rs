@@ -502,6 +502,19 @@ async fn a_signed_in_person_links_and_unlinks_a_provider() {
     assert!(app.me(&rae.access_token).await.linked_providers.is_empty());
     let status = sign_in(&app, "corp", &token).await.unwrap_err();
     assert!(link_required(&status), "{status:?}");
+    // Not even when that identity shows the account's own address, verified on both sides: an
+    // identity its account unlinked comes back only through LinkProvider.
+    {
+        use diesel_async::RunQueryDsl;
+        let mut db = app.db().await;
+        diesel::sql_query("UPDATE users SET email_verified = true WHERE username = 'rae'")
+            .execute(&mut db)
+            .await
+            .unwrap();
+    }
+    let same_address = idp.token("rae-at-corp", "rae@example.com", true);
+    let status = sign_in(&app, "corp", &same_address).await.unwrap_err();
+    assert!(link_required(&status), "{status:?}");
     let err = app
         .auth()
         .unlink_provider(bearer(
