@@ -113,7 +113,11 @@ impl Accounts {
                         Err(Error::FailedPrecondition(ELSEWHERE))
                     });
                 }
-                match store::identities::insert(conn, &row).await {
+                // In a savepoint: a conflict rolls back only the insert, not the lock.
+                let inserted = conn
+                    .transaction::<_, StoreError, _>(async |conn| store::identities::insert(conn, &row).await)
+                    .await;
+                match inserted {
                     Ok(()) => {}
                     Err(StoreError::Conflict(c)) if c == ONE_PER_PROVIDER => {
                         return Ok(Err(Error::FailedPrecondition(

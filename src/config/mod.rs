@@ -424,7 +424,9 @@ impl Settings {
     pub fn load(config_file: Option<&Path>) -> Result<Self, ConfigError> {
         let settings = Self::from_sources(&process_env, config_file)?;
         // Only the real environment can be listed: a misspelt provider variable is an error.
+        // Empty variables are unset, as everywhere in the settings.
         let names: Vec<String> = std::env::vars_os()
+            .filter(|(_, value)| !value.to_string_lossy().trim().is_empty())
             .filter_map(|(name, _)| name.into_string().ok())
             .collect();
         providers::check_environment(&settings.providers, names.iter().map(String::as_str))?;

@@ -95,10 +95,9 @@ impl ProviderKeys {
         // A fetch for a kid the fresh set lacks counts toward the 30 s; one for an expired
         // (or missing) set does not.
         let now = Instant::now();
-        let (for_unknown_kid, earlier) = {
+        let for_unknown_kid = {
             let cached = self.cached.read().expect("provider keys lock");
-            let fresh = cached.as_ref().is_some_and(|c| c.expires > now);
-            (fresh, cached.as_ref().and_then(|c| c.refetched))
+            cached.as_ref().is_some_and(|c| c.expires > now)
         };
         let fetched = self.fetch().await;
         *failed_at = fetched.is_err().then(Instant::now);
@@ -109,14 +108,17 @@ impl ProviderKeys {
                 *self.cached.write().expect("provider keys lock") = Some(Cached {
                     keys: keys.clone(),
                     expires: now + max_age,
-                    refetched: if for_unknown_kid { Some(now) } else { earlier },
+                    // A set fetched because the last one expired starts without a throttle.
+                    refetched: for_unknown_kid.then_some(now),
                 });
                 Ok(keys)
             }
             Err(e) => {
                 tracing::warn!(issuer = %self.issuer, error = %e, "cannot fetch the provider's keys");
                 // A fresh set stays in use, and its 30 s throttle starts now.
-                if let Some(c) = self.cached.write().expect("provider keys lock").as_mut() {
+                if let Some(c) = self.cached.write().expect("provider keys lock").as_mut()
+                    && c.expires > Instant::now()
+                {
                     c.refetched = Some(Instant::now());
                 }
                 self.stale_or_unavailable()

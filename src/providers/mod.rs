@@ -22,13 +22,6 @@ pub struct Provider {
     keys: ProviderKeys,
 }
 
-impl Provider {
-    /// The canonical issuer: identities are recorded under it, whatever spelling a token used.
-    pub fn issuer(&self) -> &str {
-        &self.settings.issuer
-    }
-}
-
 /// The configured providers, by name.
 pub struct Providers {
     by_name: BTreeMap<String, Arc<Provider>>,

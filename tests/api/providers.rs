@@ -475,6 +475,16 @@ async fn a_signed_in_person_links_and_unlinks_a_provider() {
         .await
         .unwrap();
     assert_eq!(app.me(&rae.access_token).await.linked_providers, vec!["corp"]);
+    // One identity per provider: a second one is refused, and the first stays.
+    let second = idp.token("rae-again", "rae.second@example.com", false);
+    let err = app
+        .auth()
+        .link_provider(bearer(link(second, Some(PASSWORD)), &rae.access_token))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
+    assert!(err.message().contains("unlink it first"), "{err:?}");
+    assert_eq!(app.me(&rae.access_token).await.linked_providers, vec!["corp"]);
     // Linked: the identity signs in to this account, whatever address the provider shows.
     let signed_in = sign_in(&app, "corp", &token).await.unwrap();
     assert_eq!(signed_in.user.unwrap().username, "rae");
