@@ -264,11 +264,7 @@ async fn a_verifier_decides_locally_and_refuses_what_was_revoked_before_it_start
 async fn revocations_on_another_replica_reach_a_verifier_within_a_second() {
     let (_, database_url) = fresh_database().await;
     let env = deployment_env(&database_url, Some(&shared_redis()));
-    let a = Replica::start(&env).await;
-    let b = Replica::start(&env).await;
-    for replica in [&a, &b] {
-        replica.await_feed(true, Duration::from_secs(10)).await;
-    }
+    let (a, b) = two_replicas(&env).await;
     let introspector = a.introspector().await;
     let verifier = connect(a.addr, &introspector, Options::default()).await;
     b.register("ivy").await;
@@ -384,11 +380,7 @@ async fn tokens_of_a_new_key_verify_without_fetching_the_keys() {
     let (_, database_url) = fresh_database().await;
     let mut env = deployment_env(&database_url, Some(&shared_redis()));
     env.push(("AUTHD_KEY_PUBLISH_AHEAD".into(), "2s".into()));
-    let a = Replica::start(&env).await;
-    let b = Replica::start(&env).await;
-    for replica in [&a, &b] {
-        replica.await_feed(true, Duration::from_secs(10)).await;
-    }
+    let (a, b) = two_replicas(&env).await;
     let introspector = a.introspector().await;
     let verifier = connect(a.addr, &introspector, Options::default()).await;
     let before = a.user("jon").await;
@@ -565,11 +557,7 @@ async fn a_verifier_does_not_trust_a_replica_that_lost_its_feed() {
     let mut env = deployment_env(&database_url, Some(&redis.url()));
     // No periodic re-read: while Redis is away, A's own view misses B's revocations.
     env.push(("AUTHD_REVOCATION_RESYNC_INTERVAL".into(), "1h".into()));
-    let a = Replica::start(&env).await;
-    let b = Replica::start(&env).await;
-    for replica in [&a, &b] {
-        replica.await_feed(true, Duration::from_secs(10)).await;
-    }
+    let (a, b) = two_replicas(&env).await;
     let introspector = a.introspector().await;
     let verifier = connect(a.addr, &introspector, Options::default()).await;
     let tokens = b.user("pia").await;

@@ -20,6 +20,16 @@ pub fn p99(mut samples: Vec<Duration>) -> Duration {
     samples[(samples.len() * 99).div_ceil(100) - 1]
 }
 
+/// Two replicas of one deployment, both following the feed.
+pub async fn two_replicas(env: &[(String, String)]) -> (Replica, Replica) {
+    let a = Replica::start(env).await;
+    let b = Replica::start(env).await;
+    for replica in [&a, &b] {
+        replica.await_feed(true, Duration::from_secs(10)).await;
+    }
+    (a, b)
+}
+
 /// `authd keys ARGS` against a deployment.
 pub fn keys_command(env: &[(String, String)], args: &[&str]) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_authd"))

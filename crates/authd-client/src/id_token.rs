@@ -131,13 +131,7 @@ impl IdTokenRules {
         nonce: Option<&str>,
         now: DateTime<Utc>,
     ) -> Result<IdClaims, IdTokenError> {
-        if token.len() > MAX_ID_TOKEN_LEN || token.bytes().filter(|b| *b == b'.').count() != 2 {
-            return Err(IdTokenError::Malformed);
-        }
-        let header = jsonwebtoken::decode_header(token).map_err(|_| IdTokenError::Malformed)?;
-        if header.jku.is_some() || header.jwk.is_some() || header.x5u.is_some() || header.x5c.is_some() {
-            return Err(IdTokenError::Malformed);
-        }
+        let header = crate::verify::plain_header(token, MAX_ID_TOKEN_LEN).ok_or(IdTokenError::Malformed)?;
         // An access token of the provider is not an ID token.
         if header
             .typ

@@ -139,14 +139,7 @@ impl TokenRules {
         token: &str,
         now: DateTime<Utc>,
     ) -> Result<(AccessClaims, String), Rejection> {
-        if token.len() > MAX_TOKEN_LEN || token.bytes().filter(|b| *b == b'.').count() != 2 {
-            return Err(Rejection::Malformed);
-        }
-        let header = jsonwebtoken::decode_header(token).map_err(|_| Rejection::Malformed)?;
-        // authd never issues these; a token carrying one is not its (and they are never followed).
-        if header.jku.is_some() || header.jwk.is_some() || header.x5u.is_some() || header.x5c.is_some() {
-            return Err(Rejection::Malformed);
-        }
+        let header = plain_header(token, MAX_TOKEN_LEN).ok_or(Rejection::Malformed)?;
         let typ_ok = header
             .typ
             .as_deref()
@@ -200,6 +193,18 @@ impl TokenRules {
         let longest = i64::try_from(self.max_lifetime.as_secs()).unwrap_or(i64::MAX / 2);
         claims.exp.saturating_sub(claims.iat) <= longest.saturating_add(LEEWAY_SECS)
     }
+}
+
+/// The header of a JWT of at most `max_len` bytes in three parts, unless it carries a header
+/// that points elsewhere for its key (`jku`, `jwk`, `x5u`, `x5c`): neither authd nor the
+/// providers it trusts send those, and they are never followed.
+pub(crate) fn plain_header(token: &str, max_len: usize) -> Option<jsonwebtoken::Header> {
+    if token.len() > max_len || token.bytes().filter(|b| *b == b'.').count() != 2 {
+        return None;
+    }
+    let header = jsonwebtoken::decode_header(token).ok()?;
+    let points_elsewhere = header.jku.is_some() || header.jwk.is_some() || header.x5u.is_some() || header.x5c.is_some();
+    (!points_elsewhere).then_some(header)
 }
 
 /// Expiry and not-before, against the caller's clock with [`LEEWAY_SECS`] of tolerance.
