@@ -13,7 +13,9 @@ use crate::ratelimit::{Limits, RateLimiter};
 use crate::revocation::{Feed, Revoker};
 use crate::sessions::{SessionPolicy, Sessions};
 use crate::store::{self, Pool};
+use crate::telemetry::Metrics;
 use crate::tokens::{SigningKeys, TokenIssuer, VerifiedTokens};
+use opentelemetry::KeyValue;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -40,6 +42,8 @@ pub struct App {
     pub(crate) mail_ready: Arc<tokio::sync::Notify>,
     /// Health and shutdown, shared with the jobs and the streams.
     pub state: Arc<ServerState>,
+    /// The instruments, scraped at `/metrics` and pushed to a collector.
+    pub metrics: Arc<Metrics>,
 }
 
 impl App {
@@ -55,7 +59,9 @@ impl App {
             key_publish_window(&settings),
         )
         .await?;
-        let hasher = PasswordHasher::new(settings.argon2, settings.passwords.hash_concurrency)?;
+        let metrics = Metrics::new(settings.telemetry.metrics)?;
+        let hasher = PasswordHasher::new(settings.argon2, settings.passwords.hash_concurrency)?
+            .with_metrics(metrics.hashing.clone());
         let issuer = TokenIssuer {
             issuer: settings.tokens.issuer.clone(),
             audience: settings.tokens.audience.clone(),
@@ -71,7 +77,12 @@ impl App {
             &settings.redis.namespace,
             settings.tokens.key_encryption_key.clone(),
         )?;
-        let limits = Arc::new(Limits::new(limiter, audit_log.clone(), clock.clone()));
+        let limits = Arc::new(Limits::new(
+            limiter,
+            audit_log.clone(),
+            clock.clone(),
+            metrics.rate_limit_refusals.clone(),
+        ));
         limits.connect().await;
         let key_cache = Arc::new(ApiKeyCache::default());
         let revoker = Arc::new(Revoker::new(
@@ -131,7 +142,7 @@ impl App {
             .load()
             .await
             .map_err(|e| anyhow::anyhow!("cannot load revocations: {}", e.detail()))?;
-        Ok(Arc::new(Self {
+        let app = Arc::new(Self {
             settings,
             pool,
             clock,
@@ -148,7 +159,94 @@ impl App {
             providers,
             mail_ready,
             state: Arc::default(),
-        }))
+            metrics,
+        });
+        app.observe();
+        Ok(app)
+    }
+
+    /// The gauges and counts read from the server's state when metrics are collected. They
+    /// hold the server weakly: a stopped server is not kept alive by its metrics.
+    fn observe(self: &Arc<Self>) {
+        let metrics = &self.metrics;
+        let read = |f: fn(&App) -> u64| {
+            let app = Arc::downgrade(self);
+            move || app.upgrade().map_or(0, |app| f(&app))
+        };
+        let gauge = |name, description, f: fn(&App) -> u64| {
+            let read = read(f);
+            metrics.gauge(name, description, move || vec![(read(), Vec::new())]);
+        };
+        gauge("authd.up", "Whether authd reports SERVING.", |app| {
+            u64::from(app.state.is_serving())
+        });
+        gauge(
+            "authd.revocations.live",
+            "Revocations held in the in-process view.",
+            |app| app.revoker.view().len() as u64,
+        );
+        gauge(
+            "authd.revocation.feed.synced",
+            "Whether the in-process revocation view is known current (1), or each credential is checked in Postgres (0).",
+            |app| u64::from(app.revoker.feed().is_synced()),
+        );
+        gauge("authd.signing_keys.published", "Keys in the JWKS.", |app| {
+            app.keys.current().jwks.len() as u64
+        });
+        gauge(
+            "authd.token_cache.entries",
+            "Verified access tokens held in the cache.",
+            |app| app.authenticator.verified_tokens().len() as u64,
+        );
+        metrics.counter(
+            "authd.token_cache.hits",
+            "Access tokens answered from the cache of verified tokens.",
+            read(|app| app.authenticator.verified_tokens().hits_and_misses().0),
+        );
+        metrics.counter(
+            "authd.token_cache.misses",
+            "Access tokens whose signature was checked.",
+            read(|app| app.authenticator.verified_tokens().hits_and_misses().1),
+        );
+        gauge(
+            "db.client.connection.max",
+            "The most database connections the pool opens.",
+            |app| u64::from(app.settings.database.pool_size),
+        );
+        let pool = Arc::downgrade(self);
+        metrics.gauge(
+            "db.client.connection.count",
+            "Database connections open in the pool, by state (idle, used).",
+            move || {
+                let Some(app) = pool.upgrade() else { return Vec::new() };
+                let state = app.pool.state();
+                let kv = |s: &'static str| vec![KeyValue::new("db.client.connection.state", s)];
+                vec![
+                    (u64::from(state.idle_connections), kv("idle")),
+                    (u64::from(state.connections - state.idle_connections), kv("used")),
+                ]
+            },
+        );
+        metrics.counter(
+            "authd.db.pool.waits",
+            "Connection checkouts that had to wait for a connection.",
+            read(|app| app.pool.state().statistics.get_waited),
+        );
+        metrics.counter(
+            "authd.db.pool.timeouts",
+            "Connection checkouts that gave up waiting.",
+            read(|app| app.pool.state().statistics.get_timed_out),
+        );
+        let pool = Arc::downgrade(self);
+        metrics.seconds(
+            "authd.db.pool.wait_time",
+            "Total time spent waiting for a database connection.",
+            move || {
+                pool.upgrade()
+                    .map(|app| app.pool.state().statistics.get_wait_time)
+                    .unwrap_or_default()
+            },
+        );
     }
 
     /// Re-reads the signing keys; watchers hear of a change.

@@ -103,6 +103,16 @@ pub enum ApiKeysCommand {
     },
 }
 
+impl Cli {
+    /// How spans leave the process: only `serve` exports them (the standard `OTEL_*` variables).
+    pub fn exported_traces(&self) -> Result<Option<config::OtlpProtocol>, config::ConfigError> {
+        match self.command {
+            Command::Serve { .. } => Ok(config::Telemetry::from_env(&|name| std::env::var(name).ok())?.traces),
+            _ => Ok(None),
+        }
+    }
+}
+
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     let config_file = cli.config.as_deref();
     match cli.command {

@@ -1,6 +1,6 @@
 //! The plain-HTTP side on `AUTHD_HTTP_ADDR`: the JWKS and OpenID discovery documents for JWT
 //! verifiers that do not speak gRPC, forward-auth for nginx, Traefik and Caddy, a health
-//! endpoint for load balancers, and a few metrics.
+//! endpoint for load balancers, and the Prometheus scrape of [`crate::telemetry::Metrics`].
 
 use crate::app::App;
 use crate::gateway::{self, Decision};
@@ -19,7 +19,66 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/forward-auth", any(forward_auth))
         .route("/healthz", get(health))
         .route("/metrics", get(metrics))
+        .layer(axum::middleware::from_fn_with_state(app.clone(), observe))
         .with_state(app)
+}
+
+/// Each request is a server span (`GET /forward-auth`, continuing the caller's W3C trace) with
+/// the stable HTTP attributes, measured in `http.server.request.duration`. Only the route is
+/// recorded, never the query (it may carry a token).
+async fn observe(
+    State(app): State<Arc<App>>,
+    route: Option<axum::extract::MatchedPath>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    use opentelemetry::KeyValue;
+    use tracing::Instrument as _;
+    use tracing_opentelemetry::OpenTelemetrySpanExt as _;
+    let method = match *request.method() {
+        axum::http::Method::GET => "GET",
+        axum::http::Method::HEAD => "HEAD",
+        axum::http::Method::POST => "POST",
+        axum::http::Method::PUT => "PUT",
+        axum::http::Method::DELETE => "DELETE",
+        axum::http::Method::OPTIONS => "OPTIONS",
+        axum::http::Method::PATCH => "PATCH",
+        _ => "_OTHER",
+    };
+    let route: Option<String> = route.map(|r| r.as_str().to_string());
+    let name = match &route {
+        Some(route) => format!("{method} {route}"),
+        None => method.to_string(),
+    };
+    let span = crate::server_span!("http", name.as_str());
+    crate::telemetry::spans::continue_trace(&span, request.headers());
+    span.set_attribute("http.request.method", method);
+    if let Some(route) = &route {
+        span.set_attribute("http.route", route.clone());
+    }
+    span.set_attribute("url.scheme", "http");
+    let started = std::time::Instant::now();
+    let response = next.run(request).instrument(span.clone()).await;
+    let status = response.status();
+    span.set_attribute("http.response.status_code", i64::from(status.as_u16()));
+    let mut labels = vec![
+        KeyValue::new("http.request.method", method),
+        KeyValue::new("http.response.status_code", i64::from(status.as_u16())),
+    ];
+    if let Some(route) = route {
+        labels.push(KeyValue::new("http.route", route));
+    }
+    if status.is_server_error() {
+        let class = status.as_str().to_string();
+        span.set_attribute("error.type", class.clone());
+        span.set_status(opentelemetry::trace::Status::error(class.clone()));
+        labels.push(KeyValue::new("error.type", class));
+    }
+    app.metrics
+        .calls
+        .http_duration
+        .record(started.elapsed().as_secs_f64(), &labels);
+    response
 }
 
 /// How long gateways and verifiers may keep the JWKS: shorter than a new key is published before
@@ -181,31 +240,15 @@ async fn health(State(app): State<Arc<App>>) -> impl IntoResponse {
     }
 }
 
-/// Prometheus text format.
-async fn metrics(State(app): State<Arc<App>>) -> impl IntoResponse {
-    let state = app.pool.state();
-    let (hits, misses) = app.authenticator.verified_tokens().hits_and_misses();
-    let body = format!(
-        "# HELP authd_up Whether authd reports SERVING.\n# TYPE authd_up gauge\nauthd_up {}\n\
-         # HELP authd_revocations_live Revocations held in the in-process view.\n# TYPE authd_revocations_live gauge\nauthd_revocations_live {}\n\
-         # HELP authd_db_connections Database connections open in the pool.\n# TYPE authd_db_connections gauge\nauthd_db_connections {}\n\
-         # HELP authd_db_connections_idle Idle database connections in the pool.\n# TYPE authd_db_connections_idle gauge\nauthd_db_connections_idle {}\n\
-         # HELP authd_signing_keys_published Keys in the JWKS.\n# TYPE authd_signing_keys_published gauge\nauthd_signing_keys_published {}\n\
-         # HELP authd_revocation_feed_synced Whether the in-process revocation view is known current (1), or each credential is checked in Postgres (0).\n# TYPE authd_revocation_feed_synced gauge\nauthd_revocation_feed_synced {}\n\
-         # HELP authd_token_cache_entries Verified access tokens held in the cache.\n# TYPE authd_token_cache_entries gauge\nauthd_token_cache_entries {}\n\
-         # HELP authd_token_cache_hits_total Access tokens answered from the cache of verified tokens.\n# TYPE authd_token_cache_hits_total counter\nauthd_token_cache_hits_total {}\n\
-         # HELP authd_token_cache_misses_total Access tokens whose signature was checked.\n# TYPE authd_token_cache_misses_total counter\nauthd_token_cache_misses_total {}\n",
-        u8::from(app.state.is_serving()),
-        app.revoker.view().len(),
-        state.connections,
-        state.idle_connections,
-        app.keys.current().jwks.len(),
-        u8::from(app.revoker.feed().is_synced()),
-        app.authenticator.verified_tokens().len(),
-        hits,
-        misses,
-    );
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body)
+/// Every instrument, in the Prometheus text format (rendered by the `prometheus` crate).
+async fn metrics(State(app): State<Arc<App>>) -> Response {
+    match app.metrics.render() {
+        Ok(body) => ([(header::CONTENT_TYPE, prometheus::TEXT_FORMAT)], body).into_response(),
+        Err(error) => {
+            tracing::error!(%error, "could not render the metrics");
+            text(StatusCode::INTERNAL_SERVER_ERROR, "internal error\n")
+        }
+    }
 }
 
 #[cfg(test)]

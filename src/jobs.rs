@@ -15,12 +15,15 @@ use crate::health::{set_all, stopped};
 use crate::mail::delivery::SendError;
 use crate::revocation::FeedMessage;
 use crate::store;
+use opentelemetry::KeyValue;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::task::JoinHandle;
 use tokio_stream::StreamExt;
 use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
+use tracing::Instrument as _;
+use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 
 /// A silent Redis (a partition, not a refused connection) is noticed within about 1.5 s.
 const FEED_PING_INTERVAL: Duration = Duration::from_secs(1);
@@ -167,6 +170,11 @@ async fn deliver_mail(app: Arc<App>) {
                 }
             }
         }
+        if let Ok(mut conn) = store::conn(&app.pool).await
+            && let Ok(pending) = store::mail::pending(&mut conn).await
+        {
+            app.metrics.mail.outbox_depth.record(pending.max(0) as u64, &[]);
+        }
     }
 }
 
@@ -177,6 +185,10 @@ async fn deliver_batch(app: &App) -> crate::error::Result<usize> {
         store::mail::claim_due(&mut conn, now, MAIL_LEASE, MAIL_BATCH).await?
     };
     for mail in &claimed {
+        let kind = crate::mail::kind_label(&mail.kind);
+        // A root span per delivery: the call that wrote the mail has long been answered.
+        let span = tracing::info_span!("mail", otel.name = "mail.deliver", otel.kind = "client");
+        span.set_attribute("mail.kind", kind);
         let outcome = match mail
             .sealed_message
             .as_deref()
@@ -186,6 +198,7 @@ async fn deliver_batch(app: &App) -> crate::error::Result<usize> {
                 MAIL_SEND_TIMEOUT,
                 app.mailer.send(&app.settings.mail.from, &message, mail.id, &mail.kind),
             )
+            .instrument(span.clone())
             .await
             .unwrap_or_else(|_| Err(SendError::transient("timed out"))),
             // Perhaps sealed by a replica with another key (a rolling change): keep it for one that can.
@@ -193,7 +206,7 @@ async fn deliver_batch(app: &App) -> crate::error::Result<usize> {
                 "the stored message cannot be opened here (another AUTHD_KEY_ENCRYPTION_KEY?)",
             )),
         };
-        if let Err(e) = record_outcome(app, mail, outcome).await {
+        if let Err(e) = record_outcome(app, mail, outcome).instrument(span).await {
             tracing::warn!(id = mail.id, error = %e.detail(), "could not record a mail's delivery");
         }
     }
@@ -206,17 +219,30 @@ async fn record_outcome(
     outcome: Result<(), SendError>,
 ) -> crate::error::Result<()> {
     let now = app.clock.now();
+    let kind = KeyValue::new("kind", crate::mail::kind_label(&mail.kind));
+    let failed = |outcome: &'static str| {
+        let span = tracing::Span::current();
+        span.set_attribute("error.type", outcome);
+        span.set_status(opentelemetry::trace::Status::error(outcome));
+        app.metrics
+            .mail
+            .failures
+            .add(1, &[kind.clone(), KeyValue::new("outcome", outcome)]);
+    };
     let mut conn = store::conn(&app.pool).await?;
     match outcome {
         Ok(()) => {
             store::mail::mark_sent(&mut conn, mail.id, now).await?;
+            app.metrics.mail.delivered.add(1, std::slice::from_ref(&kind));
             tracing::info!(id = mail.id, kind = %mail.kind, "mail delivered");
         }
         Err(error) if error.permanent || now - mail.created_at > MAIL_GIVE_UP => {
+            failed("abandoned");
             tracing::error!(id = mail.id, kind = %mail.kind, error = %error.message, "giving up on a mail");
             store::mail::mark_abandoned(&mut conn, mail.id, &error.message, now).await?;
         }
         Err(error) => {
+            failed("retry");
             let backoff = 1i64 << mail.attempts.clamp(0, 5);
             let next = now + chrono::Duration::seconds(backoff.min(MAIL_MAX_BACKOFF_SECS));
             tracing::warn!(id = mail.id, kind = %mail.kind, attempt = mail.attempts + 1, error = %error.message, "mail not delivered; will retry");
@@ -395,6 +421,8 @@ fn apply(app: &Arc<App>, message: FeedMessage) {
     match &message {
         FeedMessage::Revocation { .. } => {
             if let Some(revocation) = message.to_revocation() {
+                let lag = (app.clock.now() - revocation.created_at).to_std().unwrap_or_default();
+                app.metrics.feed_lag.record(lag.as_secs_f64(), &[]);
                 app.revoker.absorb(&revocation);
             }
         }

@@ -11,6 +11,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
+use tracing::Instrument as _;
 
 /// A limit: `per_minute` calls, in a burst or spread out.
 #[derive(Clone, Copy, Debug)]
@@ -233,7 +234,8 @@ impl RateLimiter {
         let mut invocation = self.script.key(key);
         invocation.arg(now).arg(interval).arg(tolerance);
         let call = invocation.invoke_async::<(i64, i64)>(&mut connection);
-        match tokio::time::timeout(CALL_TIMEOUT, call).await {
+        let span = crate::telemetry::spans::client("redis", "EVALSHA");
+        match tokio::time::timeout(CALL_TIMEOUT, call).instrument(span).await {
             Ok(Ok((allowed, retry))) => {
                 link.succeeded();
                 Some(if allowed == 1 {
@@ -302,14 +304,22 @@ pub struct Limits {
     limiter: RateLimiter,
     audit_log: Arc<crate::audit::AuditLog>,
     clock: crate::clock::Clock,
+    /// Refusals, by the limit's name (`rule`).
+    refusals: opentelemetry::metrics::Counter<u64>,
 }
 
 impl Limits {
-    pub fn new(limiter: RateLimiter, audit_log: Arc<crate::audit::AuditLog>, clock: crate::clock::Clock) -> Self {
+    pub fn new(
+        limiter: RateLimiter,
+        audit_log: Arc<crate::audit::AuditLog>,
+        clock: crate::clock::Clock,
+        refusals: opentelemetry::metrics::Counter<u64>,
+    ) -> Self {
         Self {
             limiter,
             audit_log,
             clock,
+            refusals,
         }
     }
 
@@ -334,6 +344,8 @@ impl Limits {
         match self.limiter.check(limit, subject, self.clock.now()).await {
             Ok(()) => Ok(()),
             Err(retry_after) => {
+                self.refusals
+                    .add(1, &[opentelemetry::KeyValue::new("rule", limit.name)]);
                 self.audit_log.note_refusal(limit.name, subject, user_id, client);
                 Err(crate::error::Error::RateLimited(retry_after))
             }

@@ -124,6 +124,7 @@ impl Server {
             .http2_max_header_list_size(MAX_HEADER_LIST_BYTES)
             .http2_keepalive_interval(Some(Duration::from_secs(30)))
             .http2_keepalive_timeout(Some(Duration::from_secs(10)))
+            .layer(grpc::observe::ObserveLayer::new(app.metrics.calls.clone()))
             .layer(grpc::authenticate::AuthenticateLayer::new(
                 app.authenticator.clone(),
                 &settings.server.trusted_proxies,
@@ -230,6 +231,7 @@ impl Server {
             Ok(Err(e)) => tracing::warn!(error = %e, "could not write API key usage at shutdown"),
             Err(_) => tracing::warn!("gave up writing API key usage at shutdown"),
         }
+        app.metrics.shutdown();
         tracing::info!("authd stopped");
         Ok(())
     }

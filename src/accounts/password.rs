@@ -3,12 +3,15 @@
 use crate::config::Argon2Params;
 use crate::domain::Password;
 use crate::error::{Error, Result};
+use crate::telemetry::metrics::HashMetrics;
 use argon2::password_hash::{Output, ParamsString, PasswordHash, SaltString};
 use argon2::{Algorithm, Argon2, Block, Params, Version};
 use rand::rngs::OsRng;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
 use tokio::sync::Semaphore;
+use tracing::Instrument;
 
 /// The outcome of checking a presented password.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -30,6 +33,7 @@ pub struct PasswordHasher {
     operations: Arc<AtomicU64>,
     /// Verified against when the user is unknown, so that costs the same time as a wrong password.
     dummy_hash: Arc<str>,
+    metrics: HashMetrics,
 }
 
 impl PasswordHasher {
@@ -48,7 +52,14 @@ impl PasswordHasher {
             threads: HashThreads::start(concurrency)?,
             operations: Arc::default(),
             dummy_hash: dummy_hash.into(),
+            metrics: HashMetrics::default(),
         })
+    }
+
+    /// Records the wait for a hashing thread and the hash time in these instruments.
+    pub fn with_metrics(mut self, metrics: HashMetrics) -> Self {
+        self.metrics = metrics;
+        self
     }
 
     pub async fn hash(&self, password: &Password) -> Result<String> {
@@ -96,14 +107,29 @@ impl PasswordHasher {
 
     /// Runs `work` on a hashing thread, holding a permit. The permit moves with the work, so a
     /// cancelled call (client gone, timeout) still counts until its hash is done.
+    /// The wait (for a permit, then for the thread) and the hash are spans of their own.
     async fn run<T: Send + 'static>(&self, work: impl FnOnce(&mut Scratch) -> T + Send + 'static) -> Result<T> {
-        let permit = self.permits.clone().acquire_owned().await.map_err(Error::internal)?;
+        let queued = Instant::now();
+        let waiting = tracing::info_span!("password_hash.wait");
+        let permit = self
+            .permits
+            .clone()
+            .acquire_owned()
+            .instrument(waiting.clone())
+            .await
+            .map_err(Error::internal)?;
         self.operations.fetch_add(1, Ordering::Relaxed);
-        let span = tracing::Span::current();
+        let caller = tracing::Span::current();
+        let metrics = self.metrics.clone();
         let (done, result) = tokio::sync::oneshot::channel();
         self.threads.submit(Box::new(move |scratch: &mut Scratch| {
             let _permit = permit;
-            let _ = done.send(span.in_scope(|| work(scratch)));
+            drop(waiting);
+            metrics.wait.record(queued.elapsed().as_secs_f64(), &[]);
+            let started = Instant::now();
+            let output = tracing::info_span!(parent: &caller, "password_hash").in_scope(|| work(scratch));
+            metrics.time.record(started.elapsed().as_secs_f64(), &[]);
+            let _ = done.send(output);
         }))?;
         result.await.map_err(|_| Error::internal("a password hash failed"))
     }

@@ -8,8 +8,10 @@
 
 mod providers;
 mod source;
+mod telemetry;
 
 pub use providers::{ProviderSettings, check_provider_url};
+pub use telemetry::{OtlpProtocol, Telemetry};
 
 use crate::secret::Secret;
 use base64::Engine;
@@ -357,6 +359,8 @@ pub struct Settings {
     pub gateway: Gateway,
     /// Federated sign-in providers, in the order listed.
     pub providers: Vec<ProviderSettings>,
+    /// What goes to an OpenTelemetry collector (the standard `OTEL_*` variables).
+    pub telemetry: Telemetry,
 }
 
 /// Every key authd reads: those of the sections (and the list of providers, each of which
@@ -434,7 +438,9 @@ impl Settings {
     }
 
     pub fn from_sources(env: &dyn Fn(&str) -> Option<String>, config_file: Option<&Path>) -> Result<Self, ConfigError> {
-        Self::from_merged(&gather(env, config_file)?)
+        let mut settings = Self::from_merged(&gather(env, config_file)?)?;
+        settings.telemetry = Telemetry::from_env(env)?;
+        Ok(settings)
     }
 
     /// Settings from the environment `env` and the text of a TOML configuration (for tests and
@@ -458,6 +464,7 @@ impl Settings {
             audit: sources.section()?,
             gateway: sources.section()?,
             providers: providers::providers(sources)?,
+            telemetry: Telemetry::default(),
         };
         settings.check()?;
         Ok(settings)

@@ -1,5 +1,5 @@
-//! The one home of authentication for authd's own RPCs, and of the span each RPC runs in: a tower
-//! layer around every gRPC service. It resolves where the call came from, looks the RPC up in
+//! The one home of authentication for authd's own RPCs: a tower layer around every gRPC service,
+//! inside [`super::observe`]'s span. It resolves where the call came from, looks the RPC up in
 //! [`ACCESS`], authenticates the bearer credential the policy asks for, and either refuses the
 //! call before any handler runs or hands the handler its [`Caller`] in the request's extensions
 //! (read with [`super::request::caller`]). For an RPC whose credential is optional the check is
@@ -18,7 +18,7 @@ use tonic::Status;
 use tonic::transport::server::TcpConnectInfo;
 use tower_layer::Layer;
 use tower_service::Service;
-use tracing::Instrument;
+use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 
 /// What an RPC asks of its caller's credential.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -182,44 +182,43 @@ where
         let mut inner = std::mem::replace(&mut self.inner, clone);
         let layer = self.layer.clone();
         let method = request.uri().path().trim_start_matches('/').to_string();
-        let span = tracing::info_span!("rpc", rpc.method = %method);
-        Box::pin(
-            async move {
-                let peer = request
-                    .extensions()
-                    .get::<TcpConnectInfo>()
-                    .and_then(|info| info.remote_addr())
-                    .map(|addr| addr.ip());
-                let client = layer.client_info(request.headers(), peer);
-                request.extensions_mut().insert(client);
-                let access = match route(&method) {
-                    Route::Rpc(access) => access,
-                    Route::Other => return inner.call(request).await,
-                    Route::Unknown => return Ok(Status::unimplemented("unknown method").into_http()),
-                };
-                let bearer = request
-                    .headers()
-                    .get("authorization")
-                    .and_then(|v| v.to_str().ok())
-                    .and_then(bearer_of)
-                    .map(str::to_string);
-                match access {
-                    Public => {}
-                    Optional => {
-                        let deferred = Deferred::new(layer.authenticator.clone(), bearer);
-                        request.extensions_mut().insert(deferred);
-                    }
-                    AnyCaller | UserSession => match layer.authenticate(access, bearer.as_deref()).await {
-                        Ok(caller) => {
-                            request.extensions_mut().insert(caller);
-                        }
-                        Err(error) => return Ok(Status::from(error).into_http()),
-                    },
-                }
-                inner.call(request).await
+        Box::pin(async move {
+            let peer = request
+                .extensions()
+                .get::<TcpConnectInfo>()
+                .and_then(|info| info.remote_addr())
+                .map(|addr| addr.ip());
+            let client = layer.client_info(request.headers(), peer);
+            if let Some(address) = &client.ip_address {
+                tracing::Span::current().set_attribute("client.address", address.clone());
             }
-            .instrument(span),
-        )
+            request.extensions_mut().insert(client);
+            let access = match route(&method) {
+                Route::Rpc(access) => access,
+                Route::Other => return inner.call(request).await,
+                Route::Unknown => return Ok(Status::unimplemented("unknown method").into_http()),
+            };
+            let bearer = request
+                .headers()
+                .get("authorization")
+                .and_then(|v| v.to_str().ok())
+                .and_then(bearer_of)
+                .map(str::to_string);
+            match access {
+                Public => {}
+                Optional => {
+                    let deferred = Deferred::new(layer.authenticator.clone(), bearer);
+                    request.extensions_mut().insert(deferred);
+                }
+                AnyCaller | UserSession => match layer.authenticate(access, bearer.as_deref()).await {
+                    Ok(caller) => {
+                        request.extensions_mut().insert(caller);
+                    }
+                    Err(error) => return Ok(Status::from(error).into_http()),
+                },
+            }
+            inner.call(request).await
+        })
     }
 }
 

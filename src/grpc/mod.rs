@@ -1,5 +1,6 @@
 //! The gRPC adapters: decode a request into calls of the domain services each adapter holds,
-//! encode the result. One layer authenticates every RPC and opens its span ([`authenticate`]);
+//! encode the result. One layer opens each call's span and measures it ([`observe`]), the next
+//! authenticates every RPC ([`authenticate`]);
 //! one place maps domain errors to `tonic::Status` ([`status`]); rate limits are applied here,
 //! audit events are recorded by the domain.
 
@@ -10,6 +11,7 @@ pub(crate) mod authenticate;
 mod bounds;
 mod check;
 pub(crate) mod convert;
+pub(crate) mod observe;
 mod request;
 mod session;
 pub(crate) mod status;

@@ -54,6 +54,21 @@ impl Notice {
     }
 }
 
+/// The kind of an outbox row as a label of bounded cardinality (`other` for a name this binary
+/// does not know, e.g. written by a newer replica).
+pub fn kind_label(kind: &str) -> &'static str {
+    [
+        MailKind::VerifyEmail.as_str(),
+        MailKind::ResetPassword.as_str(),
+        MailKind::DeleteAccount.as_str(),
+        Notice::EmailChangeRequested.as_str(),
+        Notice::EmailChanged.as_str(),
+    ]
+    .into_iter()
+    .find(|known| *known == kind)
+    .unwrap_or("other")
+}
+
 /// A message ready to send. Its bodies hold a one-time link, so it is never logged.
 #[derive(Clone, Serialize, Deserialize)]
 pub struct Message {

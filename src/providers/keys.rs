@@ -1,10 +1,12 @@
 //! A provider's key set: discovered, fetched and cached (see the module above).
 
 use crate::error::{Error, Result};
+use crate::telemetry::spans;
 use authd_client::KeySet;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 use tokio::sync::Mutex;
+use tracing::Instrument as _;
 
 /// How long a key set is used without a `Cache-Control: max-age`.
 const DEFAULT_MAX_AGE: Duration = Duration::from_secs(600);
@@ -99,7 +101,7 @@ impl ProviderKeys {
             let cached = self.cached.read().expect("provider keys lock");
             cached.as_ref().is_some_and(|c| c.expires > now)
         };
-        let fetched = self.fetch().await;
+        let fetched = self.fetch().instrument(tracing::info_span!("oidc.discovery")).await;
         *failed_at = fetched.is_err().then(Instant::now);
         match fetched {
             Ok((keys, max_age)) => {
@@ -166,6 +168,14 @@ impl ProviderKeys {
 
     /// One document, at most [`MAX_DOCUMENT`] bytes, with its `Cache-Control: max-age`.
     async fn get(&self, url: &str) -> anyhow::Result<(Vec<u8>, Option<Duration>)> {
+        let host = reqwest::Url::parse(url)
+            .ok()
+            .and_then(|u| u.host_str().map(str::to_string))
+            .unwrap_or_default();
+        self.get_document(url).instrument(spans::http_get(&host)).await
+    }
+
+    async fn get_document(&self, url: &str) -> anyhow::Result<(Vec<u8>, Option<Duration>)> {
         let mut response = self.http.get(url).send().await?.error_for_status()?;
         let max_age = response
             .headers()

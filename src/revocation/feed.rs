@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 use tokio::sync::Mutex;
+use tracing::Instrument as _;
 use uuid::Uuid;
 
 const REDIS_TIMEOUT: Duration = Duration::from_secs(1);
@@ -166,6 +167,11 @@ impl Feed {
         let Some(client) = &self.redis else {
             return;
         };
+        let span = crate::telemetry::spans::client("redis", "PUBLISH");
+        self.send_on(client, pipe).instrument(span).await;
+    }
+
+    async fn send_on(&self, client: &redis::Client, pipe: redis::Pipeline) {
         let mut guard = self.publisher.lock().await;
         if guard.is_none() {
             match crate::redis_conn::connect(client, REDIS_TIMEOUT, REDIS_TIMEOUT, 1).await {

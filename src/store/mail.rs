@@ -43,6 +43,16 @@ pub async fn count_recent(conn: &mut Conn<'_>, recipient: &str, kind: &str, sinc
         .await?)
 }
 
+/// Mail neither delivered nor abandoned.
+pub async fn pending(conn: &mut Conn<'_>) -> StoreResult<i64> {
+    Ok(mail_outbox::table
+        .filter(mail_outbox::sent_at.is_null())
+        .filter(mail_outbox::failed_at.is_null())
+        .count()
+        .get_result(conn)
+        .await?)
+}
+
 /// Claims up to `limit` due mails for `lease`, skipping rows another worker holds: safe with any
 /// number of replicas delivering at once.
 pub async fn claim_due(

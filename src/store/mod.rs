@@ -11,6 +11,7 @@ pub(crate) mod revocations;
 pub(crate) mod schema;
 pub(crate) mod sessions;
 pub(crate) mod signing_keys;
+mod spans;
 pub(crate) mod users;
 
 use diesel::result::{DatabaseErrorKind, Error as DieselError};
@@ -105,6 +106,7 @@ pub async fn connect(database_url: &str, max_size: u32) -> StoreResult<Pool> {
         Box::pin(async move {
             use diesel_async::{AsyncConnection, SimpleAsyncConnection};
             let mut conn = AsyncPgConnection::establish(url).await?;
+            conn.set_instrumentation(spans::QuerySpans::default());
             conn.batch_execute("SET statement_timeout = '10s'; SET lock_timeout = '5s'")
                 .await
                 .map_err(diesel::ConnectionError::CouldntSetupConfiguration)?;

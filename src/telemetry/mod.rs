@@ -1,0 +1,110 @@
+//! Logs, traces and metrics. Logs go to stderr through `tracing`, filtered by `RUST_LOG` (default
+//! `info`), as text or, with `AUTHD_LOG_FORMAT=json`, one JSON object per line; a line written
+//! during a call carries the call's `trace_id` and `span_id`. With a collector configured
+//! (`OTEL_EXPORTER_OTLP_ENDPOINT`), authd's spans go there through a batch processor that never
+//! holds up a call, and [`Guard::shutdown`] flushes them. Metrics: [`Metrics`].
+
+mod export;
+pub mod metrics;
+pub mod spans;
+
+pub use metrics::Metrics;
+
+use crate::config::OtlpProtocol;
+use opentelemetry::trace::TracerProvider as _;
+use opentelemetry_sdk::Resource;
+use opentelemetry_sdk::trace::SdkTracerProvider;
+use std::time::Duration;
+use tracing_subscriber::EnvFilter;
+use tracing_subscriber::Layer as _;
+use tracing_subscriber::layer::SubscriberExt as _;
+use tracing_subscriber::util::SubscriberInitExt as _;
+
+/// Targets that would print query parameters (hashes of secrets) at debug level are held at
+/// `info` whatever `RUST_LOG` says (security rule 10).
+const CLAMPS: &[&str] = &["tokio_postgres=info", "diesel=info"];
+
+/// `base` (an `EnvFilter` directive string) with the clamps above.
+pub fn filter(base: &str) -> EnvFilter {
+    CLAMPS.iter().fold(EnvFilter::new(base), |filter, clamp| {
+        filter.add_directive(clamp.parse().expect("valid directive"))
+    })
+}
+
+/// What the process exports as: `OTEL_SERVICE_NAME` (default `authd`), the attributes of
+/// `OTEL_RESOURCE_ATTRIBUTES`, and the SDK's own.
+pub fn resource() -> Resource {
+    let named = std::env::var("OTEL_SERVICE_NAME").is_ok_and(|name| !name.trim().is_empty())
+        || std::env::var("OTEL_RESOURCE_ATTRIBUTES").is_ok_and(|attributes| {
+            attributes
+                .split(',')
+                .any(|pair| pair.trim().starts_with("service.name="))
+        });
+    let builder = Resource::builder();
+    if named {
+        builder.build()
+    } else {
+        builder.with_service_name("authd").build()
+    }
+}
+
+/// Flushes exported spans when the server is done.
+#[must_use = "dropping the guard does not flush the spans"]
+pub struct Guard {
+    tracer: Option<SdkTracerProvider>,
+}
+
+impl Guard {
+    /// Sends the spans still queued (waiting at most a few seconds for the collector).
+    pub async fn shutdown(self) {
+        let Some(provider) = self.tracer else { return };
+        // The processor's thread needs the runtime to send; this thread waits for it.
+        let flushed = tokio::task::spawn_blocking(move || provider.shutdown_with_timeout(Duration::from_secs(5))).await;
+        if let Ok(Err(e)) = flushed {
+            tracing::debug!(error = %e, "span exporter shutdown");
+        }
+    }
+}
+
+/// Sets up logging and, with `traces`, span export. Must run inside the Tokio runtime.
+pub fn init(traces: Option<OtlpProtocol>) -> anyhow::Result<Guard> {
+    let base = std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into());
+    let json = std::env::var("AUTHD_LOG_FORMAT").is_ok_and(|f| f == "json");
+    let logs = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    let logs = if json {
+        logs.json().with_current_span(true).with_span_list(false).boxed()
+    } else {
+        logs.boxed()
+    };
+    let tracer = traces
+        .map(|protocol| -> anyhow::Result<SdkTracerProvider> {
+            let exporter = export::span_exporter(protocol)?;
+            // The sampler (`OTEL_TRACES_SAMPLER`, default parent-based always-on) and the batch
+            // processor (`OTEL_BSP_*`: a bounded queue that drops when full) read the environment.
+            Ok(SdkTracerProvider::builder()
+                .with_resource(resource())
+                .with_batch_exporter(exporter)
+                .build())
+        })
+        .transpose()?;
+    let spans = tracer.as_ref().map(|provider| {
+        tracing_opentelemetry::layer()
+            .with_tracer(provider.tracer("authd"))
+            .with_location(false)
+            .with_threads(false)
+            .with_target(false)
+            .with_tracked_inactivity(false)
+            .with_context_activation(false)
+            // authd's own spans, never events: a log line may name what a span must not.
+            .with_filter(tracing_subscriber::filter::filter_fn(|meta| {
+                meta.is_span() && meta.target().starts_with("authd")
+            }))
+    });
+    let result = tracing_subscriber::registry()
+        .with(logs.with_filter(filter(&base)))
+        .with(spans)
+        .try_init();
+    // A subscriber already set (e.g. by a test harness) is fine.
+    drop(result);
+    Ok(Guard { tracer })
+}
