@@ -4,6 +4,10 @@
 # targets, stop it.
 #
 #   ./scripts/bench.sh [authd-bench args...]     e.g. --duration 5 --scenarios health,introspect-repeated
+#   ./scripts/bench.sh --telemetry [args...]     what span and metric export costs: the scenarios
+#                                                (default introspect-repeated) run against authd
+#                                                without export, then against authd exporting every
+#                                                span (always-on sampler) to an OTLP/gRPC sink
 #
 # The server runs with AUTHD_RATE_LIMITS=false (every bench login comes from 127.0.0.1) and its
 # own Redis namespace; any other AUTHD_* variable already set is passed on. Its log goes to
@@ -22,10 +26,17 @@ if [[ -n ${CARGO_TARGET_DIR:-} && $CARGO_TARGET_DIR != /* ]]; then
 fi
 cd "$ROOT"
 
+TELEMETRY=0
+if [[ ${1:-} == --telemetry ]]; then
+    TELEMETRY=1
+    shift
+fi
+
 local_stack authd_bench fresh
-"${CARGO:-cargo}" build --release -p authd --bin authd -p authd-bench --bin authd-bench
+"${CARGO:-cargo}" build --release -p authd --bin authd -p authd-bench --bin authd-bench --bin otlp-sink
 AUTHD="${CARGO_TARGET_DIR:-$ROOT/target}/release/authd"
 BENCH="${CARGO_TARGET_DIR:-$ROOT/target}/release/authd-bench"
+SINK="${CARGO_TARGET_DIR:-$ROOT/target}/release/otlp-sink"
 
 GRPC_PORT=$(free_port)
 HTTP_PORT=$(free_port)
@@ -37,26 +48,69 @@ export AUTHD_RATE_LIMITS=false
 export AUTHD_REDIS_NAMESPACE
 
 LOG="$LOCAL_DATA/bench-server.log"
-"$AUTHD" serve >"$LOG" 2>&1 &
-SERVER=$!
+SERVER=""
+SINK_PID=""
 # shellcheck disable=SC2317  # invoked via trap
 stop_server() {
-    kill -TERM "$SERVER" 2>/dev/null || true
-    wait "$SERVER" 2>/dev/null || true
-}
-trap stop_server EXIT
-
-for _ in $(seq 1 120); do
-    if "$AUTHD" healthcheck --addr "$AUTHD_GRPC_ADDR" >/dev/null 2>&1; then break; fi
-    if ! kill -0 "$SERVER" 2>/dev/null; then
-        echo "bench.sh: authd exited; its log:" >&2
-        cat "$LOG" >&2
-        exit 1
+    if [[ -n $SERVER ]]; then
+        kill -TERM "$SERVER" 2>/dev/null || true
+        wait "$SERVER" 2>/dev/null || true
+        SERVER=""
     fi
-    sleep 0.5
-done
-"$AUTHD" healthcheck --addr "$AUTHD_GRPC_ADDR" >/dev/null
-# Let start-up work (migrations, the first key load) settle before the idle memory sample.
-sleep 3
+}
+# shellcheck disable=SC2317  # invoked via trap
+stop_all() {
+    stop_server
+    if [[ -n $SINK_PID ]]; then
+        kill -TERM "$SINK_PID" 2>/dev/null || true
+        wait "$SINK_PID" 2>/dev/null || true
+    fi
+}
+trap stop_all EXIT
 
-"$BENCH" --target "$AUTHD_GRPC_ADDR" --server-pid "$SERVER" "$@"
+# Starts authd with the environment given (NAME=value...) and waits until it serves.
+start_server() {
+    env "$@" "$AUTHD" serve >"$LOG" 2>&1 &
+    SERVER=$!
+    for _ in $(seq 1 120); do
+        if "$AUTHD" healthcheck --addr "$AUTHD_GRPC_ADDR" >/dev/null 2>&1; then break; fi
+        if ! kill -0 "$SERVER" 2>/dev/null; then
+            echo "bench.sh: authd exited; its log:" >&2
+            cat "$LOG" >&2
+            exit 1
+        fi
+        sleep 0.5
+    done
+    "$AUTHD" healthcheck --addr "$AUTHD_GRPC_ADDR" >/dev/null
+    # Let start-up work (migrations, the first key load) settle before the idle memory sample.
+    sleep 3
+}
+
+if [[ $TELEMETRY == 0 ]]; then
+    start_server
+    "$BENCH" --target "$AUTHD_GRPC_ADDR" --server-pid "$SERVER" "$@"
+    exit 0
+fi
+
+# --telemetry: the same scenarios without export, then exporting every span.
+if [[ " $* " != *" --scenarios "* ]]; then set -- --scenarios introspect-repeated "$@"; fi
+SINK_ADDR="127.0.0.1:$(free_port)"
+"$SINK" "$SINK_ADDR" >"$LOCAL_DATA/otlp-sink.log" 2>&1 &
+SINK_PID=$!
+echo "## telemetry off"
+start_server OTEL_SDK_DISABLED=true
+"$BENCH" --target "$AUTHD_GRPC_ADDR" --server-pid "$SERVER" "$@" | tee "$LOCAL_DATA/bench-telemetry-off.txt"
+stop_server
+echo "## telemetry on: every span and the metrics exported over OTLP/gRPC to $SINK_ADDR"
+start_server OTEL_EXPORTER_OTLP_ENDPOINT="http://$SINK_ADDR" OTEL_TRACES_SAMPLER=always_on OTEL_METRIC_EXPORT_INTERVAL=5000
+"$BENCH" --target "$AUTHD_GRPC_ADDR" --server-pid "$SERVER" "$@" | tee "$LOCAL_DATA/bench-telemetry-on.txt"
+stop_server
+kill -TERM "$SINK_PID"
+wait "$SINK_PID" || true
+SINK_PID=""
+cat "$LOCAL_DATA/otlp-sink.log"
+# The first throughput figure (calls/s) of each run's scenario table.
+rate() { awk -F'|' '/^\| [a-z-]+ +\|/ && $4 ~ /[0-9]/ { gsub(/[^0-9.]/, "", $4); print $4; exit }' "$1"; }
+OFF=$(rate "$LOCAL_DATA/bench-telemetry-off.txt")
+ON=$(rate "$LOCAL_DATA/bench-telemetry-on.txt")
+awk -v off="$OFF" -v on="$ON" 'BEGIN { printf "telemetry: %.0f/s off, %.0f/s on: %.1f%% lower (goal under 10%%)\n", off, on, (off - on) * 100 / off }'
