@@ -48,6 +48,35 @@ pub fn resource() -> Resource {
     }
 }
 
+/// What the span exporter sees: authd's own spans, never events (a log line may name what a
+/// span must not). Decided once per callsite, so the debug and trace events of the libraries
+/// below (h2 has many per frame) stay disabled at no cost.
+struct OwnSpans;
+
+impl OwnSpans {
+    fn wanted(meta: &tracing::Metadata<'_>) -> bool {
+        meta.is_span() && meta.target().starts_with("authd") && *meta.level() <= tracing::Level::INFO
+    }
+}
+
+impl<S> tracing_subscriber::layer::Filter<S> for OwnSpans {
+    fn enabled(&self, meta: &tracing::Metadata<'_>, _: &tracing_subscriber::layer::Context<'_, S>) -> bool {
+        Self::wanted(meta)
+    }
+
+    fn callsite_enabled(&self, meta: &'static tracing::Metadata<'static>) -> tracing::subscriber::Interest {
+        if Self::wanted(meta) {
+            tracing::subscriber::Interest::always()
+        } else {
+            tracing::subscriber::Interest::never()
+        }
+    }
+
+    fn max_level_hint(&self) -> Option<tracing::level_filters::LevelFilter> {
+        Some(tracing::level_filters::LevelFilter::INFO)
+    }
+}
+
 /// Flushes exported spans when the server is done.
 #[must_use = "dropping the guard does not flush the spans"]
 pub struct Guard {
@@ -72,7 +101,7 @@ pub fn init(traces: Option<OtlpProtocol>) -> anyhow::Result<Guard> {
     let json = std::env::var("AUTHD_LOG_FORMAT").is_ok_and(|f| f == "json");
     let logs = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
     let logs = if json {
-        logs.json().with_current_span(true).with_span_list(false).boxed()
+        logs.json().with_current_span(true).with_span_list(true).boxed()
     } else {
         logs.boxed()
     };
@@ -95,10 +124,7 @@ pub fn init(traces: Option<OtlpProtocol>) -> anyhow::Result<Guard> {
             .with_target(false)
             .with_tracked_inactivity(false)
             .with_context_activation(false)
-            // authd's own spans, never events: a log line may name what a span must not.
-            .with_filter(tracing_subscriber::filter::filter_fn(|meta| {
-                meta.is_span() && meta.target().starts_with("authd")
-            }))
+            .with_filter(OwnSpans)
     });
     let result = tracing_subscriber::registry()
         .with(logs.with_filter(filter(&base)))
