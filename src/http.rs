@@ -4,6 +4,7 @@
 
 use crate::app::App;
 use crate::gateway::{self, Decision};
+use crate::telemetry::spans::ServerSpan;
 use axum::Router;
 use axum::extract::{ConnectInfo, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
@@ -33,8 +34,8 @@ async fn observe(
     next: axum::middleware::Next,
 ) -> Response {
     use opentelemetry::KeyValue;
+    use opentelemetry::context::FutureExt as _;
     use tracing::Instrument as _;
-    use tracing_opentelemetry::OpenTelemetrySpanExt as _;
     let method = match *request.method() {
         axum::http::Method::GET => "GET",
         axum::http::Method::HEAD => "HEAD",
@@ -50,17 +51,22 @@ async fn observe(
         Some(route) => format!("{method} {route}"),
         None => method.to_string(),
     };
-    let span = crate::server_span!("http", name.as_str());
-    crate::telemetry::spans::continue_trace(&span, request.headers());
-    span.set_attribute("http.request.method", method);
+    let mut attributes = vec![
+        KeyValue::new("http.request.method", method),
+        KeyValue::new("url.scheme", "http"),
+    ];
     if let Some(route) = &route {
-        span.set_attribute("http.route", route.clone());
+        attributes.push(KeyValue::new("http.route", route.clone()));
     }
-    span.set_attribute("url.scheme", "http");
+    let span = ServerSpan::start(crate::call_log_span!("http"), name, request.headers(), attributes);
     let started = std::time::Instant::now();
-    let response = next.run(request).instrument(span.clone()).await;
+    let handler = next.run(request).instrument(span.log.clone());
+    let response = match span.context() {
+        Some(cx) => handler.with_context(cx.clone()).await,
+        None => handler.await,
+    };
     let status = response.status();
-    span.set_attribute("http.response.status_code", i64::from(status.as_u16()));
+    span.set_attribute(KeyValue::new("http.response.status_code", i64::from(status.as_u16())));
     let mut labels = vec![
         KeyValue::new("http.request.method", method),
         KeyValue::new("http.response.status_code", i64::from(status.as_u16())),
@@ -69,11 +75,10 @@ async fn observe(
         labels.push(KeyValue::new("http.route", route));
     }
     if status.is_server_error() {
-        let class = status.as_str().to_string();
-        span.set_attribute("error.type", class.clone());
-        span.set_status(opentelemetry::trace::Status::error(class.clone()));
-        labels.push(KeyValue::new("error.type", class));
+        span.failed(status.as_str());
+        labels.push(KeyValue::new("error.type", status.as_str().to_string()));
     }
+    span.end();
     app.metrics
         .calls
         .http_duration

@@ -120,6 +120,8 @@ impl PasswordHasher {
             .map_err(Error::internal)?;
         self.operations.fetch_add(1, Ordering::Relaxed);
         let caller = tracing::Span::current();
+        // The exported parent (the call's server span) travels to the hashing thread too.
+        let context = opentelemetry::Context::current();
         let metrics = self.metrics.clone();
         let (done, result) = tokio::sync::oneshot::channel();
         self.threads.submit(Box::new(move |scratch: &mut Scratch| {
@@ -127,7 +129,10 @@ impl PasswordHasher {
             drop(waiting);
             metrics.wait.record(queued.elapsed().as_secs_f64(), &[]);
             let started = Instant::now();
-            let output = tracing::info_span!(parent: &caller, "password_hash").in_scope(|| work(scratch));
+            let output = caller.in_scope(|| {
+                let _context = context.attach();
+                tracing::info_span!("password_hash").in_scope(|| work(scratch))
+            });
             metrics.time.record(started.elapsed().as_secs_f64(), &[]);
             let _ = done.send(output);
         }))?;

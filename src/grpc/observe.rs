@@ -8,14 +8,13 @@
 //! measurement end when the last byte of the answer is sent (a stream's, too).
 
 use crate::telemetry::metrics::CallMetrics;
-use crate::telemetry::spans;
+use crate::telemetry::spans::ServerSpan;
 use opentelemetry::KeyValue;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Instant;
 use tower_layer::Layer;
 use tower_service::Service;
-use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 
 /// Methods outside authd's own table that are named in telemetry; any other is `_OTHER`.
 const OTHER_KNOWN: &[&str] = &[
@@ -122,41 +121,42 @@ where
         let path = request.uri().path();
         let method = method_name(path);
         let name = if method == "_OTHER" { "grpc" } else { method };
-        let span = crate::server_span!("rpc", name);
-        spans::continue_trace(&span, request.headers());
-        span.set_attribute("rpc.system.name", "grpc");
-        span.set_attribute("rpc.method", method);
+        let mut attributes = vec![
+            KeyValue::new("rpc.system.name", "grpc"),
+            KeyValue::new("rpc.method", method),
+        ];
         if method == "_OTHER" {
             let original: String = path.trim_start_matches('/').chars().take(128).collect();
-            span.set_attribute("rpc.method_original", original);
+            attributes.push(KeyValue::new("rpc.method_original", original));
         }
         if let Some(authority) = request.uri().authority() {
-            span.set_attribute("server.address", authority.host().to_string());
+            attributes.push(KeyValue::new("server.address", authority.host().to_string()));
             if let Some(port) = authority.port_u16() {
-                span.set_attribute("server.port", i64::from(port));
+                attributes.push(KeyValue::new("server.port", i64::from(port)));
             }
         }
-        let method_label = [KeyValue::new("rpc.method", method)];
-        self.calls.rpc_active.add(1, &method_label);
-        let finish = Finish {
-            span: span.clone(),
-            started: Instant::now(),
-            method,
-            calls: self.calls.clone(),
-            header_status: None,
+        let span = ServerSpan::start(crate::call_log_span!("rpc"), name, request.headers(), attributes);
+        self.calls.rpc_active.add(1, &[KeyValue::new("rpc.method", method)]);
+        let future = {
+            let _otel = span.context().map(|cx| cx.clone().attach());
+            span.log.in_scope(|| self.inner.call(request))
         };
-        let future = span.in_scope(|| self.inner.call(request));
         ObservedCall {
             future,
-            span,
-            finish: Some(finish),
+            finish: Some(Finish {
+                span,
+                started: Instant::now(),
+                method,
+                calls: self.calls.clone(),
+                header_status: None,
+            }),
         }
     }
 }
 
 /// What ends a call: its status recorded on the span and in the measurements.
 struct Finish {
-    span: tracing::Span,
+    span: ServerSpan,
     started: Instant,
     method: &'static str,
     calls: CallMetrics,
@@ -167,14 +167,15 @@ struct Finish {
 impl Finish {
     fn done(self, code: tonic::Code) {
         let status = code_name(code);
-        self.span.set_attribute("rpc.response.status_code", status);
+        self.span
+            .set_attribute(KeyValue::new("rpc.response.status_code", status));
         let mut labels = vec![
             KeyValue::new("rpc.system.name", "grpc"),
             KeyValue::new("rpc.method", self.method),
             KeyValue::new("rpc.response.status_code", status),
         ];
         if is_server_error(code) {
-            spans::failed(&self.span, status);
+            self.span.failed(status);
             labels.push(KeyValue::new("error.type", status));
         }
         self.calls
@@ -183,13 +184,13 @@ impl Finish {
         self.calls
             .rpc_active
             .add(-1, &[KeyValue::new("rpc.method", self.method)]);
+        self.span.end();
     }
 }
 
 /// The call until its response headers.
 pub struct ObservedCall<F> {
     future: F,
-    span: tracing::Span,
     finish: Option<Finish>,
 }
 
@@ -201,8 +202,14 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.get_mut();
-        let _entered = this.span.enter();
-        let result = std::task::ready!(Pin::new(&mut this.future).poll(cx));
+        let Some(span) = this.finish.as_ref().map(|finish| &finish.span) else {
+            panic!("ObservedCall polled after completion");
+        };
+        let result = {
+            let _otel = span.context().map(|cx| cx.clone().attach());
+            let _entered = span.log.enter();
+            std::task::ready!(Pin::new(&mut this.future).poll(cx))
+        };
         let Some(mut finish) = this.finish.take() else {
             panic!("ObservedCall polled after completion");
         };

@@ -55,7 +55,10 @@ struct OwnSpans;
 
 impl OwnSpans {
     fn wanted(meta: &tracing::Metadata<'_>) -> bool {
-        meta.is_span() && meta.target().starts_with("authd") && *meta.level() <= tracing::Level::INFO
+        meta.is_span()
+            && meta.target().starts_with("authd")
+            && meta.target() != spans::LOG_ONLY
+            && *meta.level() <= tracing::Level::INFO
     }
 }
 
@@ -116,6 +119,9 @@ pub fn init(traces: Option<OtlpProtocol>) -> anyhow::Result<Guard> {
                 .build())
         })
         .transpose()?;
+    if let Some(provider) = &tracer {
+        spans::set_tracer(provider.tracer("authd"));
+    }
     let spans = tracer.as_ref().map(|provider| {
         tracing_opentelemetry::layer()
             .with_tracer(provider.tracer("authd"))
