@@ -117,7 +117,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     let config_file = cli.config.as_deref();
     match cli.command {
         Command::Serve { no_migrate } => {
-            let settings = Settings::load(config_file)?;
+            let mut settings = Settings::load(config_file)?;
+            settings.telemetry = config::Telemetry::from_env(&|name| std::env::var(name).ok())?;
             let application = Server::build(settings, Clock::system(), !no_migrate).await?;
             application.run_until_stopped(shutdown_signal()).await
         }

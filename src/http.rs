@@ -47,6 +47,8 @@ async fn observe(
         _ => "_OTHER",
     };
     let route: Option<String> = route.map(|r| r.as_str().to_string());
+    // Probes and scrapes are measured, not traced: they would bury the traces that matter.
+    let traced = !matches!(route.as_deref(), Some("/healthz" | "/metrics"));
     let name = match &route {
         Some(route) => format!("{method} {route}"),
         None => method.to_string(),
@@ -58,7 +60,11 @@ async fn observe(
     if let Some(route) = &route {
         attributes.push(KeyValue::new("http.route", route.clone()));
     }
-    let span = ServerSpan::start(crate::call_log_span!("http"), name, request.headers(), attributes);
+    let span = if traced {
+        ServerSpan::start(crate::call_log_span!("http"), name, request.headers(), attributes)
+    } else {
+        ServerSpan::untraced()
+    };
     let started = std::time::Instant::now();
     let handler = next.run(request).instrument(span.log.clone());
     let response = match span.context() {

@@ -231,7 +231,9 @@ impl Server {
             Ok(Err(e)) => tracing::warn!(error = %e, "could not write API key usage at shutdown"),
             Err(_) => tracing::warn!("gave up writing API key usage at shutdown"),
         }
-        app.metrics.shutdown();
+        // The last push waits for the collector: on a thread that may block, not a worker.
+        let metrics = app.metrics.clone();
+        let _ = tokio::task::spawn_blocking(move || metrics.shutdown()).await;
         tracing::info!("authd stopped");
         Ok(())
     }

@@ -359,7 +359,8 @@ pub struct Settings {
     pub gateway: Gateway,
     /// Federated sign-in providers, in the order listed.
     pub providers: Vec<ProviderSettings>,
-    /// What goes to an OpenTelemetry collector (the standard `OTEL_*` variables).
+    /// What goes to an OpenTelemetry collector: nothing, unless `authd serve` read the standard
+    /// `OTEL_*` variables ([`Telemetry::from_env`]).
     pub telemetry: Telemetry,
 }
 
@@ -438,9 +439,7 @@ impl Settings {
     }
 
     pub fn from_sources(env: &dyn Fn(&str) -> Option<String>, config_file: Option<&Path>) -> Result<Self, ConfigError> {
-        let mut settings = Self::from_merged(&gather(env, config_file)?)?;
-        settings.telemetry = Telemetry::from_env(env)?;
-        Ok(settings)
+        Self::from_merged(&gather(env, config_file)?)
     }
 
     /// Settings from the environment `env` and the text of a TOML configuration (for tests and

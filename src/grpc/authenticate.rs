@@ -18,7 +18,6 @@ use tonic::Status;
 use tonic::transport::server::TcpConnectInfo;
 use tower_layer::Layer;
 use tower_service::Service;
-use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 
 /// What an RPC asks of its caller's credential.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -190,7 +189,10 @@ where
                 .map(|addr| addr.ip());
             let client = layer.client_info(request.headers(), peer);
             if let Some(address) = &client.ip_address {
-                tracing::Span::current().set_attribute("client.address", address.clone());
+                // On the call's server span (attached while the call runs, see `observe`).
+                opentelemetry::trace::get_active_span(|span| {
+                    span.set_attribute(opentelemetry::KeyValue::new("client.address", address.clone()));
+                });
             }
             request.extensions_mut().insert(client);
             let access = match route(&method) {

@@ -130,7 +130,8 @@ where
             attributes.push(KeyValue::new("rpc.method_original", original));
         }
         if let Some(authority) = request.uri().authority() {
-            attributes.push(KeyValue::new("server.address", authority.host().to_string()));
+            let host: String = authority.host().chars().take(255).collect();
+            attributes.push(KeyValue::new("server.address", host));
             if let Some(port) = authority.port_u16() {
                 attributes.push(KeyValue::new("server.port", i64::from(port)));
             }
@@ -226,6 +227,16 @@ where
                 Err(error)
             }
         })
+    }
+}
+
+impl<F> Drop for ObservedCall<F> {
+    /// A call dropped before its answer's headers (the client went away, or the deadline cut it
+    /// short outside this layer) ends as cancelled: counted, measured and its span ended.
+    fn drop(&mut self) {
+        if let Some(finish) = self.finish.take() {
+            finish.done(tonic::Code::Cancelled);
+        }
     }
 }
 

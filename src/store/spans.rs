@@ -3,14 +3,14 @@
 //! recorded: only the operation and table names, read from the SQL authd itself wrote.
 
 use diesel::connection::{Instrumentation, InstrumentationEvent};
-use std::collections::VecDeque;
 use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 
 /// Set on every pooled connection.
 #[derive(Default)]
 pub struct QuerySpans {
-    /// Statements started and not finished, oldest first (a connection may pipeline).
-    open: VecDeque<tracing::Span>,
+    /// The statement running. authd runs one at a time on a connection; a statement whose
+    /// future was dropped never finishes, and the next one replaces it.
+    open: Option<tracing::Span>,
 }
 
 const OPERATIONS: &[&str] = &[
@@ -69,18 +69,11 @@ impl Instrumentation for QuerySpans {
             InstrumentationEvent::StartQuery { .. } => {
                 // Only inside a call or a job that is itself traced: no root span per statement
                 // of the background probes.
-                let span = if tracing::Span::current().is_none() {
-                    tracing::Span::none()
-                } else {
-                    tracing::info_span!("db", otel.name = tracing::field::Empty, otel.kind = "client")
-                };
-                self.open.push_back(span);
+                self.open = crate::telemetry::spans::in_call()
+                    .then(|| tracing::info_span!("db", otel.name = tracing::field::Empty, otel.kind = "client"));
             }
             InstrumentationEvent::FinishQuery { query, error, .. } => {
-                let Some(span) = self.open.pop_front() else { return };
-                if span.is_none() {
-                    return;
-                }
+                let Some(span) = self.open.take() else { return };
                 let sql = query.to_string();
                 let (operation, table) = summary(&sql);
                 let name = match (operation, &table) {

@@ -9,16 +9,25 @@ use std::time::{Duration, Instant};
 /// A failed export is reported at most this often.
 const REPORT_EVERY: Duration = Duration::from_secs(60);
 
+/// OTLP over HTTP uses reqwest's default TLS set-up, which needs a process-wide crypto provider
+/// (authd's reqwest has none built in): ring, as for the providers' documents.
+fn http_crypto() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
 /// The span exporter for `protocol` (endpoint, headers and timeout from `OTEL_EXPORTER_OTLP_*`).
 /// A gRPC exporter must be built inside the Tokio runtime: its channel lives there.
 pub fn span_exporter(protocol: OtlpProtocol) -> anyhow::Result<Reported<opentelemetry_otlp::SpanExporter>> {
     let builder = opentelemetry_otlp::SpanExporter::builder();
     let exporter = match protocol {
         OtlpProtocol::Grpc => builder.with_tonic().build(),
-        OtlpProtocol::HttpProtobuf => builder
-            .with_http()
-            .with_protocol(opentelemetry_otlp::Protocol::HttpBinary)
-            .build(),
+        OtlpProtocol::HttpProtobuf => {
+            http_crypto();
+            builder
+                .with_http()
+                .with_protocol(opentelemetry_otlp::Protocol::HttpBinary)
+                .build()
+        }
     }
     .map_err(|e| anyhow::anyhow!("OpenTelemetry span exporter: {e}"))?;
     Ok(Reported::new(exporter, "spans"))
@@ -29,10 +38,13 @@ pub fn metric_exporter(protocol: OtlpProtocol) -> anyhow::Result<Reported<opente
     let builder = opentelemetry_otlp::MetricExporter::builder();
     let exporter = match protocol {
         OtlpProtocol::Grpc => builder.with_tonic().build(),
-        OtlpProtocol::HttpProtobuf => builder
-            .with_http()
-            .with_protocol(opentelemetry_otlp::Protocol::HttpBinary)
-            .build(),
+        OtlpProtocol::HttpProtobuf => {
+            http_crypto();
+            builder
+                .with_http()
+                .with_protocol(opentelemetry_otlp::Protocol::HttpBinary)
+                .build()
+        }
     }
     .map_err(|e| anyhow::anyhow!("OpenTelemetry metric exporter: {e}"))?;
     Ok(Reported::new(exporter, "metrics"))

@@ -175,11 +175,6 @@ impl Metrics {
         }))
     }
 
-    /// Instruments that record nothing (benchmarks and unit tests of parts).
-    pub fn unrecorded() -> Arc<Self> {
-        Self::new(None).expect("a meter provider without exporters builds")
-    }
-
     /// A gauge read when metrics are collected.
     pub fn gauge(
         &self,

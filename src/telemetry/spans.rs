@@ -79,6 +79,14 @@ impl ServerSpan {
         Self { log, otel }
     }
 
+    /// No span at all (a probe).
+    pub fn untraced() -> Self {
+        Self {
+            log: tracing::Span::none(),
+            otel: None,
+        }
+    }
+
     /// What to attach while the call runs, if anything is exported.
     pub fn context(&self) -> Option<&opentelemetry::Context> {
         self.otel.as_ref()
@@ -120,10 +128,17 @@ macro_rules! call_log_span {
     };
 }
 
+/// Whether the code running is part of a call or job that is traced (for the logs or for
+/// export): client spans are made only then, so background probes make no root spans.
+pub fn in_call() -> bool {
+    use opentelemetry::trace::TraceContextExt as _;
+    !tracing::Span::current().is_none() || opentelemetry::Context::current().has_active_span()
+}
+
 /// A client span for a call to `system` (`redis`, `smtp`, …) named `operation`, inside the current
 /// span; none outside a traced call, so background probes make no root spans.
 pub fn client(system: &'static str, operation: &'static str) -> tracing::Span {
-    if tracing::Span::current().is_none() {
+    if !in_call() {
         return tracing::Span::none();
     }
     let span = tracing::info_span!("client", otel.name = operation, otel.kind = "client");
@@ -135,7 +150,7 @@ pub fn client(system: &'static str, operation: &'static str) -> tracing::Span {
 /// A client span for an HTTP `GET` of a public document at `host` (a provider's discovery
 /// document or key set), inside the current span.
 pub fn http_get(host: &str) -> tracing::Span {
-    if tracing::Span::current().is_none() {
+    if !in_call() {
         return tracing::Span::none();
     }
     let span = tracing::info_span!("client", otel.name = "GET", otel.kind = "client");

@@ -5,6 +5,7 @@
 
 mod cluster;
 mod helpers;
+mod otlp;
 
 mod accounts;
 mod admin;
@@ -24,3 +25,4 @@ mod replicas;
 mod server;
 mod sessions;
 mod smtp;
+mod telemetry;
