@@ -15,39 +15,35 @@ fn http_crypto() {
     let _ = rustls::crypto::ring::default_provider().install_default();
 }
 
-/// The span exporter for `protocol` (endpoint, headers and timeout from `OTEL_EXPORTER_OTLP_*`).
-/// A gRPC exporter must be built inside the Tokio runtime: its channel lives there.
-pub fn span_exporter(protocol: OtlpProtocol) -> anyhow::Result<Reported<opentelemetry_otlp::SpanExporter>> {
-    let builder = opentelemetry_otlp::SpanExporter::builder();
-    let exporter = match protocol {
-        OtlpProtocol::Grpc => builder.with_tonic().build(),
-        OtlpProtocol::HttpProtobuf => {
-            http_crypto();
-            builder
-                .with_http()
-                .with_protocol(opentelemetry_otlp::Protocol::HttpBinary)
-                .build()
+/// Builds an OTLP exporter of either signal for `protocol` (endpoint, headers and timeout from
+/// `OTEL_EXPORTER_OTLP_*`); the two builders share their methods' names, not a trait.
+macro_rules! otlp_exporter {
+    ($exporter:ty, $protocol:expr, $what:literal) => {{
+        let builder = <$exporter>::builder();
+        let exporter = match $protocol {
+            OtlpProtocol::Grpc => builder.with_tonic().build(),
+            OtlpProtocol::HttpProtobuf => {
+                http_crypto();
+                builder
+                    .with_http()
+                    .with_protocol(opentelemetry_otlp::Protocol::HttpBinary)
+                    .build()
+            }
         }
-    }
-    .map_err(|e| anyhow::anyhow!("OpenTelemetry span exporter: {e}"))?;
-    Ok(Reported::new(exporter, "spans"))
+        .map_err(|e| anyhow::anyhow!(concat!("OpenTelemetry ", $what, " exporter: {}"), e))?;
+        Ok(Reported::new(exporter, $what))
+    }};
+}
+
+/// The span exporter for `protocol`. A gRPC exporter must be built inside the Tokio runtime:
+/// its channel lives there.
+pub fn span_exporter(protocol: OtlpProtocol) -> anyhow::Result<Reported<opentelemetry_otlp::SpanExporter>> {
+    otlp_exporter!(opentelemetry_otlp::SpanExporter, protocol, "spans")
 }
 
 /// The metric exporter for `protocol` (cumulative, as Prometheus counts).
 pub fn metric_exporter(protocol: OtlpProtocol) -> anyhow::Result<Reported<opentelemetry_otlp::MetricExporter>> {
-    let builder = opentelemetry_otlp::MetricExporter::builder();
-    let exporter = match protocol {
-        OtlpProtocol::Grpc => builder.with_tonic().build(),
-        OtlpProtocol::HttpProtobuf => {
-            http_crypto();
-            builder
-                .with_http()
-                .with_protocol(opentelemetry_otlp::Protocol::HttpBinary)
-                .build()
-        }
-    }
-    .map_err(|e| anyhow::anyhow!("OpenTelemetry metric exporter: {e}"))?;
-    Ok(Reported::new(exporter, "metrics"))
+    otlp_exporter!(opentelemetry_otlp::MetricExporter, protocol, "metrics")
 }
 
 /// An exporter whose failures reach the log, once a minute at most (the SDK's own reports are
