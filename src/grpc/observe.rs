@@ -11,6 +11,7 @@ use crate::telemetry::metrics::CallMetrics;
 use crate::telemetry::spans::ServerSpan;
 use opentelemetry::KeyValue;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Instant;
 use tower_layer::Layer;
@@ -24,15 +25,28 @@ const OTHER_KNOWN: &[&str] = &[
     "grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
 ];
 
-/// `rpc.method` of a request path: a method authd serves, or `_OTHER` (bounded cardinality).
-pub fn method_name(path: &str) -> &'static str {
+/// The methods named in telemetry: authd's own, the health and reflection services', and
+/// `_OTHER` (last) for any other path (bounded cardinality).
+pub fn methods() -> &'static [&'static str] {
+    static METHODS: std::sync::OnceLock<Vec<&'static str>> = std::sync::OnceLock::new();
+    METHODS.get_or_init(|| {
+        super::authenticate::ACCESS
+            .iter()
+            .map(|(name, _)| *name)
+            .chain(OTHER_KNOWN.iter().copied())
+            .chain(["_OTHER"])
+            .collect()
+    })
+}
+
+/// The index in [`methods`] of a request path's method.
+pub fn method_index(path: &str) -> usize {
     let method = path.strip_prefix('/').unwrap_or(path);
-    super::authenticate::ACCESS
+    let methods = methods();
+    methods
         .iter()
-        .map(|(name, _)| *name)
-        .chain(OTHER_KNOWN.iter().copied())
-        .find(|name| *name == method)
-        .unwrap_or("_OTHER")
+        .position(|name| *name == method)
+        .unwrap_or(methods.len() - 1)
 }
 
 /// The name of a gRPC status code, as `rpc.response.status_code` carries it.
@@ -77,12 +91,12 @@ fn grpc_status(headers: &http::HeaderMap) -> Option<tonic::Code> {
 /// Wraps every gRPC service in [`Observe`].
 #[derive(Clone)]
 pub struct ObserveLayer {
-    calls: CallMetrics,
+    calls: Arc<CallMetrics>,
 }
 
 impl ObserveLayer {
     pub fn new(calls: CallMetrics) -> Self {
-        Self { calls }
+        Self { calls: Arc::new(calls) }
     }
 }
 
@@ -101,7 +115,7 @@ impl<S> Layer<S> for ObserveLayer {
 #[derive(Clone)]
 pub struct Observe<S> {
     inner: S,
-    calls: CallMetrics,
+    calls: Arc<CallMetrics>,
 }
 
 impl<S, ReqBody, ResBody> Service<http::Request<ReqBody>> for Observe<S>
@@ -119,7 +133,8 @@ where
 
     fn call(&mut self, request: http::Request<ReqBody>) -> Self::Future {
         let path = request.uri().path();
-        let method = method_name(path);
+        let index = method_index(path);
+        let method = methods()[index];
         let name = if method == "_OTHER" { "grpc" } else { method };
         let mut attributes = vec![
             KeyValue::new("rpc.system.name", "grpc"),
@@ -137,7 +152,7 @@ where
             }
         }
         let span = ServerSpan::start(crate::call_log_span!("rpc"), name, request.headers(), attributes);
-        self.calls.rpc_active.add(1, &[KeyValue::new("rpc.method", method)]);
+        self.calls.rpc_active.enter(index);
         let future = {
             let _otel = span.context().map(|cx| cx.clone().attach());
             span.log.in_scope(|| self.inner.call(request))
@@ -148,6 +163,7 @@ where
                 span,
                 started: Instant::now(),
                 method,
+                index,
                 calls: self.calls.clone(),
                 header_status: None,
             }),
@@ -160,7 +176,9 @@ struct Finish {
     span: ServerSpan,
     started: Instant,
     method: &'static str,
-    calls: CallMetrics,
+    /// `method`'s index in [`methods`].
+    index: usize,
+    calls: Arc<CallMetrics>,
     /// The status of a trailers-only answer.
     header_status: Option<tonic::Code>,
 }
@@ -182,9 +200,7 @@ impl Finish {
         self.calls
             .rpc_duration
             .record(self.started.elapsed().as_secs_f64(), &labels);
-        self.calls
-            .rpc_active
-            .add(-1, &[KeyValue::new("rpc.method", self.method)]);
+        self.calls.rpc_active.leave(self.index);
         self.span.end();
     }
 }
@@ -293,6 +309,10 @@ impl<B> Drop for ObservedBody<B> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn method_name(path: &str) -> &'static str {
+        methods()[method_index(path)]
+    }
 
     #[test]
     fn methods_outside_the_known_set_are_other() {

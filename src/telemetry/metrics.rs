@@ -6,8 +6,9 @@
 
 use crate::config::OtlpProtocol;
 use opentelemetry::KeyValue;
-use opentelemetry::metrics::{Counter, Gauge, Histogram, Meter, MeterProvider as _, UpDownCounter};
+use opentelemetry::metrics::{Counter, Gauge, Histogram, Meter, MeterProvider as _};
 use opentelemetry_sdk::metrics::SdkMeterProvider;
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -45,9 +46,50 @@ pub struct CallMetrics {
     /// `rpc.server.call.duration`, by `rpc.method` and `rpc.response.status_code`.
     pub rpc_duration: Histogram<f64>,
     /// `authd.rpc.server.active_calls`, by `rpc.method`.
-    pub rpc_active: UpDownCounter<i64>,
+    pub rpc_active: ActiveCalls,
     /// `http.server.request.duration`, by method, route and status.
     pub http_duration: Histogram<f64>,
+}
+
+/// Calls being served, by method: counted in atomics and read when metrics are collected. (An
+/// SDK up-down counter costs two hashed lookups per reader for every call.)
+#[derive(Clone)]
+pub struct ActiveCalls {
+    methods: &'static [&'static str],
+    /// Per method: calls in flight, and whether it was ever called (only those are reported).
+    counts: Arc<[(AtomicI64, AtomicBool)]>,
+}
+
+impl ActiveCalls {
+    fn new(methods: &'static [&'static str]) -> Self {
+        Self {
+            methods,
+            counts: methods.iter().map(|_| Default::default()).collect(),
+        }
+    }
+
+    /// A call of `methods[method]` starts.
+    pub fn enter(&self, method: usize) {
+        if let Some((count, seen)) = self.counts.get(method) {
+            count.fetch_add(1, Ordering::Relaxed);
+            seen.store(true, Ordering::Relaxed);
+        }
+    }
+
+    /// A call of `methods[method]` is over.
+    pub fn leave(&self, method: usize) {
+        if let Some((count, _)) = self.counts.get(method) {
+            count.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+
+    fn observe(&self, observer: &dyn opentelemetry::metrics::AsyncInstrument<i64>) {
+        for (name, (count, seen)) in self.methods.iter().zip(self.counts.iter()) {
+            if seen.load(Ordering::Relaxed) {
+                observer.observe(count.load(Ordering::Relaxed), &[KeyValue::new("rpc.method", *name)]);
+            }
+        }
+    }
 }
 
 /// Password hashing: the wait for a hashing thread and the hash itself.
@@ -129,10 +171,7 @@ impl Metrics {
                 "Duration of RPCs authd served.",
                 &CALL_BOUNDS,
             ),
-            rpc_active: meter
-                .i64_up_down_counter("authd.rpc.server.active_calls")
-                .with_description("RPCs being served now.")
-                .build(),
+            rpc_active: ActiveCalls::new(crate::grpc::observe::methods()),
             http_duration: histogram(
                 &meter,
                 "http.server.request.duration",
@@ -154,6 +193,12 @@ impl Metrics {
                 .with_description("Mail in the outbox not yet delivered nor abandoned.")
                 .build(),
         };
+        let active = calls.rpc_active.clone();
+        let active = meter
+            .i64_observable_up_down_counter("authd.rpc.server.active_calls")
+            .with_description("RPCs being served now.")
+            .with_callback(move |observer| active.observe(observer))
+            .build();
         Ok(Arc::new(Self {
             hashing: HashMetrics::on(&meter),
             rate_limit_refusals: meter
@@ -171,7 +216,7 @@ impl Metrics {
             provider,
             registry,
             meter,
-            observed: Mutex::default(),
+            observed: Mutex::new(vec![Box::new(active)]),
         }))
     }
 

@@ -104,9 +104,14 @@ pub fn init(traces: Option<OtlpProtocol>) -> anyhow::Result<Guard> {
     let json = std::env::var("AUTHD_LOG_FORMAT").is_ok_and(|f| f == "json");
     let logs = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
     let logs = if json {
-        logs.json().with_current_span(true).with_span_list(true).boxed()
+        let format = tracing_subscriber::fmt::format()
+            .json()
+            .with_current_span(true)
+            .with_span_list(true);
+        logs.json().event_format(spans::WithIds { inner: format, json }).boxed()
     } else {
-        logs.boxed()
+        let format = tracing_subscriber::fmt::format();
+        logs.event_format(spans::WithIds { inner: format, json }).boxed()
     };
     let tracer = traces
         .map(|protocol| -> anyhow::Result<SdkTracerProvider> {

@@ -1,9 +1,10 @@
 //! Spans: the server span of each call (gRPC or HTTP) and the client spans inside it.
 
 use opentelemetry::propagation::{Extractor, TextMapPropagator as _};
-use opentelemetry::trace::{TraceContextExt as _, TraceId};
+use opentelemetry::trace::{SpanId, TraceContextExt as _, TraceId};
 use opentelemetry_sdk::propagation::TraceContextPropagator;
 use tracing_opentelemetry::OpenTelemetrySpanExt as _;
+use tracing_subscriber::registry::LookupSpan as _;
 
 /// The tracer of server spans, set by [`super::init`] when spans are exported.
 static TRACER: std::sync::OnceLock<opentelemetry_sdk::trace::SdkTracer> = std::sync::OnceLock::new();
@@ -31,7 +32,7 @@ impl Extractor for Headers<'_> {
 /// The span of one call served. Two halves: an OpenTelemetry `SERVER` span made straight on the
 /// SDK's tracer (no per-attribute lookups through the `tracing` registry, which cost a quarter
 /// of a cached `Introspect`), and a `tracing` span for the log lines written during the call,
-/// carrying `trace_id` and `span_id`. While the call's future is polled, [`ServerSpan::context`]
+/// which carry its `trace_id` and `span_id` ([`WithIds`]). While the call's future is polled, [`ServerSpan::context`]
 /// is attached, so the child spans made with `tracing` (statements, Redis, hashing) hang under
 /// the server span.
 pub struct ServerSpan {
@@ -64,17 +65,18 @@ impl ServerSpan {
             parent.with_span(span)
         });
         let own = otel.as_ref().map(|cx| cx.span().span_context().clone());
-        match own.filter(opentelemetry::trace::SpanContext::is_valid) {
-            Some(own) => {
-                log.record("trace_id", tracing::field::display(own.trace_id()));
-                log.record("span_id", tracing::field::display(own.span_id()));
-            }
-            None => {
-                let callers = parent.map_or(TraceId::INVALID, |cx| cx.span().span_context().trace_id());
-                if callers != TraceId::INVALID {
-                    log.record("trace_id", tracing::field::display(callers));
-                }
-            }
+        let ids = match own.filter(opentelemetry::trace::SpanContext::is_valid) {
+            Some(own) => Some(CallIds {
+                trace: own.trace_id(),
+                span: Some(own.span_id()),
+            }),
+            None => parent
+                .map(|cx| cx.span().span_context().trace_id())
+                .filter(|trace| *trace != TraceId::INVALID)
+                .map(|trace| CallIds { trace, span: None }),
+        };
+        if let Some(ids) = ids {
+            ids.keep_in(&log);
         }
         Self { log, otel }
     }
@@ -115,17 +117,87 @@ impl ServerSpan {
     }
 }
 
-/// A log-only span of a call (target [`LOG_ONLY`]), with the ids [`ServerSpan::start`] records.
+/// A log-only span of a call (target [`LOG_ONLY`]); [`ServerSpan::start`] keeps the call's ids on
+/// it for [`WithIds`].
 #[macro_export]
 macro_rules! call_log_span {
     ($kind:literal) => {
-        tracing::info_span!(
-            target: "authd::calls",
-            $kind,
-            trace_id = tracing::field::Empty,
-            span_id = tracing::field::Empty,
-        )
+        tracing::info_span!(target: "authd::calls", $kind)
     };
+}
+
+/// The ids a log line written during a call carries: the call's trace and, when it is exported,
+/// its server span. Kept in the log span's extensions rather than as its fields, so they are
+/// formatted only when a line is written, not for every call (a tenth of a cached
+/// `Introspect` went on formatting them up front).
+#[derive(Clone, Copy)]
+struct CallIds {
+    trace: TraceId,
+    span: Option<SpanId>,
+}
+
+impl CallIds {
+    fn keep_in(self, log: &tracing::Span) {
+        log.with_subscriber(|(id, dispatch)| {
+            if let Some(span) = dispatch
+                .downcast_ref::<tracing_subscriber::Registry>()
+                .and_then(|registry| registry.span(id))
+            {
+                span.extensions_mut().insert(self);
+            }
+        });
+    }
+}
+
+/// A log line's format with the ids of the call it was written in: `trace_id` and `span_id`
+/// first in a JSON object, or ` trace_id=… span_id=…` at the end of a text line.
+pub(super) struct WithIds<F> {
+    pub inner: F,
+    pub json: bool,
+}
+
+impl<S, N, F> tracing_subscriber::fmt::FormatEvent<S, N> for WithIds<F>
+where
+    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+    N: for<'a> tracing_subscriber::fmt::FormatFields<'a> + 'static,
+    F: tracing_subscriber::fmt::FormatEvent<S, N>,
+{
+    fn format_event(
+        &self,
+        ctx: &tracing_subscriber::fmt::FmtContext<'_, S, N>,
+        mut writer: tracing_subscriber::fmt::format::Writer<'_>,
+        event: &tracing::Event<'_>,
+    ) -> std::fmt::Result {
+        let ids = ctx
+            .event_scope()
+            .and_then(|mut scope| scope.find_map(|span| span.extensions().get::<CallIds>().copied()));
+        let Some(ids) = ids else {
+            return self.inner.format_event(ctx, writer, event);
+        };
+        // Formatted aside (without colours: a `Writer` with them cannot be made outside the
+        // library) so the ids can go inside the object or before the newline.
+        let mut line = String::new();
+        self.inner
+            .format_event(ctx, tracing_subscriber::fmt::format::Writer::new(&mut line), event)?;
+        let span = ids.span.map(|span| span.to_string());
+        if self.json {
+            let Some(rest) = line.strip_prefix('{') else {
+                return writer.write_str(&line);
+            };
+            write!(writer, "{{\"trace_id\":\"{}\",", ids.trace)?;
+            if let Some(span) = span {
+                write!(writer, "\"span_id\":\"{span}\",")?;
+            }
+            writer.write_str(rest)
+        } else {
+            let body = line.strip_suffix('\n').unwrap_or(&line);
+            write!(writer, "{body} trace_id={}", ids.trace)?;
+            if let Some(span) = span {
+                write!(writer, " span_id={span}")?;
+            }
+            writer.write_char('\n')
+        }
+    }
 }
 
 /// Whether the code running is part of a call or job that is traced (for the logs or for
@@ -157,4 +229,95 @@ pub fn http_get(host: &str) -> tracing::Span {
     span.set_attribute("http.request.method", "GET");
     span.set_attribute("server.address", host.to_string());
     span
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::{Arc, Mutex};
+    use tracing_subscriber::layer::SubscriberExt as _;
+
+    #[derive(Clone, Default)]
+    struct Lines(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Lines {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    /// What a line logged inside a call with `ids`, and one outside any call, look like.
+    fn logged(json: bool, ids: CallIds) -> Vec<String> {
+        let lines = Lines::default();
+        let writer = {
+            let lines = lines.clone();
+            move || lines.clone()
+        };
+        let logs = tracing_subscriber::fmt::layer().with_writer(writer).with_ansi(false);
+        let dispatch = if json {
+            let format = tracing_subscriber::fmt::format().json().with_span_list(true);
+            tracing::Dispatch::new(
+                tracing_subscriber::registry().with(logs.json().event_format(WithIds { inner: format, json })),
+            )
+        } else {
+            let format = tracing_subscriber::fmt::format().with_ansi(false);
+            tracing::Dispatch::new(
+                tracing_subscriber::registry().with(logs.event_format(WithIds { inner: format, json })),
+            )
+        };
+        tracing::dispatcher::with_default(&dispatch, || {
+            let call = crate::call_log_span!("rpc");
+            ids.keep_in(&call);
+            call.in_scope(|| tracing::info!(user = 7, "inside"));
+            tracing::info!("outside");
+        });
+        let text = String::from_utf8(lines.0.lock().unwrap().clone()).unwrap();
+        text.lines().map(str::to_string).collect()
+    }
+
+    const TRACE: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
+    const SPAN: &str = "00f067aa0ba902b7";
+
+    fn ids(span: bool) -> CallIds {
+        CallIds {
+            trace: TraceId::from_hex(TRACE).unwrap(),
+            span: span.then(|| SpanId::from_hex(SPAN).unwrap()),
+        }
+    }
+
+    #[test]
+    fn json_lines_in_a_call_carry_its_ids() {
+        let lines = logged(true, ids(true));
+        let inside: serde_json::Value = serde_json::from_str(&lines[0]).unwrap();
+        assert_eq!(inside["trace_id"], TRACE, "{}", lines[0]);
+        assert_eq!(inside["span_id"], SPAN);
+        assert_eq!(inside["fields"]["message"], "inside");
+        assert_eq!(inside["fields"]["user"], 7);
+        let outside: serde_json::Value = serde_json::from_str(&lines[1]).unwrap();
+        assert_eq!(outside["fields"]["message"], "outside");
+        assert!(outside.get("trace_id").is_none(), "{}", lines[1]);
+
+        // Not exported: the caller's trace only.
+        let lines = logged(true, ids(false));
+        let inside: serde_json::Value = serde_json::from_str(&lines[0]).unwrap();
+        assert_eq!(inside["trace_id"], TRACE);
+        assert!(inside.get("span_id").is_none(), "{}", lines[0]);
+    }
+
+    #[test]
+    fn text_lines_in_a_call_end_with_its_ids() {
+        let lines = logged(false, ids(true));
+        assert_eq!(lines.len(), 2, "{lines:?}");
+        assert!(
+            lines[0].ends_with(&format!("inside user=7 trace_id={TRACE} span_id={SPAN}")),
+            "{}",
+            lines[0]
+        );
+        assert!(lines[1].ends_with("outside"), "{}", lines[1]);
+    }
 }

@@ -715,12 +715,14 @@ async fn log_lines_carry_the_trace_and_cut_off_calls_are_counted() {
         .unwrap()
         .to_string();
     let json: serde_json::Value = serde_json::from_str(&line).expect("a JSON log line");
-    let call = json["spans"]
-        .as_array()
-        .and_then(|spans| spans.iter().find(|s| s["name"] == "rpc"))
-        .unwrap_or_else(|| panic!("no rpc span in {line}"));
-    assert_eq!(call["trace_id"], caller.trace_id.as_str());
-    assert_eq!(call["span_id"], span.span_id().as_str(), "{line}");
+    assert!(
+        json["spans"]
+            .as_array()
+            .is_some_and(|spans| spans.iter().any(|s| s["name"] == "rpc")),
+        "no rpc span in {line}"
+    );
+    assert_eq!(json["trace_id"], caller.trace_id.as_str(), "{line}");
+    assert_eq!(json["span_id"], span.span_id().as_str(), "{line}");
 
     // A Login the client gives 1 ms: the server drops the call before it answers.
     let mut hurried = Request::new(login_request(&user.email, PASSWORD));

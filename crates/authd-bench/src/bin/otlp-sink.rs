@@ -1,56 +1,107 @@
-//! `otlp-sink ADDR`: an OTLP/gRPC collector that counts the spans and metric points it receives
-//! and drops them, so `scripts/bench.sh --telemetry` measures what export costs authd and not
-//! what a real collector costs the machine. On SIGTERM it prints what it received.
+//! `otlp-sink ADDR`: an OTLP/gRPC collector that takes the export requests authd sends, counts
+//! them and their bytes, and answers success without decoding them. It stands in for a collector
+//! on another machine: `scripts/bench.sh --telemetry` measures what export costs authd, so the
+//! sink spends as little of the shared CPU as it can. On SIGTERM it prints what it received.
 
-use opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_server::{
-    MetricsService, MetricsServiceServer,
-};
-use opentelemetry_proto::tonic::collector::metrics::v1::{ExportMetricsServiceRequest, ExportMetricsServiceResponse};
-use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{TraceService, TraceServiceServer};
-use opentelemetry_proto::tonic::collector::trace::v1::{ExportTraceServiceRequest, ExportTraceServiceResponse};
+use std::convert::Infallible;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use tonic::{Request, Response, Status};
+use std::task::{Context, Poll};
+use tonic::Status;
+use tonic::body::Body;
+use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
+use tonic::server::{Grpc, NamedService, UnaryService};
 
-#[derive(Clone, Default)]
-struct Sink {
-    spans: Arc<AtomicU64>,
-    metric_points: Arc<AtomicU64>,
-}
+/// The services and the method each serves: traces and metrics.
+const TRACES: &str = "opentelemetry.proto.collector.trace.v1.TraceService";
+const METRICS: &str = "opentelemetry.proto.collector.metrics.v1.MetricsService";
 
-#[tonic::async_trait]
-impl TraceService for Sink {
-    async fn export(
-        &self,
-        request: Request<ExportTraceServiceRequest>,
-    ) -> Result<Response<ExportTraceServiceResponse>, Status> {
-        let spans: usize = request
-            .get_ref()
-            .resource_spans
-            .iter()
-            .flat_map(|r| &r.scope_spans)
-            .map(|s| s.spans.len())
-            .sum();
-        self.spans.fetch_add(spans as u64, Ordering::Relaxed);
-        Ok(Response::new(ExportTraceServiceResponse { partial_success: None }))
+/// Takes a message as its length only; answers the empty message (an export response with no
+/// partial success).
+#[derive(Default)]
+struct Raw;
+
+impl Codec for Raw {
+    type Encode = ();
+    type Decode = usize;
+    type Encoder = Raw;
+    type Decoder = Raw;
+
+    fn encoder(&mut self) -> Self::Encoder {
+        Raw
+    }
+
+    fn decoder(&mut self) -> Self::Decoder {
+        Raw
     }
 }
 
-#[tonic::async_trait]
-impl MetricsService for Sink {
-    async fn export(
-        &self,
-        request: Request<ExportMetricsServiceRequest>,
-    ) -> Result<Response<ExportMetricsServiceResponse>, Status> {
-        let metrics: usize = request
-            .get_ref()
-            .resource_metrics
-            .iter()
-            .flat_map(|r| &r.scope_metrics)
-            .map(|s| s.metrics.len())
-            .sum();
-        self.metric_points.fetch_add(metrics as u64, Ordering::Relaxed);
-        Ok(Response::new(ExportMetricsServiceResponse { partial_success: None }))
+impl Encoder for Raw {
+    type Item = ();
+    type Error = Status;
+
+    fn encode(&mut self, (): (), _: &mut EncodeBuf<'_>) -> Result<(), Status> {
+        Ok(())
+    }
+}
+
+impl Decoder for Raw {
+    type Item = usize;
+    type Error = Status;
+
+    fn decode(&mut self, buf: &mut DecodeBuf<'_>) -> Result<Option<usize>, Status> {
+        use bytes::Buf as _;
+        let len = buf.remaining();
+        buf.advance(len);
+        Ok(Some(len))
+    }
+}
+
+#[derive(Default)]
+struct Counts {
+    requests: AtomicU64,
+    bytes: AtomicU64,
+}
+
+/// One of the two export services.
+#[derive(Clone)]
+struct Sink<const METRIC: bool>(Arc<Counts>);
+
+impl<const METRIC: bool> NamedService for Sink<METRIC> {
+    const NAME: &'static str = if METRIC { METRICS } else { TRACES };
+}
+
+impl<const METRIC: bool> UnaryService<usize> for Sink<METRIC> {
+    type Response = ();
+    type Future = std::future::Ready<Result<tonic::Response<()>, Status>>;
+
+    fn call(&mut self, request: tonic::Request<usize>) -> Self::Future {
+        self.0.requests.fetch_add(1, Ordering::Relaxed);
+        self.0.bytes.fetch_add(*request.get_ref() as u64, Ordering::Relaxed);
+        std::future::ready(Ok(tonic::Response::new(())))
+    }
+}
+
+impl<const METRIC: bool> tower_service::Service<http::Request<Body>> for Sink<METRIC> {
+    type Response = http::Response<Body>;
+    type Error = Infallible;
+    type Future = std::pin::Pin<Box<dyn Future<Output = Result<Self::Response, Infallible>> + Send>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: http::Request<Body>) -> Self::Future {
+        let sink = self.clone();
+        Box::pin(async move {
+            if !request.uri().path().ends_with("/Export") {
+                return Ok(Status::unimplemented("only Export").into_http());
+            }
+            Ok(Grpc::new(Raw)
+                .max_decoding_message_size(64 << 20)
+                .unary(sink, request)
+                .await)
+        })
     }
 }
 
@@ -60,19 +111,22 @@ async fn main() -> anyhow::Result<()> {
         .nth(1)
         .ok_or_else(|| anyhow::anyhow!("usage: otlp-sink ADDR"))?
         .parse()?;
-    let sink = Sink::default();
+    let traces = Arc::new(Counts::default());
+    let metrics = Arc::new(Counts::default());
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     tonic::transport::Server::builder()
-        .add_service(TraceServiceServer::new(sink.clone()).max_decoding_message_size(64 << 20))
-        .add_service(MetricsServiceServer::new(sink.clone()).max_decoding_message_size(64 << 20))
+        .add_service(Sink::<false>(traces.clone()))
+        .add_service(Sink::<true>(metrics.clone()))
         .serve_with_shutdown(addr, async move {
             term.recv().await;
         })
         .await?;
-    println!(
-        "otlp-sink: received {} spans and {} metrics",
-        sink.spans.load(Ordering::Relaxed),
-        sink.metric_points.load(Ordering::Relaxed)
-    );
+    for (what, counts) in [("trace", &traces), ("metric", &metrics)] {
+        println!(
+            "otlp-sink: {} {what} export requests, {} bytes",
+            counts.requests.load(Ordering::Relaxed),
+            counts.bytes.load(Ordering::Relaxed)
+        );
+    }
     Ok(())
 }
