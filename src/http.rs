@@ -1,6 +1,7 @@
 //! The plain-HTTP side on `AUTHD_HTTP_ADDR`: the JWKS and OpenID discovery documents for JWT
 //! verifiers that do not speak gRPC, forward-auth for nginx, Traefik and Caddy, a health
-//! endpoint for load balancers, and the Prometheus scrape of [`crate::telemetry::Metrics`].
+//! endpoint for load balancers, the Prometheus scrape of [`crate::telemetry::Metrics`], and the
+//! pages the links in mail open ([`crate::pages`]).
 
 use crate::app::App;
 use crate::gateway::{self, Decision};
@@ -20,6 +21,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/forward-auth", any(forward_auth))
         .route("/healthz", get(health))
         .route("/metrics", get(metrics))
+        .merge(crate::pages::routes(app.clone()))
         .layer(axum::middleware::from_fn_with_state(app.clone(), observe))
         .with_state(app)
 }
@@ -182,12 +184,7 @@ async fn forward_auth(
     uri: Uri,
     headers: HeaderMap,
 ) -> Response {
-    let forwarded = headers.get("x-forwarded-for").and_then(|v| v.to_str().ok());
-    let address = crate::net::client_address(Some(peer.ip()), forwarded, &app.settings.server.trusted_proxies);
-    let client = crate::identity::ClientInfo {
-        ip_address: address.map(|ip| ip.to_string()),
-        user_agent: None,
-    };
+    let client = crate::net::client_info(Some(peer.ip()), &headers, &app.settings.server.trusted_proxies);
     let bucket = crate::net::address_bucket(client.ip_address.as_deref());
     if let Err(crate::error::Error::RateLimited(retry)) = app
         .limits

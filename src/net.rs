@@ -79,6 +79,19 @@ pub fn client_address(peer: Option<IpAddr>, forwarded_for: Option<&str>, trusted
     Some(client)
 }
 
+/// The caller's address (through `trusted` proxies, see [`client_address`]) and user agent (at
+/// most 512 characters, no control characters), as every entry point records them.
+pub fn client_info(peer: Option<IpAddr>, headers: &http::HeaderMap, trusted: &[Cidr]) -> crate::identity::ClientInfo {
+    let forwarded = headers.get("x-forwarded-for").and_then(|v| v.to_str().ok());
+    crate::identity::ClientInfo {
+        ip_address: client_address(peer, forwarded, trusted).map(|ip| ip.to_string()),
+        user_agent: headers
+            .get("user-agent")
+            .and_then(|v| v.to_str().ok())
+            .map(|ua| ua.chars().filter(|c| !c.is_control()).take(512).collect()),
+    }
+}
+
 /// The bucket of per-address rate limits for a client address: the address itself for IPv4, its
 /// /64 for IPv6 (one host commonly holds a whole /64, so single addresses would be free to
 /// rotate), and `unknown` when there is none.

@@ -80,6 +80,12 @@ pub const FORWARD_AUTH_PER_ADDRESS: Limit = Limit {
     name: "forward_auth:address",
     per_minute: 1200,
 };
+/// Opening a page a mailed link leads to (`GET /reset-password` and the others: each reads the
+/// token's state); submitting one counts as [`TOKEN_PER_ADDRESS`].
+pub const PAGE_VIEW_PER_ADDRESS: Limit = Limit {
+    name: "mail_page:address",
+    per_minute: 60,
+};
 
 /// How long one script call may take before Redis counts as failing.
 const CALL_TIMEOUT: Duration = Duration::from_millis(250);

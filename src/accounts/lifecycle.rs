@@ -71,7 +71,46 @@ fn invalid_token() -> Error {
     Error::invalid("token", "is invalid, expired or already used")
 }
 
+/// What a mailed link can still do, read without spending its token (a page shows it before
+/// anything is submitted).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LinkState {
+    /// Unknown, spent, superseded or expired.
+    Dead,
+    /// Not used yet: the person may submit it.
+    Open,
+    /// A deletion link already used to confirm: the account is purged then, and the link can
+    /// still cancel.
+    DeletionScheduled(DateTime<Utc>),
+}
+
 impl Accounts {
+    /// What the link of `kind` carrying `token` can still do. Reads only: a mail scanner that
+    /// fetches the link changes nothing.
+    pub async fn link_state(&self, token: &str, kind: MailKind) -> Result<LinkState> {
+        let hash = token_hash(token.trim());
+        let now = self.clock.now();
+        let mut conn = store::conn(&self.pool).await?;
+        let Some(row) = store::one_time_tokens::find(&mut conn, &hash, kind.as_str()).await? else {
+            return Ok(LinkState::Dead);
+        };
+        if row.expires_at <= now {
+            return Ok(LinkState::Dead);
+        }
+        if row.used_at.is_none() {
+            return Ok(LinkState::Open);
+        }
+        if kind != MailKind::DeleteAccount {
+            return Ok(LinkState::Dead);
+        }
+        // As cancelling decides: only the token of the pending request.
+        let user = store::users::find(&mut conn, row.user_id).await?;
+        let scheduled = user
+            .filter(|user| user.deletion_requested_at.is_some_and(|at| row.created_at >= at))
+            .and_then(|user| user.deletion_scheduled_for);
+        Ok(scheduled.map_or(LinkState::Dead, LinkState::DeletionScheduled))
+    }
+
     pub fn request_password_reset(self: &Arc<Self>, email: &str) -> Result<()> {
         self.mail_in_background(Email::parse(email)?, MailKind::ResetPassword)
     }

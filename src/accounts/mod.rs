@@ -6,8 +6,8 @@ mod lifecycle;
 mod password;
 
 pub use federated::ProviderLogin;
-pub use lifecycle::DeletionState;
 use lifecycle::LOCKOUT;
+pub use lifecycle::{DeletionState, LinkState};
 pub use password::{PasswordHasher, Verified, hash_once};
 
 use crate::audit::{AuditLog, Event};

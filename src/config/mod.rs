@@ -106,6 +106,9 @@ pub struct Server {
     /// Base of the links in mail, and of the JWKS URL in the discovery document.
     #[serde(default = "default::public_url", deserialize_with = "parse::http_url")]
     pub public_url: String,
+    /// The name on the pages the mail links open.
+    #[serde(default = "default::product_name", deserialize_with = "parse::product_name")]
+    pub product_name: String,
     #[serde(default, deserialize_with = "parse::cidrs")]
     pub trusted_proxies: Vec<crate::net::Cidr>,
     #[serde(default = "default::request_timeout", deserialize_with = "parse::duration")]
@@ -516,6 +519,9 @@ mod default {
     pub fn public_url() -> String {
         "http://127.0.0.1:8080".into()
     }
+    pub fn product_name() -> String {
+        "authd".into()
+    }
     pub fn issuer() -> String {
         "http://127.0.0.1:50051".into()
     }
@@ -615,6 +621,17 @@ mod parse {
 
     pub fn trimmed<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
         text(d)
+    }
+
+    /// A name to show on a page: 1 to 64 characters, none of them a control character.
+    pub fn product_name<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+        let name = text(d)?;
+        if name.is_empty() || name.chars().count() > 64 || name.chars().any(char::is_control) {
+            return Err(D::Error::custom(
+                "must be 1 to 64 characters, none of them a control character",
+            ));
+        }
+        Ok(name)
     }
 
     pub fn trimmed_option<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
@@ -898,6 +915,7 @@ mod tests {
             "bootstrap_admin_email",
             "bootstrap_admin_password",
             "public_url",
+            "product_name",
             "smtp_url",
             "mail_dir",
             "mail_from",
@@ -957,6 +975,7 @@ mod tests {
                 "`nowhere` is not an address",
             ),
             ("AUTHD_PUBLIC_URL", "ftp://x", "must be an http:// or https:// URL"),
+            ("AUTHD_PRODUCT_NAME", "  ", "must be 1 to 64 characters"),
         ] {
             let pairs: Vec<(&str, &str)> = base.iter().copied().chain([(name, value)]).collect();
             let env = |key: &str| pairs.iter().find(|(k, _)| *k == key).map(|(_, v)| v.to_string());

@@ -63,6 +63,26 @@ impl Default for PasswordPolicy {
 }
 
 impl PasswordPolicy {
+    /// What the policy asks for beyond the length, for a form's hint: `""`, or
+    /// `", with an upper-case letter and a digit"`, then always that it must be hard to guess.
+    pub fn describe(&self) -> String {
+        let kinds: Vec<&str> = [
+            (self.require_uppercase, "an upper-case letter"),
+            (self.require_digit, "a digit"),
+            (self.require_symbol, "a symbol"),
+        ]
+        .into_iter()
+        .filter_map(|(required, what)| required.then_some(what))
+        .collect();
+        let with = match kinds.as_slice() {
+            [] => String::new(),
+            [one] => format!(", with {one}"),
+            [init @ .., last] => format!(", with {} and {last}", init.join(", ")),
+        };
+        let guess = if self.min_score == 0 { "" } else { ", not easy to guess" };
+        format!("{with}{guess}")
+    }
+
     /// Refuses a password that breaks the policy, saying why (never echoing it).
     pub fn check(&self, password: &Password, field: &'static str, user_inputs: &[&str]) -> Result<(), Error> {
         let text = password.expose();

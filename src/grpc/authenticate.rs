@@ -120,15 +120,7 @@ impl AuthenticateLayer {
     /// The caller's address (through trusted proxies, see [`crate::net::client_address`]) and
     /// user agent.
     fn client_info(&self, headers: &http::HeaderMap, peer: Option<std::net::IpAddr>) -> ClientInfo {
-        let forwarded = headers.get("x-forwarded-for").and_then(|v| v.to_str().ok());
-        let address = crate::net::client_address(peer, forwarded, &self.trusted_proxies);
-        ClientInfo {
-            ip_address: address.map(|ip| ip.to_string()),
-            user_agent: headers
-                .get("user-agent")
-                .and_then(|v| v.to_str().ok())
-                .map(|ua| ua.chars().filter(|c| !c.is_control()).take(512).collect()),
-        }
+        crate::net::client_info(peer, headers, &self.trusted_proxies)
     }
 
     /// The caller a required policy asks for, or the refusal.

@@ -8,7 +8,7 @@ mod api_key;
 mod audit;
 mod auth;
 pub(crate) mod authenticate;
-mod bounds;
+pub(crate) mod bounds;
 mod check;
 pub(crate) mod convert;
 pub(crate) mod observe;

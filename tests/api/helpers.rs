@@ -250,13 +250,60 @@ pub async fn http_request(
     path: &str,
     headers: &[(&str, &str)],
 ) -> HttpAnswer {
+    http_send(addr, method, path, headers, None).await
+}
+
+/// A form posted to `path` (`application/x-www-form-urlencoded`, `fields` encoded here).
+pub async fn http_post_form(addr: std::net::SocketAddr, path: &str, fields: &[(&str, &str)]) -> HttpAnswer {
+    http_post_form_with(addr, path, fields, &[]).await
+}
+
+/// [`http_post_form`] with more request headers.
+pub async fn http_post_form_with(
+    addr: std::net::SocketAddr,
+    path: &str,
+    fields: &[(&str, &str)],
+    headers: &[(&str, &str)],
+) -> HttpAnswer {
+    let body: String = fields
+        .iter()
+        .map(|(name, value)| format!("{}={}", form_encode(name), form_encode(value)))
+        .collect::<Vec<_>>()
+        .join("&");
+    let mut all = vec![("content-type", "application/x-www-form-urlencoded")];
+    all.extend_from_slice(headers);
+    http_send(addr, "POST", path, &all, Some(&body)).await
+}
+
+fn form_encode(text: &str) -> String {
+    text.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+            b' ' => "+".to_string(),
+            other => format!("%{other:02X}"),
+        })
+        .collect()
+}
+
+/// One HTTP/1.1 request with an optional body.
+pub async fn http_send(
+    addr: std::net::SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Option<&str>,
+) -> HttpAnswer {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect over HTTP");
     let mut request = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
     for (name, value) in headers {
         request.push_str(&format!("{name}: {value}\r\n"));
     }
-    request.push_str("\r\n");
+    if let Some(body) = body {
+        request.push_str(&format!("content-length: {}\r\n\r\n{body}", body.len()));
+    } else {
+        request.push_str("\r\n");
+    }
     stream.write_all(request.as_bytes()).await.unwrap();
     let mut raw = String::new();
     stream.read_to_string(&mut raw).await.unwrap();

@@ -20,6 +20,7 @@ mod hardening;
 mod introspection;
 mod limits;
 mod mail;
+mod pages;
 mod providers;
 mod replicas;
 mod server;
