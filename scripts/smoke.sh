@@ -26,6 +26,7 @@ fail() {
 ensure_packages
 ensure_grpcurl
 ensure_jq
+ensure_browser
 command -v curl >/dev/null 2>&1 || _tools_install_debian curl
 
 TMP=$(mktemp -d -t authd-smoke.XXXXXXXX)
@@ -149,4 +150,22 @@ grep -qE '"@type": ?"type.googleapis.com/google.rpc.BadRequest"' <<<"$answer" ||
 grep -qE '"field": ?"email"' <<<"$answer" || fail "the field is not shown by name: $answer"
 if grep -q 'is not recognized' <<<"$answer"; then fail "grpcurl cannot decode the details: $answer"; fi
 
-log "ok: the README walkthrough, $(wc -w <<<"$services") services described, error details readable"
+log "following a password-reset mail's link in a browser"
+grpcurl -plaintext -d '{"email": "alice@example.com"}' "$A" auth.v1.AuthService/RequestPasswordReset >/dev/null ||
+    fail "RequestPasswordReset"
+link=$(python3 "$ROOT/tests/browser/mail_link.py" "$WORK/.data/mail" /reset-password --wait 15) ||
+    fail "no reset mail in .data/mail"
+# run.sh serves HTTP on 127.0.0.1:8080, the default AUTHD_PUBLIC_URL; this run's port stands in.
+[[ $link == http://127.0.0.1:8080/reset-password?token=* ]] ||
+    fail "the link is not under the default AUTHD_PUBLIC_URL: $link"
+link=${link//127.0.0.1:8080/127.0.0.1:$HTTP_PORT}
+steps='[{"open": "'"$link"'"},
+ {"fill": {"new_password": "a walk along the canal", "confirm_password": "a walk along the canal"}},
+ {"click": "button[type=submit]"}]'
+shown=$(PYTHONPATH="$AUTHD_BROWSER_PYTHONPATH" python3 "$ROOT/tests/browser/drive.py" <<<"$steps") ||
+    fail "the browser could not follow the link"
+grep -q 'Your password is changed' <<<"$shown" || fail "the reset page did not reset: $shown"
+grpcurl -plaintext -d '{"identifier": "alice", "password": "a walk along the canal"}' "$A" auth.v1.AuthService/Login |
+    grep -q accessToken || fail "the new password does not log in"
+
+log "ok: the README walkthrough, $(wc -w <<<"$services") services described, error details readable, a mailed link works in a browser"

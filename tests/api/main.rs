@@ -12,6 +12,7 @@ mod admin;
 mod api_keys;
 mod architecture;
 mod audit;
+mod browser;
 mod cli;
 mod client;
 mod deploy;

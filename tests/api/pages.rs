@@ -40,7 +40,20 @@ fn assert_secure(answer: &HttpAnswer, what: &str) {
     assert!(!answer.body.contains("<script"), "{what}");
 }
 
-async fn scheduled(app: &TestApp, username: &str) -> bool {
+/// Whether the account of `access_token` has its address verified.
+pub async fn email_verified(app: &TestApp, access_token: &str) -> bool {
+    app.users()
+        .get_me(bearer(GetMeRequest {}, access_token))
+        .await
+        .unwrap()
+        .into_inner()
+        .user
+        .unwrap()
+        .email_verified
+}
+
+/// Whether `username`'s account is scheduled for deletion.
+pub async fn scheduled(app: &TestApp, username: &str) -> bool {
     use diesel::sql_types::Bool;
     use diesel_async::RunQueryDsl;
     #[derive(diesel::QueryableByName)]
@@ -187,25 +200,18 @@ async fn verification_and_deletion_happen_on_the_click_only() {
         .await
         .unwrap();
     let (link, token) = mailed_link(&smtp, "vic@example.com", 1, "/verify-email").await;
-    let verified = || async {
-        app.users()
-            .get_me(bearer(GetMeRequest {}, &tokens.access_token))
-            .await
-            .unwrap()
-            .into_inner()
-            .user
-            .unwrap()
-            .email_verified
-    };
     let form = http_request(app.http, "GET", &link, &[]).await;
     assert_eq!(form.status, 200, "{}", form.body);
     assert_secure(&form, "the verification form");
-    assert!(!verified().await, "a GET verifies nothing");
+    assert!(
+        !email_verified(&app, &tokens.access_token).await,
+        "a GET verifies nothing"
+    );
     let done = http_post_form(app.http, "/verify-email", &[("token", &token)]).await;
     assert_eq!(done.status, 200, "{}", done.body);
     assert_secure(&done, "verified");
     assert!(done.body.contains("Your address is confirmed"));
-    assert!(verified().await);
+    assert!(email_verified(&app, &tokens.access_token).await);
 
     app.auth()
         .request_account_deletion(RequestAccountDeletionRequest {
