@@ -79,12 +79,24 @@ pub fn client_address(peer: Option<IpAddr>, forwarded_for: Option<&str>, trusted
     Some(client)
 }
 
+/// Every `x-forwarded-for` line, in order, as one list: a proxy may add its own line rather than
+/// extend the client's, and the client's line comes first. A line that is not text stands as an
+/// entry that is no address, so the walk from the right stops there.
+fn forwarded_for(headers: &http::HeaderMap) -> Option<String> {
+    let lines: Vec<&str> = headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .map(|line| line.to_str().unwrap_or("invalid"))
+        .collect();
+    (!lines.is_empty()).then(|| lines.join(","))
+}
+
 /// The caller's address (through `trusted` proxies, see [`client_address`]) and user agent (at
 /// most 512 characters, no control characters), as every entry point records them.
 pub fn client_info(peer: Option<IpAddr>, headers: &http::HeaderMap, trusted: &[Cidr]) -> crate::identity::ClientInfo {
-    let forwarded = headers.get("x-forwarded-for").and_then(|v| v.to_str().ok());
+    let forwarded = forwarded_for(headers);
     crate::identity::ClientInfo {
-        ip_address: client_address(peer, forwarded, trusted).map(|ip| ip.to_string()),
+        ip_address: client_address(peer, forwarded.as_deref(), trusted).map(|ip| ip.to_string()),
         user_agent: headers
             .get("user-agent")
             .and_then(|v| v.to_str().ok())
@@ -109,6 +121,24 @@ pub fn address_bucket(address: Option<&str>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_forwarded_line_counts_and_the_last_ones_are_the_proxies() {
+        let trusted = [Cidr::parse("127.0.0.1/32").unwrap()];
+        let peer = Some("127.0.0.1".parse().unwrap());
+        let mut headers = http::HeaderMap::new();
+        // The client wrote the first line; the trusted proxy added its own below it.
+        headers.append("x-forwarded-for", "203.0.113.9".parse().unwrap());
+        headers.append("x-forwarded-for", "198.51.100.4".parse().unwrap());
+        let client = client_info(peer, &headers, &trusted);
+        assert_eq!(client.ip_address.as_deref(), Some("198.51.100.4"));
+        // A line that is not text ends the walk there.
+        let mut headers = http::HeaderMap::new();
+        headers.append("x-forwarded-for", "203.0.113.9".parse().unwrap());
+        headers.append("x-forwarded-for", http::HeaderValue::from_bytes(b"\xff").unwrap());
+        let client = client_info(peer, &headers, &trusted);
+        assert_eq!(client.ip_address.as_deref(), Some("127.0.0.1"));
+    }
 
     #[test]
     fn blocks_and_forwarding() {

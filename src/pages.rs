@@ -89,7 +89,7 @@ struct ResetForm {
 struct TokenForm {
     #[serde(default)]
     token: String,
-    /// On the deletion page: `confirm` (the default) or `cancel`.
+    /// On the deletion page: `confirm` or `cancel` (anything else is refused).
     #[serde(default)]
     action: String,
 }
@@ -286,12 +286,12 @@ fn reset_page(app: &App, status: StatusCode, token: &str, message: Option<&str>)
                 label for="new_password" { "New password" }
                 input #new_password type="password" name="new_password" autocomplete="new-password"
                     required minlength=(crate::domain::Password::MIN_CHARS)
-                    maxlength=(crate::grpc::bounds::PASSWORD) aria-describedby="rules";
-                p #rules .hint { "At least " (crate::domain::Password::MIN_CHARS)
+                    maxlength=(crate::domain::Password::MAX_CHARS) aria-describedby="rules";
+                p #rules .hint { (crate::domain::Password::MIN_CHARS) " to " (crate::domain::Password::MAX_CHARS)
                     " characters" (rules.describe()) ". A long phrase of unrelated words is easiest to remember." }
                 label for="confirm_password" { "The same password again" }
                 input #confirm_password type="password" name="confirm_password" autocomplete="new-password"
-                    required maxlength=(crate::grpc::bounds::PASSWORD);
+                    required maxlength=(crate::domain::Password::MAX_CHARS);
                 button type="submit" { "Set the new password" }
             }
             p.hint { "Setting it signs you out everywhere." }
@@ -476,6 +476,9 @@ async fn deletion_submit(
     if let Err(error) = limit(&app, crate::ratelimit::TOKEN_PER_ADDRESS, &client).await {
         return failure(&app, Flow::Delete, &error);
     }
+    if form.action != "confirm" && form.action != "cancel" {
+        return incomplete(&app, Flow::Delete);
+    }
     if form.action == "cancel" {
         return match app.accounts.cancel_account_deletion(Some(token), None, &client).await {
             Ok(()) => page(
@@ -489,6 +492,13 @@ async fn deletion_submit(
     }
     match app.accounts.confirm_account_deletion(token, &client).await {
         Ok(purge) => scheduled_page(&app, token, purge),
+        // Confirmed already (a reload, a second click): say when, and keep the cancel.
+        Err(Error::InvalidArgument { field: "token", .. }) => {
+            match app.accounts.link_state(token, MailKind::DeleteAccount).await {
+                Ok(LinkState::DeletionScheduled(purge)) => scheduled_page(&app, token, purge),
+                _ => failure(&app, Flow::Delete, &Error::Unauthenticated),
+            }
+        }
         Err(error) => failure(&app, Flow::Delete, &error),
     }
 }

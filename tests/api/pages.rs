@@ -235,6 +235,24 @@ async fn verification_and_deletion_happen_on_the_click_only() {
     assert_eq!(confirmed.status, 200, "{}", confirmed.body);
     assert!(confirmed.body.contains("Your account will be deleted"));
     assert!(scheduled(&app, "vic").await);
+    // A second click (or a reload of that page) says the same, with the cancel still offered.
+    let twice = http_post_form(
+        app.http,
+        "/confirm-deletion",
+        &[("token", &token), ("action", "confirm")],
+    )
+    .await;
+    assert_eq!(twice.status, 200, "{}", twice.body);
+    assert!(twice.body.contains("Cancel the deletion"), "{}", twice.body);
+    // An action that is neither confirms nor cancels anything.
+    let odd = http_post_form(
+        app.http,
+        "/confirm-deletion",
+        &[("token", &token), ("action", "Cancel")],
+    )
+    .await;
+    assert_eq!(odd.status, 400, "{}", odd.body);
+    assert!(scheduled(&app, "vic").await);
     // The link, opened again, says when and offers the cancel.
     let again = http_request(app.http, "GET", &link, &[]).await;
     assert_eq!(again.status, 200, "{}", again.body);
@@ -251,6 +269,36 @@ async fn verification_and_deletion_happen_on_the_click_only() {
     let dead = http_request(app.http, "GET", &link, &[]).await;
     assert_eq!(dead.status, 410, "{}", dead.body);
     assert!(!captured_log().contains(&token), "a token was logged");
+}
+
+/// The policy's hash is the hash of the stylesheet the page carries, and the headers are on
+/// the answers the router makes itself (a wrong method, a HEAD) too.
+#[tokio::test]
+async fn the_policy_matches_the_page_and_covers_every_answer() {
+    use base64::Engine as _;
+    use sha2::Digest as _;
+    let app = spawn_app().await;
+    let page = http_request(app.http, "GET", "/verify-email", &[]).await;
+    let style = page
+        .body
+        .split_once("<style>")
+        .and_then(|(_, rest)| rest.split_once("</style>"))
+        .map(|(style, _)| style)
+        .expect("an inline stylesheet");
+    let hash = base64::engine::general_purpose::STANDARD.encode(sha2::Sha256::digest(style.as_bytes()));
+    let csp = &page.headers["content-security-policy"];
+    assert!(
+        csp.contains(&format!("style-src 'sha256-{hash}'")),
+        "{csp} does not allow the page's own style ({hash})"
+    );
+    let put = http_request(app.http, "PUT", "/reset-password?token=x", &[]).await;
+    assert_eq!(put.status, 405);
+    assert_eq!(put.headers["referrer-policy"], "no-referrer");
+    assert!(put.headers["content-security-policy"].starts_with("default-src 'none'"));
+    assert_eq!(put.headers["cache-control"], "no-store");
+    let head = http_request(app.http, "HEAD", "/confirm-deletion?token=x", &[]).await;
+    assert_eq!(head.headers["referrer-policy"], "no-referrer");
+    assert_eq!(head.headers["x-content-type-options"], "nosniff");
 }
 
 #[tokio::test]
@@ -270,6 +318,7 @@ async fn broken_links_and_floods_get_plain_pages() {
             ("token", "nonsense"),
             ("new_password", "a brand new passphrase"),
             ("confirm_password", "a brand new passphrase"),
+            ("action", "confirm"),
         ];
         let junk = http_post_form_with(app.http, path, &fields, &from).await;
         assert_eq!(junk.status, 410, "{path}: {}", junk.body);

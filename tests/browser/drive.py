@@ -6,7 +6,8 @@
            {"click": "button[type=submit]"}]' | python3 tests/browser/drive.py
 
 Each step answers with what the page then shows, one JSON object per step on stdout:
-{"url", "title", "text" (the visible text), "fields" (name -> value of each input)}.
+{"url", "title", "text" (the visible text), "fields" (name -> value of each input; for hidden
+and password inputs only "<N characters>")}.
 Other steps: {"screenshot": PATH, "width": W, "height": H} saves a PNG of the whole page at that
 window size. Needs chromium, chromedriver and selenium; $AUTHD_CHROMEDRIVER and
 $AUTHD_CHROMIUM name the binaries when they are not on PATH.
@@ -40,7 +41,11 @@ def browser():
 def snapshot(driver):
     fields = {}
     for element in driver.find_elements(By.CSS_SELECTOR, "input[name]"):
-        fields[element.get_attribute("name")] = element.get_attribute("value")
+        value = element.get_attribute("value") or ""
+        # Tokens and passwords stay out of the output (it lands in CI logs): only their length.
+        if element.get_attribute("type") in ("hidden", "password") and element.get_attribute("name") != "action":
+            value = f"<{len(value)} characters>"
+        fields[element.get_attribute("name")] = value
     return {
         "url": driver.current_url,
         "title": driver.title,
