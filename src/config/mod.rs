@@ -975,7 +975,7 @@ mod tests {
                 "`nowhere` is not an address",
             ),
             ("AUTHD_PUBLIC_URL", "ftp://x", "must be an http:// or https:// URL"),
-            ("AUTHD_PRODUCT_NAME", "  ", "must be 1 to 64 characters"),
+            ("AUTHD_PRODUCT_NAME", "Acme\tID", "must be 1 to 64 characters"),
         ] {
             let pairs: Vec<(&str, &str)> = base.iter().copied().chain([(name, value)]).collect();
             let env = |key: &str| pairs.iter().find(|(k, _)| *k == key).map(|(_, v)| v.to_string());
