@@ -59,7 +59,7 @@ impl App {
             key_publish_window(&settings),
         )
         .await?;
-        let metrics = Metrics::new(settings.telemetry.metrics)?;
+        let metrics = Metrics::new(settings.telemetry.metrics, crate::grpc::observe::methods())?;
         let hasher = PasswordHasher::new(settings.argon2, settings.passwords.hash_concurrency)?
             .with_metrics(metrics.hashing.clone());
         let issuer = TokenIssuer {

@@ -1,7 +1,7 @@
 //! The plain-HTTP side on `AUTHD_HTTP_ADDR`: the JWKS and OpenID discovery documents for JWT
 //! verifiers that do not speak gRPC, forward-auth for nginx, Traefik and Caddy, a health
 //! endpoint for load balancers, the Prometheus scrape of [`crate::telemetry::Metrics`], and the
-//! pages the links in mail open ([`crate::pages`]).
+//! pages the links in mail open ([`pages`]).
 
 use crate::app::App;
 use crate::gateway::{self, Decision};
@@ -14,6 +14,8 @@ use axum::routing::{any, get};
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+mod pages;
+
 pub fn router(app: Arc<App>) -> Router {
     Router::new()
         .route("/.well-known/jwks.json", get(jwks))
@@ -21,7 +23,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/forward-auth", any(forward_auth))
         .route("/healthz", get(health))
         .route("/metrics", get(metrics))
-        .merge(crate::pages::routes(app.clone()))
+        .merge(pages::routes(app.clone()))
         .layer(axum::middleware::from_fn_with_state(app.clone(), observe))
         .with_state(app)
 }

@@ -25,7 +25,6 @@ pub(crate) mod identity;
 pub(crate) mod jobs;
 pub(crate) mod mail;
 pub(crate) mod net;
-pub(crate) mod pages;
 pub mod providers;
 pub(crate) mod ratelimit;
 mod redis_conn;

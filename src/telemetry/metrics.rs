@@ -147,8 +147,9 @@ fn histogram(meter: &Meter, name: &'static str, description: &'static str, bound
 
 impl Metrics {
     /// The instruments, a Prometheus registry to scrape, and, with `export`, a periodic push
-    /// to the collector. Must run inside the Tokio runtime when `export` is gRPC.
-    pub fn new(export: Option<OtlpProtocol>) -> anyhow::Result<Arc<Self>> {
+    /// to the collector; `methods` are the RPC names the in-flight count is kept for (by index).
+    /// Must run inside the Tokio runtime when `export` is gRPC.
+    pub fn new(export: Option<OtlpProtocol>, methods: &'static [&'static str]) -> anyhow::Result<Arc<Self>> {
         let registry = prometheus::Registry::new();
         let scrape = opentelemetry_prometheus::exporter()
             .with_registry(registry.clone())
@@ -171,7 +172,7 @@ impl Metrics {
                 "Duration of RPCs authd served.",
                 &CALL_BOUNDS,
             ),
-            rpc_active: ActiveCalls::new(crate::grpc::observe::methods()),
+            rpc_active: ActiveCalls::new(methods),
             http_duration: histogram(
                 &meter,
                 "http.server.request.duration",

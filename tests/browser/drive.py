@@ -21,7 +21,7 @@ import sys
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
-from selenium.webdriver.support import expected_conditions
+from selenium.common.exceptions import WebDriverException
 from selenium.webdriver.support.ui import WebDriverWait
 
 
@@ -67,10 +67,16 @@ def main():
                     element.clear()
                     element.send_keys(value)
             elif "click" in step:
-                page = driver.find_element(By.TAG_NAME, "html")
+                # A submit loads the next page. Mark this one (a new document starts without the
+                # mark) and wait for a loaded page without it; the checks made while the browser
+                # is between documents may fail, and are retried.
+                driver.execute_script("window.__authdOld = true;")
                 driver.find_element(By.CSS_SELECTOR, step["click"]).click()
-                # A submit loads the next page: wait until the old one is gone.
-                WebDriverWait(driver, 15).until(expected_conditions.staleness_of(page))
+                WebDriverWait(driver, 15, ignored_exceptions=(WebDriverException,)).until(
+                    lambda d: d.execute_script(
+                        "return !window.__authdOld && document.readyState === 'complete';"
+                    )
+                )
             elif "screenshot" in step:
                 driver.set_window_size(step.get("width", 1280), step.get("height", 900))
                 height = driver.execute_script("return document.documentElement.scrollHeight")
