@@ -255,14 +255,16 @@ async fn limit(app: &App, rule: crate::ratelimit::Limit, client: &ClientInfo) ->
 async fn open_link(
     app: &App,
     flow: Flow,
-    client: &ClientInfo,
+    peer: SocketAddr,
+    headers: &HeaderMap,
     link: Result<Query<Link>, QueryRejection>,
 ) -> Result<(String, LinkState), Response> {
     let token = link.map(|Query(link)| link.token).unwrap_or_default();
     if !usable(&token) {
         return Err(incomplete(app, flow));
     }
-    if let Err(error) = limit(app, crate::ratelimit::PAGE_VIEW_PER_ADDRESS, client).await {
+    let client = client(app, peer, headers);
+    if let Err(error) = limit(app, crate::ratelimit::PAGE_VIEW_PER_ADDRESS, &client).await {
         return Err(failure(app, flow, &error));
     }
     let token = token.trim().to_string();
@@ -271,6 +273,42 @@ async fn open_link(
         Ok(state) => Ok((token, state)),
         Err(error) => Err(failure(app, flow, &error)),
     }
+}
+
+/// A form that carries the token of a mailed link.
+trait Submitted {
+    fn token(&self) -> &str;
+}
+
+impl Submitted for ResetForm {
+    fn token(&self) -> &str {
+        &self.token
+    }
+}
+
+impl Submitted for TokenForm {
+    fn token(&self) -> &str {
+        &self.token
+    }
+}
+
+/// A submitted form with a usable token, and who sent it, counted as the RPC it stands for;
+/// else the page that says why not.
+async fn submitted<T: Submitted>(
+    app: &App,
+    flow: Flow,
+    peer: SocketAddr,
+    headers: &HeaderMap,
+    form: Result<Form<T>, FormRejection>,
+) -> Result<(T, ClientInfo), Response> {
+    let Some(Form(form)) = form.ok().filter(|Form(form)| usable(form.token())) else {
+        return Err(incomplete(app, flow));
+    };
+    let client = client(app, peer, headers);
+    if let Err(error) = limit(app, crate::ratelimit::TOKEN_PER_ADDRESS, &client).await {
+        return Err(failure(app, flow, &error));
+    }
+    Ok((form, client))
 }
 
 fn reset_page(app: &App, status: StatusCode, token: &str, message: Option<&str>) -> Response {
@@ -305,8 +343,7 @@ async fn reset_form(
     headers: HeaderMap,
     link: Result<Query<Link>, QueryRejection>,
 ) -> Response {
-    let client = client(&app, peer, &headers);
-    match open_link(&app, Flow::Reset, &client, link).await {
+    match open_link(&app, Flow::Reset, peer, &headers, link).await {
         Ok((token, _)) => reset_page(&app, StatusCode::OK, &token, None),
         Err(page) => page,
     }
@@ -318,14 +355,11 @@ async fn reset_submit(
     headers: HeaderMap,
     form: Result<Form<ResetForm>, FormRejection>,
 ) -> Response {
-    let Some(Form(form)) = form.ok().filter(|Form(form)| usable(&form.token)) else {
-        return incomplete(&app, Flow::Reset);
+    let (form, client) = match submitted(&app, Flow::Reset, peer, &headers, form).await {
+        Ok(submitted) => submitted,
+        Err(page) => return page,
     };
     let token = form.token.trim();
-    let client = client(&app, peer, &headers);
-    if let Err(error) = limit(&app, crate::ratelimit::TOKEN_PER_ADDRESS, &client).await {
-        return failure(&app, Flow::Reset, &error);
-    }
     if form.new_password.len() > crate::grpc::bounds::PASSWORD {
         let message = format!(
             "The new password must be at most {} bytes.",
@@ -364,8 +398,7 @@ async fn verify_form(
     headers: HeaderMap,
     link: Result<Query<Link>, QueryRejection>,
 ) -> Response {
-    let client = client(&app, peer, &headers);
-    let token = match open_link(&app, Flow::Verify, &client, link).await {
+    let token = match open_link(&app, Flow::Verify, peer, &headers, link).await {
         Ok((token, _)) => token,
         Err(page) => return page,
     };
@@ -389,13 +422,10 @@ async fn verify_submit(
     headers: HeaderMap,
     form: Result<Form<TokenForm>, FormRejection>,
 ) -> Response {
-    let Some(Form(form)) = form.ok().filter(|Form(form)| usable(&form.token)) else {
-        return incomplete(&app, Flow::Verify);
+    let (form, client) = match submitted(&app, Flow::Verify, peer, &headers, form).await {
+        Ok(submitted) => submitted,
+        Err(page) => return page,
     };
-    let client = client(&app, peer, &headers);
-    if let Err(error) = limit(&app, crate::ratelimit::TOKEN_PER_ADDRESS, &client).await {
-        return failure(&app, Flow::Verify, &error);
-    }
     match app.accounts.verify_email(form.token.trim(), &client).await {
         Ok(()) => page(
             &app,
@@ -437,8 +467,7 @@ async fn deletion_form(
     headers: HeaderMap,
     link: Result<Query<Link>, QueryRejection>,
 ) -> Response {
-    let client = client(&app, peer, &headers);
-    let token = match open_link(&app, Flow::Delete, &client, link).await {
+    let token = match open_link(&app, Flow::Delete, peer, &headers, link).await {
         Ok((token, LinkState::DeletionScheduled(purge))) => return scheduled_page(&app, &token, purge),
         Ok((token, _)) => token,
         Err(page) => return page,
@@ -468,14 +497,11 @@ async fn deletion_submit(
     headers: HeaderMap,
     form: Result<Form<TokenForm>, FormRejection>,
 ) -> Response {
-    let Some(Form(form)) = form.ok().filter(|Form(form)| usable(&form.token)) else {
-        return incomplete(&app, Flow::Delete);
+    let (form, client) = match submitted(&app, Flow::Delete, peer, &headers, form).await {
+        Ok(submitted) => submitted,
+        Err(page) => return page,
     };
     let token = form.token.trim();
-    let client = client(&app, peer, &headers);
-    if let Err(error) = limit(&app, crate::ratelimit::TOKEN_PER_ADDRESS, &client).await {
-        return failure(&app, Flow::Delete, &error);
-    }
     if form.action != "confirm" && form.action != "cancel" {
         return incomplete(&app, Flow::Delete);
     }
