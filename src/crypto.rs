@@ -92,3 +92,76 @@ pub fn open(kek: &Secret<[u8; 32]>, context: &[u8], sealed: &[u8]) -> Option<Sec
         .map(Secret::new)
         .ok()
 }
+
+/// One DER element at the start of `input`: (tag, contents, what follows). Definite lengths of
+/// up to four bytes only, as keys have.
+fn der_element(input: &[u8]) -> Option<(u8, &[u8], &[u8])> {
+    let (&tag, rest) = input.split_first()?;
+    let (&first, mut rest) = rest.split_first()?;
+    let length = if first < 0x80 {
+        usize::from(first)
+    } else {
+        let count = usize::from(first & 0x7f);
+        if count == 0 || count > 4 || rest.len() < count {
+            return None;
+        }
+        let (bytes, after) = rest.split_at(count);
+        rest = after;
+        bytes
+            .iter()
+            .fold(0usize, |length, byte| (length << 8) | usize::from(*byte))
+    };
+    (rest.len() >= length).then(|| (tag, &rest[..length], &rest[length..]))
+}
+
+/// The algorithm-specific private key inside a PKCS#8 `PrivateKeyInfo` (for RSA, the PKCS#1
+/// `RSAPrivateKey` that jsonwebtoken signs with): `SEQUENCE { INTEGER, AlgorithmIdentifier,
+/// OCTET STRING key, ... }`.
+pub fn pkcs8_private_key(pkcs8: &[u8]) -> Option<&[u8]> {
+    const SEQUENCE: u8 = 0x30;
+    const INTEGER: u8 = 0x02;
+    const OCTET_STRING: u8 = 0x04;
+    let (SEQUENCE, info, _) = der_element(pkcs8)? else {
+        return None;
+    };
+    let (INTEGER, _version, rest) = der_element(info)? else {
+        return None;
+    };
+    let (SEQUENCE, _algorithm, rest) = der_element(rest)? else {
+        return None;
+    };
+    let (OCTET_STRING, key, _) = der_element(rest)? else {
+        return None;
+    };
+    Some(key)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_rsa_key_inside_pkcs8_is_what_jsonwebtoken_signs_with() {
+        use aws_lc_rs::encoding::AsDer;
+        let key = aws_lc_rs::signature::RsaKeyPair::generate(aws_lc_rs::rsa::KeySize::Rsa2048).unwrap();
+        let pkcs8: aws_lc_rs::encoding::Pkcs8V1Der<'static> = key.as_der().unwrap();
+        let pkcs1 = pkcs8_private_key(pkcs8.as_ref()).expect("PKCS#8");
+        assert!(aws_lc_rs::signature::RsaKeyPair::from_der(pkcs1).is_ok());
+        let signing = jsonwebtoken::EncodingKey::from_rsa_der(pkcs1);
+        let header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::RS256);
+        assert!(jsonwebtoken::encode(&header, &serde_json::json!({"sub": "x"}), &signing).is_ok());
+    }
+
+    #[test]
+    fn malformed_der_is_refused() {
+        for input in [
+            &[][..],
+            &[0x30],
+            &[0x30, 0x05, 0x02],
+            &[0x30, 0x85, 1, 1, 1, 1, 1],
+            &[0x04, 0x00],
+        ] {
+            assert_eq!(pkcs8_private_key(input), None, "{input:?}");
+        }
+    }
+}

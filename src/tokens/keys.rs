@@ -12,9 +12,11 @@ use crate::crypto::b64url;
 use crate::secret::Secret;
 use crate::store::signing_keys::{self, SigningKeyRow};
 use crate::store::{self, Pool, StoreError};
+use aws_lc_rs::encoding::{AsDer, Pkcs8V1Der};
+use aws_lc_rs::rsa::KeySize;
+use aws_lc_rs::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, Ed25519KeyPair, KeyPair, RsaKeyPair};
 use chrono::{DateTime, Utc};
 use jsonwebtoken::{Algorithm, EncodingKey};
-use rand::rngs::OsRng;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use std::sync::{Arc, RwLock};
@@ -311,45 +313,46 @@ pub fn generate(kek: &Secret<[u8; 32]>, alg: SigningAlg, now: DateTime<Utc>) -> 
     };
     let (private_der, mut jwk, thumbprint_input): (Secret<Vec<u8>>, Value, String) = match alg {
         SigningAlg::EdDsa => {
-            use ed25519_dalek::pkcs8::EncodePrivateKey;
-            let key = ed25519_dalek::SigningKey::generate(&mut OsRng);
-            let der = key.to_pkcs8_der().map_err(|e| fail(&e))?;
-            let x = b64url(key.verifying_key().as_bytes());
+            let key = Ed25519KeyPair::generate().map_err(|e| fail(&e))?;
+            let der = key.to_pkcs8().map_err(|e| fail(&e))?;
+            let x = b64url(key.public_key().as_ref());
             let canonical = format!(r#"{{"crv":"Ed25519","kty":"OKP","x":"{x}"}}"#);
             (
-                Secret::new(der.as_bytes().to_vec()),
+                Secret::new(der.as_ref().to_vec()),
                 json!({"kty": "OKP", "crv": "Ed25519", "x": x}),
                 canonical,
             )
         }
         SigningAlg::Es256 => {
-            use p256::elliptic_curve::sec1::ToEncodedPoint;
-            use p256::pkcs8::EncodePrivateKey;
-            let key = p256::SecretKey::random(&mut OsRng);
-            let der = key.to_pkcs8_der().map_err(|e| fail(&e))?;
-            let point = key.public_key().to_encoded_point(false);
-            let x = b64url(point.x().map(|x| x.as_slice()).unwrap_or_default());
-            let y = b64url(point.y().map(|y| y.as_slice()).unwrap_or_default());
+            let key = EcdsaKeyPair::generate(&ECDSA_P256_SHA256_FIXED_SIGNING).map_err(|e| fail(&e))?;
+            let der = key.to_pkcs8v1().map_err(|e| fail(&e))?;
+            // The uncompressed point: 0x04, then x and y of 32 bytes each.
+            let point = key.public_key().as_ref();
+            if point.len() != 65 || point[0] != 4 {
+                return Err(fail(&"P-256 public key is not an uncompressed point"));
+            }
+            let x = b64url(&point[1..33]);
+            let y = b64url(&point[33..]);
             let canonical = format!(r#"{{"crv":"P-256","kty":"EC","x":"{x}","y":"{y}"}}"#);
             (
-                Secret::new(der.as_bytes().to_vec()),
+                Secret::new(der.as_ref().to_vec()),
                 json!({"kty": "EC", "crv": "P-256", "x": x, "y": y}),
                 canonical,
             )
         }
         SigningAlg::Rs256 => {
-            use rsa::pkcs1::EncodeRsaPrivateKey;
-            use rsa::traits::PublicKeyParts;
-            let key = rsa::RsaPrivateKey::new(&mut OsRng, 2048).map_err(|e| fail(&e))?;
-            let der = key.to_pkcs1_der().map_err(|e| fail(&e))?;
-            let n = b64url(&key.n().to_bytes_be());
-            let e = b64url(&key.e().to_bytes_be());
+            let key = RsaKeyPair::generate(KeySize::Rsa2048).map_err(|e| fail(&e))?;
+            let pkcs8: Pkcs8V1Der<'static> = key.as_der().map_err(|e| fail(&e))?;
+            let der = crate::crypto::pkcs8_private_key(pkcs8.as_ref())
+                .ok_or_else(|| fail(&"RSA key is not PKCS#8"))?
+                .to_vec();
+            // What is sealed must be what signs: checked now rather than at the first token.
+            RsaKeyPair::from_der(&der).map_err(|e| fail(&e))?;
+            let public = key.public_key();
+            let n = b64url(public.modulus().big_endian_without_leading_zero());
+            let e = b64url(public.exponent().big_endian_without_leading_zero());
             let canonical = format!(r#"{{"e":"{e}","kty":"RSA","n":"{n}"}}"#);
-            (
-                Secret::new(der.as_bytes().to_vec()),
-                json!({"kty": "RSA", "n": n, "e": e}),
-                canonical,
-            )
+            (Secret::new(der), json!({"kty": "RSA", "n": n, "e": e}), canonical)
         }
     };
     let kid = b64url(&Sha256::digest(thumbprint_input.as_bytes()));

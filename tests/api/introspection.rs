@@ -44,7 +44,8 @@ async fn access_tokens_verify_independently_against_the_jwks() {
         (jwk["kty"].as_str(), jwk["crv"].as_str(), jwk["use"].as_str()),
         (Some("OKP"), Some("Ed25519"), Some("sig"))
     );
-    // Verify with ed25519-dalek directly: no jsonwebtoken, no authd code.
+    // Verify with ed25519-dalek directly: another implementation than the one that signed (aws-lc),
+    // no jsonwebtoken, no authd code.
     let x: [u8; 32] = B64.decode(jwk["x"].as_str().unwrap()).unwrap().try_into().unwrap();
     let public = ed25519_dalek::VerifyingKey::from_bytes(&x).unwrap();
     let (input, signature) = tokens.access_token.rsplit_once('.').unwrap();
@@ -148,7 +149,7 @@ pub fn forged_tokens(tokens: &TokenPair, set: &GetJwksResponse) -> Vec<(&'static
         jsonwebtoken::encode(
             &h,
             &claims,
-            &jsonwebtoken::EncodingKey::from_secret(set.jwks_json.as_bytes()),
+            &jsonwebtoken::EncodingKey::from_secret(set.jwks_json.as_bytes()).unwrap(),
         )
         .unwrap()
     };
@@ -157,7 +158,7 @@ pub fn forged_tokens(tokens: &TokenPair, set: &GetJwksResponse) -> Vec<(&'static
         h.typ = Some("at+jwt".into());
         h.kid = Some(kid.clone());
         let x = B64.decode(&set.keys[0].x).unwrap();
-        jsonwebtoken::encode(&h, &claims, &jsonwebtoken::EncodingKey::from_secret(&x)).unwrap()
+        jsonwebtoken::encode(&h, &claims, &jsonwebtoken::EncodingKey::from_secret(&x).unwrap()).unwrap()
     };
     let other_key_our_kid = sign(&header, &claims, &attacker);
     let tampered = {

@@ -27,31 +27,34 @@ struct ProviderKey {
 
 impl ProviderKey {
     fn rsa(kid: &str) -> Self {
-        use rsa::pkcs1::EncodeRsaPrivateKey;
-        use rsa::traits::PublicKeyParts;
-        let key = rsa::RsaPrivateKey::new(&mut rand::rngs::OsRng, 2048).unwrap();
-        let der = key.to_pkcs1_der().unwrap();
+        use aws_lc_rs::encoding::{AsDer, Pkcs8V1Der};
+        let key = aws_lc_rs::signature::RsaKeyPair::generate(aws_lc_rs::rsa::KeySize::Rsa2048).unwrap();
+        let pkcs8: Pkcs8V1Der<'static> = key.as_der().unwrap();
+        let pkcs1 = authd::crypto::pkcs8_private_key(pkcs8.as_ref()).unwrap();
+        let public = aws_lc_rs::signature::KeyPair::public_key(&key);
+        let n = B64.encode(public.modulus().big_endian_without_leading_zero());
+        let e = B64.encode(public.exponent().big_endian_without_leading_zero());
         Self {
             kid: kid.into(),
             alg: jsonwebtoken::Algorithm::RS256,
-            encoding: jsonwebtoken::EncodingKey::from_rsa_der(der.as_bytes()),
+            encoding: jsonwebtoken::EncodingKey::from_rsa_der(pkcs1),
             // No `alg`, as some providers publish them.
-            jwk: json!({"kty": "RSA", "use": "sig", "kid": kid,
-                        "n": B64.encode(key.n().to_bytes_be()), "e": B64.encode(key.e().to_bytes_be())}),
+            jwk: json!({"kty": "RSA", "use": "sig", "kid": kid, "n": n, "e": e}),
         }
     }
 
     fn ec(kid: &str) -> Self {
-        use p256::pkcs8::EncodePrivateKey;
-        let key = p256::SecretKey::random(&mut rand::rngs::OsRng);
-        let point = p256::elliptic_curve::sec1::ToEncodedPoint::to_encoded_point(&key.public_key(), false);
-        let der = key.to_pkcs8_der().unwrap();
+        use aws_lc_rs::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, KeyPair};
+        let key = EcdsaKeyPair::generate(&ECDSA_P256_SHA256_FIXED_SIGNING).unwrap();
+        // The uncompressed point: 0x04, x, y.
+        let point = key.public_key().as_ref().to_vec();
+        let der = key.to_pkcs8v1().unwrap();
         Self {
             kid: kid.into(),
             alg: jsonwebtoken::Algorithm::ES256,
-            encoding: jsonwebtoken::EncodingKey::from_ec_der(der.as_bytes()),
+            encoding: jsonwebtoken::EncodingKey::from_ec_der(der.as_ref()),
             jwk: json!({"kty": "EC", "crv": "P-256", "alg": "ES256", "kid": kid,
-                        "x": B64.encode(point.x().unwrap()), "y": B64.encode(point.y().unwrap())}),
+                        "x": B64.encode(&point[1..33]), "y": B64.encode(&point[33..])}),
         }
     }
 

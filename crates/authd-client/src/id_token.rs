@@ -207,19 +207,21 @@ fn hex(bytes: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use aws_lc_rs::signature::{Ed25519KeyPair, KeyPair};
     use base64::Engine;
-    use ed25519_dalek::pkcs8::EncodePrivateKey;
     use serde_json::json;
 
     struct Provider {
-        key: ed25519_dalek::SigningKey,
+        /// PKCS#8.
+        key: Vec<u8>,
         keys: KeySet,
     }
 
     impl Provider {
         fn new() -> Self {
-            let key = ed25519_dalek::SigningKey::generate(&mut rand::rngs::OsRng);
-            let x = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(key.verifying_key().as_bytes());
+            let pair = Ed25519KeyPair::generate().unwrap();
+            let x = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(pair.public_key().as_ref());
+            let key = pair.to_pkcs8().unwrap().as_ref().to_vec();
             let jwks = json!({"keys": [{"kty": "OKP", "crv": "Ed25519", "x": x, "kid": "k1"}]});
             let keys = KeySet::from_provider_jwks_json(&jwks.to_string()).unwrap();
             Self { key, keys }
@@ -228,8 +230,7 @@ mod tests {
         fn sign(&self, header: serde_json::Value, claims: serde_json::Value) -> String {
             let mut h = jsonwebtoken::Header::new(Algorithm::EdDSA);
             h.kid = header["kid"].as_str().map(str::to_string);
-            let der = self.key.to_pkcs8_der().unwrap();
-            let encoding = jsonwebtoken::EncodingKey::from_ed_der(der.as_bytes());
+            let encoding = jsonwebtoken::EncodingKey::from_ed_der(&self.key);
             jsonwebtoken::encode(&h, &claims, &encoding).unwrap()
         }
     }

@@ -2,8 +2,8 @@
 
 use crate::keys::KeySet;
 use crate::verify::{AccessClaims, TokenRules};
+use aws_lc_rs::signature::{Ed25519KeyPair, KeyPair};
 use chrono::{DateTime, Utc};
-use ed25519_dalek::pkcs8::EncodePrivateKey;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use std::time::Duration;
 use uuid::Uuid;
@@ -17,14 +17,14 @@ pub struct Signer {
 impl Signer {
     pub fn new() -> Self {
         use base64::Engine;
-        let key = ed25519_dalek::SigningKey::generate(&mut rand::rngs::OsRng);
-        let der = key.to_pkcs8_der().unwrap();
-        let x = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(key.verifying_key().as_bytes());
+        let key = Ed25519KeyPair::generate().unwrap();
+        let der = key.to_pkcs8().unwrap();
+        let x = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(key.public_key().as_ref());
         let kid = format!("test-{}", &crate::random_token()[..8]);
         let jwk = serde_json::json!({"kty": "OKP", "crv": "Ed25519", "x": x, "kid": kid, "alg": "EdDSA", "use": "sig"});
         Self {
             kid,
-            encoding_key: EncodingKey::from_ed_der(der.as_bytes()),
+            encoding_key: EncodingKey::from_ed_der(der.as_ref()),
             jwk,
         }
     }
