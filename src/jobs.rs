@@ -348,9 +348,9 @@ async fn follow_feed(app: Arc<App>) {
     loop {
         match app.revoker.feed().subscribe().await {
             Ok(Some(pubsub)) => {
-                // Subscribed first, then reloaded: nothing published in between is missed, and
+                // Subscribed first, then re-read: nothing published in between is missed, and
                 // whatever was revoked while the feed was down is in Postgres.
-                match app.revoker.load().await {
+                match app.revoker.resync().await {
                     Ok(_) => {
                         app.revoker.feed().set_synced(true);
                         if warned {

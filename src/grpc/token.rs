@@ -244,7 +244,7 @@ async fn follow_revocations(
                     return;
                 };
                 let snapshot = app.revoker.view().snapshot(app.clock.now());
-                let events = snapshot.iter().map(|r| revocation_event(r, String::new()));
+                let events = snapshot.iter().map(|r| revocation_event(&r, String::new()));
                 if !send_within_deadline(&tx, events).await {
                     return;
                 }

@@ -19,6 +19,37 @@ pub trait ForgetsRevoked: Send + Sync {
 
 /// How far back each catch-up re-reads: far longer than any revocation transaction stays open.
 const CATCH_UP_WINDOW: chrono::Duration = chrono::Duration::seconds(120);
+/// Revocations read from Postgres per query when the view is (re)built.
+const LOAD_PAGE: i64 = 10_000;
+
+/// What a read of Postgres asks for: revocations recorded after `at`, or with an id above
+/// `or_above_id`.
+#[derive(Clone, Copy)]
+struct Since {
+    at: DateTime<Utc>,
+    or_above_id: i64,
+}
+
+impl Since {
+    const EVER: Since = Since {
+        at: DateTime::UNIX_EPOCH,
+        or_above_id: 0,
+    };
+}
+
+/// The last complete read: when it began, and the highest id it saw.
+#[derive(Clone, Copy)]
+struct ReadThrough {
+    began: DateTime<Utc>,
+    highest_id: i64,
+}
+
+impl ReadThrough {
+    const NOTHING: ReadThrough = ReadThrough {
+        began: DateTime::UNIX_EPOCH,
+        highest_id: 0,
+    };
+}
 
 pub struct Revoker {
     pool: Pool,
@@ -32,6 +63,10 @@ pub struct Revoker {
     /// Revocations for the Redis feed, sent by the publisher task so no call waits on Redis.
     outbox: mpsc::UnboundedSender<Vec<Revocation>>,
     outbox_rx: Mutex<Option<mpsc::UnboundedReceiver<Vec<Revocation>>>>,
+    /// The last complete read of Postgres: when it began, and the highest id it saw. Every
+    /// revocation up to that id, and every one recorded before that instant less the catch-up
+    /// window, is in the view.
+    read_through: Mutex<ReadThrough>,
 }
 
 impl Revoker {
@@ -57,6 +92,7 @@ impl Revoker {
             lifetime,
             outbox,
             outbox_rx: Mutex::new(Some(outbox_rx)),
+            read_through: Mutex::new(ReadThrough::NOTHING),
         }
     }
 
@@ -80,29 +116,87 @@ impl Revoker {
         self.lifetime
     }
 
-    /// Rebuilds the view from Postgres (every live revocation).
+    /// Rebuilds the view from Postgres (every live revocation), its tables sized for them first:
+    /// growing them entry by entry would leave the smaller tables behind as freed memory that
+    /// the allocator keeps.
     pub async fn load(&self) -> Result<usize> {
-        self.absorb_from_store(DateTime::UNIX_EPOCH).await
+        let counts = {
+            let mut conn = store::conn(&self.pool).await?;
+            store::revocations::live_counts(&mut conn, self.clock.now()).await?
+        };
+        for (kind, count) in counts {
+            if let Some(kind) = RevocationKind::parse(&kind) {
+                self.view.reserve(kind, usize::try_from(count).unwrap_or(0));
+            }
+        }
+        self.absorb_from_store(Since::EVER, true).await
     }
 
     /// Re-reads the revocations of the last two minutes: the safety net under the feed, for a
     /// message lost on the way or a call cancelled between its commit and its broadcast.
     pub async fn catch_up(&self) -> Result<usize> {
-        self.absorb_from_store(self.clock.now() - CATCH_UP_WINDOW).await
+        self.absorb_from_store(
+            Since {
+                at: self.clock.now() - CATCH_UP_WINDOW,
+                or_above_id: i64::MAX,
+            },
+            false,
+        )
+        .await
     }
 
-    async fn absorb_from_store(&self, after: DateTime<Utc>) -> Result<usize> {
+    /// Reads what may have been missed since the last complete read (all of it if there was
+    /// none), with the catch-up window's overlap: after the feed is (re)subscribed, this makes
+    /// the view current without reading every live revocation again.
+    ///
+    /// Rows are taken by id as well as by time: a revocation written since with a later id is
+    /// read whatever the writer's clock said.
+    pub async fn resync(&self) -> Result<usize> {
+        let last = *self.read_through.lock().expect("read_through lock");
+        if last.began == DateTime::UNIX_EPOCH {
+            return self.load().await;
+        }
+        self.absorb_from_store(
+            Since {
+                at: last.began - CATCH_UP_WINDOW,
+                or_above_id: last.highest_id,
+            },
+            true,
+        )
+        .await
+    }
+
+    /// Reads the revocations recorded after `after` a page at a time, so that a load of every
+    /// live revocation holds one page of rows in memory at most, not all of them. `complete`:
+    /// nothing recorded before `after` can be missing from the view, so once this read is done,
+    /// nothing recorded before its start (less the catch-up window) is.
+    async fn absorb_from_store(&self, since: Since, complete: bool) -> Result<usize> {
         let now = self.clock.now();
-        let rows = {
-            let mut conn = store::conn(&self.pool).await?;
-            store::revocations::recorded_since(&mut conn, after, now).await?
-        };
-        let fresh = rows
-            .iter()
-            .filter_map(Revocation::from_row)
-            .filter(|revocation| self.absorb(revocation))
-            .count();
+        let mut conn = store::conn(&self.pool).await?;
+        let mut fresh = 0;
+        let mut last_id = 0;
+        loop {
+            let rows =
+                store::revocations::recorded_since(&mut conn, since.at, since.or_above_id, now, last_id, LOAD_PAGE)
+                    .await?;
+            let Some(last) = rows.last() else { break };
+            last_id = last.id;
+            fresh += rows
+                .iter()
+                .filter_map(Revocation::from_row)
+                .filter(|revocation| self.absorb(revocation))
+                .count();
+            if (rows.len() as i64) < LOAD_PAGE {
+                break;
+            }
+        }
+        drop(conn);
         self.view.prune(now);
+        if complete {
+            let mut read_through = self.read_through.lock().expect("read_through lock");
+            read_through.began = read_through.began.max(now);
+            read_through.highest_id = read_through.highest_id.max(last_id);
+        }
         Ok(fresh)
     }
 

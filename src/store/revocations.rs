@@ -47,17 +47,34 @@ pub async fn insert_once(conn: &mut Conn<'_>, row: &NewRevocation<'_>) -> StoreR
         == 1)
 }
 
-/// Revocations recorded after `after` that still matter at `now`. Rows become visible in
-/// commit order, not id order, so callers ask by time with a generous overlap.
+/// How many revocations of each kind still matter at `now`: (kind, count).
+pub async fn live_counts(conn: &mut Conn<'_>, now: DateTime<Utc>) -> StoreResult<Vec<(String, i64)>> {
+    Ok(revocations::table
+        .filter(revocations::expires_at.gt(now))
+        .group_by(revocations::kind)
+        .select((revocations::kind, diesel::dsl::count_star()))
+        .load(conn)
+        .await?)
+}
+
+/// Up to `limit` revocations that still matter at `now`, recorded after `after` or with an id
+/// above `or_above_id`, in id order from after `after_id` (a page; the next starts after the
+/// last id returned). Rows become visible in commit order, not id order, so callers ask by time
+/// with a generous overlap.
 pub async fn recorded_since(
     conn: &mut Conn<'_>,
     after: DateTime<Utc>,
+    or_above_id: i64,
     now: DateTime<Utc>,
+    after_id: i64,
+    limit: i64,
 ) -> StoreResult<Vec<RevocationRow>> {
     Ok(revocations::table
-        .filter(revocations::created_at.gt(after))
+        .filter(revocations::created_at.gt(after).or(revocations::id.gt(or_above_id)))
         .filter(revocations::expires_at.gt(now))
+        .filter(revocations::id.gt(after_id))
         .order(revocations::id.asc())
+        .limit(limit)
         .select(RevocationRow::as_select())
         .load(conn)
         .await?)
