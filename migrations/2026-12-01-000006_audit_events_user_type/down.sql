@@ -1,0 +1,1 @@
+DROP INDEX CONCURRENTLY audit_events_user_type;
