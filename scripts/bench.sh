@@ -8,6 +8,13 @@
 #                                                (default introspect-repeated) run against authd
 #                                                without export, then against authd exporting every
 #                                                span (always-on sampler) to an OTLP/gRPC sink
+#   ./scripts/bench.sh --scale [FRACTION...]     how costs grow with the data: for each fraction
+#                                                (default 0 0.1 0.3 1) of 1M users, 1M sessions,
+#                                                500k live revocations and 2M audit events, seeded
+#                                                with SQL (scripts/bench/seed.sql), start-up time,
+#                                                memory, and the per-call figures; results in
+#                                                .data/bench-scale.jsonl, charts by
+#                                                scripts/bench/charts.py
 #
 # The server runs with AUTHD_RATE_LIMITS=false (every bench login comes from 127.0.0.1) and its
 # own Redis namespace; any other AUTHD_* variable already set is passed on. Its log goes to
@@ -26,9 +33,9 @@ if [[ -n ${CARGO_TARGET_DIR:-} && $CARGO_TARGET_DIR != /* ]]; then
 fi
 cd "$ROOT"
 
-TELEMETRY=0
-if [[ ${1:-} == --telemetry ]]; then
-    TELEMETRY=1
+MODE=plain
+if [[ ${1:-} == --telemetry || ${1:-} == --scale ]]; then
+    MODE=${1#--}
     shift
 fi
 
@@ -68,27 +75,70 @@ stop_all() {
 }
 trap stop_all EXIT
 
-# Starts authd with the environment given (NAME=value...) and waits until it serves.
+# Starts authd with the environment given (NAME=value...) and waits until it serves; sets
+# STARTUP_S to the seconds from the start of the process to its first SERVING answer.
 start_server() {
+    local started
+    started=$(date +%s.%N)
     env "$@" "$AUTHD" serve >"$LOG" 2>&1 &
     SERVER=$!
-    for _ in $(seq 1 120); do
+    for _ in $(seq 1 1200); do
         if "$AUTHD" healthcheck --addr "$AUTHD_GRPC_ADDR" >/dev/null 2>&1; then break; fi
         if ! kill -0 "$SERVER" 2>/dev/null; then
             echo "bench.sh: authd exited; its log:" >&2
             cat "$LOG" >&2
             exit 1
         fi
-        sleep 0.5
+        sleep 0.05
     done
     "$AUTHD" healthcheck --addr "$AUTHD_GRPC_ADDR" >/dev/null
+    STARTUP_S=$(awk -v a="$started" -v b="$(date +%s.%N)" 'BEGIN { printf "%.2f", b - a }')
     # Let start-up work (migrations, the first key load) settle before the idle memory sample.
     sleep 3
 }
 
-if [[ $TELEMETRY == 0 ]]; then
+if [[ $MODE == plain ]]; then
     start_server
     "$BENCH" --target "$AUTHD_GRPC_ADDR" --server-pid "$SERVER" "$@"
+    exit 0
+fi
+
+# The resident set (VmRSS) or its peak over the process's life (VmHWM) of the server, in MB.
+memory_mb() { awk -v field="$1:" '$1 == field { printf "%.1f", $2 / 1024 }' "/proc/$SERVER/status"; }
+
+if [[ $MODE == scale ]]; then
+    (($# > 0)) || set -- 0 0.1 0.3 1
+    RESULTS="$LOCAL_DATA/bench-scale.jsonl"
+    : >"$RESULTS"
+    psql=("$AUTHD_PG_BIN/psql" -X -q -v ON_ERROR_STOP=1 "$AUTHD_DATABASE_URL")
+    for fraction in "$@"; do
+        [[ $fraction =~ ^(0|[1-9][0-9]*)(\.[0-9]+)?$ ]] || { echo "bench.sh: --scale takes fractions such as 0.1, not $fraction" >&2; exit 2; }
+        echo "## scale $fraction: seeding" >&2
+        local_stack authd_bench fresh
+        "$AUTHD" migrate >/dev/null
+        seeded=$(date +%s)
+        "${psql[@]}" -v scale="$fraction" -f "$ROOT/scripts/bench/seed.sql"
+        echo "seeded in $(($(date +%s) - seeded)) s" >&2
+        counts=$("${psql[@]}" -tA -F' ' -c "select (select count(*) from users), (select count(*) from sessions),
+            (select count(*) from revocations where expires_at > now()), (select count(*) from audit_events),
+            md5('authd-bench-heavy')::uuid")
+        read -r users sessions revocations events heavy <<<"$counts"
+        start_server
+        startup=$STARTUP_S
+        idle=$(memory_mb VmRSS)
+        # Per-call latency with one call in flight, then hot Introspect throughput at full load.
+        "$BENCH" --target "$AUTHD_GRPC_ADDR" --server-pid "$SERVER" --scenarios login,list-users,list-audit,list-audit-type \
+            --concurrency 1 --connections 1 --duration 5 --warmup 1 --audit-user "$heavy" \
+            --json "$LOCAL_DATA/bench-scale-calls.json" | { grep -E '^\| [a-z-]+ ' || true; } >&2
+        "$BENCH" --target "$AUTHD_GRPC_ADDR" --server-pid "$SERVER" --scenarios introspect-repeated \
+            --duration 5 --warmup 1 --json "$LOCAL_DATA/bench-scale-load.json" | { grep -E '^\| [a-z-]+ ' || true; } >&2
+        peak=$(memory_mb VmHWM)
+        stop_server
+        printf '{"fraction":%s,"users":%s,"sessions":%s,"live_revocations":%s,"audit_events":%s,"startup_s":%s,"idle_rss_mb":%s,"peak_rss_mb":%s,"calls":%s,"load":%s}\n' \
+            "$fraction" "$users" "$sessions" "$revocations" "$events" "$startup" "$idle" "$peak" \
+            "$(cat "$LOCAL_DATA/bench-scale-calls.json")" "$(cat "$LOCAL_DATA/bench-scale-load.json")" >>"$RESULTS"
+    done
+    python3 "$ROOT/scripts/bench/charts.py" table "$RESULTS"
     exit 0
 fi
 

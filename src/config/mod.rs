@@ -236,11 +236,13 @@ pub struct Argon2Params {
 }
 
 impl Default for Argon2Params {
-    /// OWASP's recommendation for argon2id.
+    /// One of OWASP's equivalent argon2id settings (m=12288 KiB, t=3, p=1, as strong as
+    /// m=19456, t=2): of those, the one that let most logins through on two cores, where two
+    /// 19 MiB areas at once contend for the caches (docs/PERFORMANCE.md).
     fn default() -> Self {
         Self {
-            memory_kib: 19_456,
-            iterations: 2,
+            memory_kib: 12_288,
+            iterations: 3,
             parallelism: 1,
         }
     }
@@ -1003,7 +1005,7 @@ mod tests {
         assert_eq!(s.accounts.user_grantable_scopes, ["tasks:read", "tasks:write"]);
         assert!(!s.limits.enabled);
         assert_eq!(s.argon2.memory_kib, 1024);
-        assert_eq!(s.argon2.iterations, 2);
+        assert_eq!(s.argon2.iterations, 3, "the default");
         assert_eq!(s.passwords.policy().min_score, 3);
         assert_eq!(s.accounts.bootstrap_admin_email.as_deref(), Some("admin@example.com"));
         assert_eq!(

@@ -284,7 +284,7 @@ async fn passwords_are_stored_as_argon2id_and_rehashed_when_parameters_change() 
         .login("gus", PASSWORD, None, &Default::default())
         .await
         .unwrap_or_else(|_| panic!("login"));
-    assert!(stored(&mut conn).await.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"));
+    assert!(stored(&mut conn).await.starts_with("$argon2id$v=19$m=12288,t=3,p=1$"));
 }
 
 #[tokio::test]

@@ -27,8 +27,8 @@ impl Argon2Params {
             }
         };
         Ok(Self {
-            memory_kib: read("AUTHD_ARGON2_MEMORY_KIB", 19_456)?,
-            iterations: read("AUTHD_ARGON2_ITERATIONS", 2)?,
+            memory_kib: read("AUTHD_ARGON2_MEMORY_KIB", 12_288)?,
+            iterations: read("AUTHD_ARGON2_ITERATIONS", 3)?,
             parallelism: read("AUTHD_ARGON2_PARALLELISM", 1)?,
         })
     }
@@ -57,3 +57,27 @@ pub fn time_hash(params: Argon2Params, rounds: usize) -> anyhow::Result<Duration
     times.sort();
     Ok(times[times.len() / 2])
 }
+
+/// How long one hash takes alone, and when `threads` hash at once (the slowest thread's median):
+/// the cores share caches and memory bandwidth, so hashes at once are slower than one alone.
+pub fn time_alone_and_together(
+    params: Argon2Params,
+    threads: usize,
+    rounds: usize,
+) -> anyhow::Result<(Duration, Duration)> {
+    let alone = time_hash(params, rounds)?;
+    let together = std::thread::scope(|scope| {
+        let timers: Vec<_> = (0..threads)
+            .map(|_| scope.spawn(move || time_hash(params, rounds)))
+            .collect();
+        timers
+            .into_iter()
+            .map(|t| t.join().expect("hash timer panicked"))
+            .collect::<Result<Vec<_>, _>>()
+    })?;
+    Ok((alone, together.into_iter().max().unwrap_or(alone)))
+}
+
+/// OWASP's argon2id parameter sets of equal strength (m KiB, t passes; p = 1), most memory
+/// first; authd's default is m = 12288, t = 3 (chosen with these timings: docs/PERFORMANCE.md).
+pub const OWASP_SETS: [(u32, u32); 5] = [(47_104, 1), (19_456, 2), (12_288, 3), (9_216, 4), (7_168, 5)];

@@ -7,15 +7,17 @@
 //! with scope `tokens:introspect`, and users are registered under a random tag. Run it against a
 //! server started with `AUTHD_RATE_LIMITS=false`: its logins all come from one address.
 
-mod hashing;
+pub mod hashing;
 
 use anyhow::{Context, bail};
 use authd_client::cache::DEFAULT_CAPACITY as DEFAULT_TOKEN_CACHE_SIZE;
 use authd_proto::envoy::service::auth::v3::attribute_context::{self, HttpRequest};
 use authd_proto::envoy::service::auth::v3::{AttributeContext, CheckRequest};
 use authd_proto::{
-    ApiKey, CreateApiKeyRequest, LoginRequest, RefreshRequest, RegisterRequest, RevokeApiKeyRequest,
-    api_key_service_client::ApiKeyServiceClient, auth_service_client::AuthServiceClient,
+    ApiKey, CreateApiKeyRequest, ListAuditEventsRequest, ListUsersRequest, LoginRequest, RefreshRequest,
+    RegisterRequest, RevokeApiKeyRequest, api_key_service_client::ApiKeyServiceClient,
+    audit_service_client::AuditServiceClient, auth_service_client::AuthServiceClient,
+    user_service_client::UserServiceClient,
 };
 use std::fmt::Write as _;
 use std::path::PathBuf;
@@ -49,6 +51,15 @@ pub enum Scenario {
     /// `Verifier::verify` of the distinct access tokens of `introspect-distinct`, with the
     /// verified-token cache off so that every call checks a signature: one core, no network.
     VerifyDistinct,
+    /// `ListUsers` with a prefix that matches the bench's own users (a search for a name), by
+    /// the administrator. Not in the default set: the scale bench runs it.
+    ListUsers,
+    /// `ListAuditEvents` of one user (`--audit-user`, else the administrator), walking up to
+    /// ten pages of 50 before starting over. Not in the default set: the scale bench runs it.
+    ListAudit,
+    /// `list-audit` filtered by the event type `login.failed` (which the scale bench's heavy user
+    /// has none of: the worst case for a filter). Not in the default set.
+    ListAuditType,
 }
 
 impl Scenario {
@@ -75,6 +86,9 @@ impl Scenario {
             Scenario::Mix => "mix",
             Scenario::VerifyHot => "verify-hot",
             Scenario::VerifyDistinct => "verify-distinct",
+            Scenario::ListUsers => "list-users",
+            Scenario::ListAudit => "list-audit",
+            Scenario::ListAuditType => "list-audit-type",
         }
     }
 }
@@ -138,6 +152,12 @@ pub struct BenchArgs {
     /// The server's process id, to report its resident memory (read from /proc).
     #[arg(long)]
     pub server_pid: Option<u32>,
+    /// The user whose audit trail `list-audit` pages through (default: the administrator).
+    #[arg(long)]
+    pub audit_user: Option<String>,
+    /// Also write the results to this file as one JSON object (for charts and the scale bench).
+    #[arg(long, value_name = "FILE")]
+    pub json: Option<PathBuf>,
 }
 
 /// One call's outcome: an error says what went wrong.
@@ -337,6 +357,72 @@ impl Call for RefreshCall {
     }
 }
 
+/// Searches the users by a name prefix, as the administrator; an empty page is a failure.
+struct ListUsersCall {
+    client: UserServiceClient<Channel>,
+    bearer: MetadataValue<Ascii>,
+    query: String,
+}
+
+impl Call for ListUsersCall {
+    async fn call(&mut self) -> Outcome {
+        let request = ListUsersRequest {
+            page_size: 50,
+            page_token: String::new(),
+            query: self.query.clone(),
+        };
+        let page = self
+            .client
+            .list_users(with_bearer(request, &self.bearer))
+            .await
+            .map_err(failed)?
+            .into_inner();
+        if page.users.is_empty() {
+            return Err(format!("ListUsers found no user for {:?}", self.query));
+        }
+        Ok(())
+    }
+}
+
+/// Pages through one user's audit trail, ten pages of 50 at most, then starts over.
+struct ListAuditCall {
+    client: AuditServiceClient<Channel>,
+    bearer: MetadataValue<Ascii>,
+    user_id: String,
+    /// The event type to filter by (empty: every type).
+    event_type: String,
+    page_token: String,
+    pages: usize,
+}
+
+impl Call for ListAuditCall {
+    async fn call(&mut self) -> Outcome {
+        let request = ListAuditEventsRequest {
+            page_size: 50,
+            page_token: std::mem::take(&mut self.page_token),
+            user_id: self.user_id.clone(),
+            r#type: self.event_type.clone(),
+            ..ListAuditEventsRequest::default()
+        };
+        let page = self
+            .client
+            .list_audit_events(with_bearer(request, &self.bearer))
+            .await
+            .map_err(failed)?
+            .into_inner();
+        self.pages += 1;
+        if self.pages < 10 {
+            self.page_token = page.next_page_token;
+        } else {
+            self.pages = 0;
+        }
+        if self.page_token.is_empty() {
+            self.pages = 0;
+        }
+        Ok(())
+    }
+}
+
 /// What one scenario measured.
 #[derive(Default)]
 struct Measured {
@@ -525,6 +611,8 @@ struct Fixture {
     api_secret: String,
     api_key_id: String,
     admin_bearer: MetadataValue<Ascii>,
+    /// The administrator's user id.
+    admin_id: String,
     tag: String,
 }
 
@@ -561,6 +649,7 @@ impl Fixture {
             .map_err(|s| anyhow::anyhow!("the administrator's login failed: {}", failed(s)))?
             .into_inner();
         let admin_token = admin.tokens.context("Login answered no tokens")?.access_token;
+        let admin_id = admin.user.map(|user| user.id).unwrap_or_default();
         let admin_bearer: MetadataValue<Ascii> = format!("Bearer {admin_token}").parse()?;
         let tag = authd_client::random_token()
             .chars()
@@ -586,6 +675,7 @@ impl Fixture {
             api_secret: created.secret,
             api_key_id: id,
             admin_bearer,
+            admin_id,
             uri,
             channels,
             tag,
@@ -740,6 +830,83 @@ struct Results {
     verify_distinct: Option<(f64, f64)>,
     idle_rss_kib: Option<u64>,
     peak_rss_kib: Option<u64>,
+}
+
+/// The rows of the run, printed as they come and kept for `--json`.
+#[derive(Default)]
+struct Report {
+    /// One JSON object per row.
+    rows: Vec<String>,
+}
+
+/// `value` as a JSON number, or `null` when it is not finite.
+fn json_number(value: f64) -> String {
+    if value.is_finite() {
+        format!("{value:.3}")
+    } else {
+        "null".into()
+    }
+}
+
+/// `text` as a JSON string.
+fn json_string(text: &str) -> String {
+    let mut quoted = String::with_capacity(text.len() + 2);
+    quoted.push('"');
+    for c in text.chars() {
+        match c {
+            '"' => quoted.push_str("\\\""),
+            '\\' => quoted.push_str("\\\\"),
+            c if c.is_control() => write!(quoted, "\\u{:04x}", c as u32).expect("write to a String"),
+            c => quoted.push(c),
+        }
+    }
+    quoted.push('"');
+    quoted
+}
+
+/// Resident memory in KiB as JSON megabytes (`null` when unknown).
+fn json_mb(kib: Option<u64>) -> String {
+    kib.map_or_else(|| "null".into(), |kib| json_number(kib as f64 / 1024.0))
+}
+
+impl Report {
+    fn measured(&mut self, name: &str, m: &Measured) {
+        println!("{}", row(name, m));
+        self.rows.push(format!(
+            r#"{{"scenario":{},"requests":{},"rps":{},"p50_ms":{},"p90_ms":{},"p99_ms":{},"errors":{},"peak_rss_mb":{}}}"#,
+            json_string(name),
+            m.latencies.len(),
+            json_number(m.rps()),
+            json_number(m.quantile_ms(0.50)),
+            json_number(m.quantile_ms(0.90)),
+            json_number(m.quantile_ms(0.99)),
+            m.errors,
+            json_mb(m.peak_rss_kib),
+        ));
+    }
+
+    fn per_core(&mut self, name: &str, m: &PerCore) {
+        println!("{}", per_core_row(name, m));
+        self.rows.push(format!(
+            r#"{{"scenario":{},"requests":{},"rps":{},"mean_us":{},"errors":{},"peak_rss_mb":{}}}"#,
+            json_string(name),
+            m.verified,
+            json_number(m.per_sec()),
+            json_number(m.mean_us()),
+            m.errors,
+            json_mb(m.peak_rss_kib),
+        ));
+    }
+
+    /// The whole run as one JSON object.
+    fn json(&self, results: &Results, cores: usize) -> String {
+        format!(
+            r#"{{"cores":{cores},"idle_rss_mb":{},"peak_rss_mb":{},"scenarios":[{}]}}"#,
+            json_mb(results.idle_rss_kib),
+            json_mb(results.peak_rss_kib),
+            self.rows.join(",")
+        ) + "\n"
+    }
 }
 
 fn row(name: &str, m: &Measured) -> String {
@@ -978,6 +1145,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         m.peak_rss_kib
     };
     let mut minted: Vec<String> = Vec::new();
+    let mut report = Report::default();
     for scenario in &args.scenarios {
         match scenario {
             Scenario::Health => {
@@ -987,7 +1155,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
                 let (mut m, _) = closed_loop(calls, warmup, duration).await;
                 results.peak_rss_kib = results.peak_rss_kib.max(peak(&mut m));
                 results.health = Some(m.rps());
-                println!("{}", row(scenario.name(), &m));
+                report.measured(scenario.name(), &m);
             }
             Scenario::IntrospectRepeated => {
                 let calls = fixture.introspect_calls(
@@ -997,7 +1165,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
                 let (mut m, _) = closed_loop(calls, warmup, duration).await;
                 results.peak_rss_kib = results.peak_rss_kib.max(peak(&mut m));
                 results.repeated = Some(m.rps());
-                println!("{}", row(scenario.name(), &m));
+                report.measured(scenario.name(), &m);
             }
             Scenario::Check => {
                 let calls = (0..args.concurrency)
@@ -1010,7 +1178,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
                 let (mut m, _) = closed_loop(calls, warmup, duration).await;
                 results.peak_rss_kib = results.peak_rss_kib.max(peak(&mut m));
                 results.check = Some(m.rps());
-                println!("{}", row(scenario.name(), &m));
+                report.measured(scenario.name(), &m);
             }
             Scenario::Refresh => {
                 let (mut m, calls) = closed_loop(refresh_calls(&fixture, &sessions), warmup, duration).await;
@@ -1019,7 +1187,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
                     session.1 = call.refresh_token;
                     minted.extend(call.minted);
                 }
-                println!("{}", row(scenario.name(), &m));
+                report.measured(scenario.name(), &m);
             }
             Scenario::IntrospectDistinct => {
                 minted = mint_for(
@@ -1037,7 +1205,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
                 results.peak_rss_kib = results.peak_rss_kib.max(peak(&mut m));
                 results.distinct = Some(m.rps());
                 let name = format!("introspect-distinct ({}k)", minted.len() / 1000);
-                println!("{}", row(&name, &m));
+                report.measured(&name, &m);
             }
             Scenario::Login => {
                 // Timed right before the logins, while the server is idle: this machine's speed
@@ -1047,7 +1215,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
                 let (mut m, _) = closed_loop(calls, warmup, duration).await;
                 results.peak_rss_kib = results.peak_rss_kib.max(peak(&mut m));
                 results.login = Some((m.rps(), hashing));
-                println!("{}", row(scenario.name(), &m));
+                report.measured(scenario.name(), &m);
             }
             Scenario::Mix => {
                 let rate = args
@@ -1058,7 +1226,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
                 let alone = fixture.introspect_calls(args.concurrency, &tokens);
                 let mut quiet = paced(alone, rate, warmup, duration).await;
                 results.peak_rss_kib = results.peak_rss_kib.max(peak(&mut quiet));
-                println!("{}", row(&format!("mix: introspect {rate:.0}/s alone"), &quiet));
+                report.measured(&format!("mix: introspect {rate:.0}/s alone"), &quiet);
                 let during = fixture.introspect_calls(args.concurrency, &tokens);
                 let flood = fixture.login_calls(args.flood_concurrency, &login_accounts);
                 let (mut busy, (mut logins, _)) = tokio::join!(
@@ -1068,9 +1236,41 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
                 let flood_peak = peak(&mut busy);
                 logins.peak_rss_kib = flood_peak;
                 results.peak_rss_kib = results.peak_rss_kib.max(flood_peak);
-                println!("{}", row("mix: introspect, login flood", &busy));
-                println!("{}", row("mix: the login flood", &logins));
+                report.measured("mix: introspect, login flood", &busy);
+                report.measured("mix: the login flood", &logins);
                 results.mix = Some((quiet.quantile_ms(0.99), busy.quantile_ms(0.99)));
+            }
+            Scenario::ListUsers => {
+                let calls = (0..args.concurrency)
+                    .map(|i| ListUsersCall {
+                        client: UserServiceClient::new(fixture.channel(i)),
+                        bearer: fixture.admin_bearer.clone(),
+                        query: format!("b{}", fixture.tag),
+                    })
+                    .collect();
+                let (mut m, _) = closed_loop(calls, warmup, duration).await;
+                results.peak_rss_kib = results.peak_rss_kib.max(peak(&mut m));
+                report.measured(scenario.name(), &m);
+            }
+            Scenario::ListAudit | Scenario::ListAuditType => {
+                let user_id = args.audit_user.clone().unwrap_or_else(|| fixture.admin_id.clone());
+                let event_type = match scenario {
+                    Scenario::ListAuditType => "login.failed".to_string(),
+                    _ => String::new(),
+                };
+                let calls = (0..args.concurrency)
+                    .map(|i| ListAuditCall {
+                        client: AuditServiceClient::new(fixture.channel(i)),
+                        bearer: fixture.admin_bearer.clone(),
+                        user_id: user_id.clone(),
+                        event_type: event_type.clone(),
+                        page_token: String::new(),
+                        pages: 0,
+                    })
+                    .collect();
+                let (mut m, _) = closed_loop(calls, warmup, duration).await;
+                results.peak_rss_kib = results.peak_rss_kib.max(peak(&mut m));
+                report.measured(scenario.name(), &m);
             }
             Scenario::VerifyHot | Scenario::VerifyDistinct => {
                 let hot = *scenario == Scenario::VerifyHot;
@@ -1106,7 +1306,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
                 drop(verifier);
                 m.peak_rss_kib = memory.as_ref().and_then(MemoryWatch::take_peak);
                 results.peak_rss_kib = results.peak_rss_kib.max(m.peak_rss_kib);
-                println!("{}", per_core_row(&name, &m));
+                report.per_core(&name, &m);
                 if m.stats.introspected > 0 {
                     eprintln!(
                         "warning: {}: {} of the verifier's calls went to Introspect over the network \
@@ -1140,6 +1340,9 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     }
     fixture.tear_down().await;
     print_targets(&results, cores);
+    if let Some(path) = &args.json {
+        std::fs::write(path, report.json(&results, cores)).with_context(|| format!("writing {}", path.display()))?;
+    }
     Ok(())
 }
 
@@ -1189,20 +1392,11 @@ async fn mint(
 /// One argon2id hash at the server's parameters (AUTHD_ARGON2_*): alone, and with one per core
 /// running at once (they then share the caches and the memory bandwidth).
 fn time_hashes(params: hashing::Argon2Params, cores: usize) -> anyhow::Result<Hashing> {
-    let alone = hashing::time_hash(params, 7)?;
-    let together = std::thread::scope(|scope| {
-        let timers: Vec<_> = (0..cores)
-            .map(|_| scope.spawn(move || hashing::time_hash(params, 7)))
-            .collect();
-        timers
-            .into_iter()
-            .map(|t| t.join().expect("hash timer panicked"))
-            .collect::<Result<Vec<_>, _>>()
-    })?;
+    let (alone, together) = hashing::time_alone_and_together(params, cores, 7)?;
     Ok(Hashing {
         params,
         alone,
-        together: together.into_iter().max().unwrap_or(alone),
+        together,
     })
 }
 
