@@ -49,28 +49,38 @@ pub struct AuditFilter<'a> {
     pub before_id: Option<i64>,
 }
 
+/// A page of events, newest first. The ids are chosen first, by a query that can be answered
+/// from an index alone (`(user_id, type, id)`, `(user_id, id)`, `(type, id)` or the primary
+/// key), then their rows are read: asked for whole rows at once, the planner would rather walk
+/// the primary key backwards and filter, which reads the whole table when the user has few
+/// events of the type asked for.
 pub async fn list(conn: &mut Conn<'_>, filter: &AuditFilter<'_>, limit: i64) -> StoreResult<Vec<AuditRow>> {
-    let mut query = audit_events::table
-        .select(AuditRow::as_select())
+    let mut ids = audit_events::table
+        .select(audit_events::id)
         .order(audit_events::id.desc())
         .limit(limit)
         .into_boxed();
     if let Some(user_id) = filter.user_id {
-        query = query.filter(audit_events::user_id.eq(user_id));
+        ids = ids.filter(audit_events::user_id.eq(user_id));
     }
     if let Some(event_type) = filter.event_type {
-        query = query.filter(audit_events::event_type.eq(event_type.to_string()));
+        ids = ids.filter(audit_events::event_type.eq(event_type.to_string()));
     }
     if let Some(since) = filter.since {
-        query = query.filter(audit_events::occurred_at.ge(since));
+        ids = ids.filter(audit_events::occurred_at.ge(since));
     }
     if let Some(until) = filter.until {
-        query = query.filter(audit_events::occurred_at.lt(until));
+        ids = ids.filter(audit_events::occurred_at.lt(until));
     }
     if let Some(before) = filter.before_id {
-        query = query.filter(audit_events::id.lt(before));
+        ids = ids.filter(audit_events::id.lt(before));
     }
-    Ok(query.load(conn).await?)
+    Ok(audit_events::table
+        .filter(audit_events::id.eq_any(ids))
+        .select(AuditRow::as_select())
+        .order(audit_events::id.desc())
+        .load(conn)
+        .await?)
 }
 
 pub async fn purge_older(conn: &mut Conn<'_>, before: DateTime<Utc>) -> StoreResult<usize> {

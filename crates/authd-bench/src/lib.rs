@@ -1422,8 +1422,8 @@ fn print_targets(results: &Results, cores: usize) {
     if let (Some(health), Some(distinct)) = (results.health, results.distinct) {
         let ratio = distinct / health;
         println!(
-            "| Introspect, distinct tokens | ≥ 0.25 × health | {ratio:.3} × ({distinct:.0} / {health:.0} rps) | {} |",
-            verdict(ratio >= 0.25)
+            "| Introspect, distinct tokens | ≥ 0.40 × health | {ratio:.3} × ({distinct:.0} / {health:.0} rps) | {} |",
+            verdict(ratio >= 0.40)
         );
     }
     if let Some((login, hashing)) = &results.login {
