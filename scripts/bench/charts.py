@@ -130,11 +130,14 @@ def panel(svg, box, title, xs, series, y_label, goal=None, x_label="users"):
     for i in range(5):
         y = y_max * i / 4
         svg.line(left, py(y), left + width, py(y), stroke="#e5e7eb")
-        svg.text(left - 6, py(y) + 4, f"{y:.3g}", size=10, anchor="end", fill="#4b5563")
+        svg.text(left - 6, py(y) + 4, f"{y:.2f}" if y_max < 10 else f"{y:.0f}", size=10, anchor="end", fill="#4b5563")
     for x in xs:
         svg.text(px(x), top + height + 16, f"{x / 1e6:g}M" if x >= 1e5 else f"{x:,}", size=10, anchor="middle")
     svg.text(left + width / 2, top + height + 32, x_label, size=11, anchor="middle", fill="#4b5563")
-    svg.text(left - 42, top + height / 2, y_label, size=11, anchor="middle", fill="#4b5563")
+    svg.add(
+        f'<text x="{left - 48:.1f}" y="{top + height / 2:.1f}" font-size="11" text-anchor="middle" '
+        f'fill="#4b5563" transform="rotate(-90 {left - 48:.1f} {top + height / 2:.1f})">{escape(y_label)}</text>'
+    )
     if goal:
         svg.line(left, py(goal[0]), left + width, py(goal[0]), stroke="#111827", dash="6 4")
         svg.text(left + width - 4, py(goal[0]) - 5, goal[1], size=10, anchor="end")
@@ -146,8 +149,9 @@ def panel(svg, box, title, xs, series, y_label, goal=None, x_label="users"):
             svg.add(f'<polyline points="{path}" fill="none" stroke="{colour}" stroke-width="2"/>')
         for x, y in points:
             svg.add(f'<circle cx="{x:.1f}" cy="{y:.1f}" r="3.5" fill="{colour}"/>')
-        svg.add(f'<rect x="{left + 10}" y="{top + 8 + n * 16}" width="10" height="10" fill="{colour}"/>')
-        svg.text(left + 26, top + 17 + n * 16, label, size=11)
+        # The legend goes under the panel, clear of the lines.
+        svg.add(f'<rect x="{left}" y="{top + height + 44 + n * 16}" width="10" height="10" fill="{colour}"/>')
+        svg.text(left + 16, top + height + 53 + n * 16, label, size=11)
 
 
 def scale(path, out):
@@ -158,7 +162,7 @@ def scale(path, out):
     for i, (label, *_rest) in enumerate(base):
         ys = [ratio(figures(run)[i][1], base[i][1], base[i][3]) for run in runs]
         relative.append((label, ys))
-    svg = Svg(1000, 360)
+    svg = Svg(1000, 430)
     panel(svg, (70, 40, 380, 250), "Per call, relative to the empty database", xs, relative, "× empty", (1.5, "goal 1.5×"))
     memory = [("RSS idle", [run["idle_rss_mb"] for run in runs]), ("RSS peak", [run["peak_rss_mb"] for run in runs])]
     panel(svg, (560, 40, 170, 250), "Memory (MB)", xs, memory, "MB", (150, "150 MB"))

@@ -1,13 +1,15 @@
 -- Seeds a migrated authd database for the scale bench (`scripts/bench.sh --scale`), with plain
 -- SQL and no calls to authd. At :scale = 1 (psql -v scale=1): 1M users, 1M sessions, 500k live
 -- revocations (one per revoked session) and 2M audit events, a tenth of them for one heavy user
--- (id md5('authd-bench-heavy')::uuid, printed at the end). Smaller scales shrink every count.
+-- (id md5('authd-bench-heavy')::uuid, printed at the end). Smaller scales shrink every count,
+-- but the heavy user always has 500 events at least (ten pages), so that paging through them
+-- costs the same work at every size.
 -- The seeded accounts cannot log in (their password hash verifies nothing).
 \set ON_ERROR_STOP on
 SELECT greatest(1, (1000000 * :scale)::int) AS users,
        (1000000 * :scale)::int AS sessions,
        (500000 * :scale)::int AS revocations,
-       (2000000 * :scale)::int AS events \gset
+       greatest(500, (2000000 * :scale)::int) AS events \gset
 
 BEGIN;
 INSERT INTO users (id, email, email_normalized, username, username_normalized, password_hash,
