@@ -71,7 +71,9 @@ pub enum KeysCommand {
     List,
     /// Drop a key from the JWKS at once: every token it signed stops verifying.
     Revoke {
-        /// The key's id, as `keys list` shows it.
+        /// The key's id, as `keys list` shows it (a thumbprint in base64url, which may begin
+        /// with `-`).
+        #[arg(allow_hyphen_values = true)]
         kid: String,
     },
 }
@@ -294,5 +296,22 @@ async fn healthcheck(addr: &str) -> anyhow::Result<()> {
         Ok(())
     } else {
         bail!("authd at {addr} is {}", status.as_str_name())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_key_id_may_begin_with_a_hyphen() {
+        // Key ids are base64url thumbprints: one in 64 begins with `-`.
+        let cli = Cli::try_parse_from(["authd", "keys", "revoke", "-x1Yz_AbC"]).expect("parsed");
+        match cli.command {
+            Command::Keys {
+                command: KeysCommand::Revoke { kid },
+            } => assert_eq!(kid, "-x1Yz_AbC"),
+            other => panic!("parsed as {other:?}"),
+        }
     }
 }
