@@ -397,4 +397,64 @@ mod tests {
         }
         assert_eq!(jwk["kid"], row.kid);
     }
+
+    /// Keys stored by the former backends (ed25519-dalek, p256, rsa) must still open, sign and
+    /// verify: rows written before aws-lc-rs stay in the database.
+    #[test]
+    fn keys_stored_by_the_former_backends_still_sign() {
+        use base64::Engine;
+        let kek = Secret::new([9u8; 32]);
+        let now = Utc::now();
+        let fixtures = include_str!("../../tests/fixtures/former-backend-keys.txt");
+        let mut algs = Vec::new();
+        for line in fixtures
+            .lines()
+            .filter(|line| !line.starts_with('#') && !line.is_empty())
+        {
+            let mut fields = line.split(' ');
+            let alg = fields.next().unwrap();
+            let members: std::collections::BTreeMap<&str, &str> =
+                fields.map(|field| field.split_once('=').unwrap()).collect();
+            let der = base64::engine::general_purpose::STANDARD
+                .decode(members["der"])
+                .unwrap();
+            let kid = format!("former-{alg}");
+            let mut jwk = match alg {
+                "EdDSA" => json!({"kty": "OKP", "crv": "Ed25519", "x": members["x"]}),
+                "ES256" => json!({"kty": "EC", "crv": "P-256", "x": members["x"], "y": members["y"]}),
+                _ => json!({"kty": "RSA", "n": members["n"], "e": members["e"]}),
+            };
+            let object = jwk.as_object_mut().unwrap();
+            object.insert("kid".into(), json!(kid));
+            object.insert("alg".into(), json!(alg));
+            object.insert("use".into(), json!("sig"));
+            let row = SigningKeyRow {
+                private_key_encrypted: seal(&kek, &kid, &der),
+                kid,
+                alg: alg.to_string(),
+                public_jwk: jwk.to_string(),
+                created_at: now,
+                activates_at: now,
+                retired_at: None,
+                revoked_at: None,
+            };
+            let ring = KeyRing::from_rows(&[row], &kek, now).unwrap();
+            let issuer = crate::tokens::jwt::TokenIssuer {
+                issuer: "https://auth.example.com".into(),
+                audience: "api".into(),
+                ttl: Duration::from_secs(900),
+            };
+            let request = crate::tokens::jwt::TokenRequest {
+                user_id: uuid::Uuid::now_v7(),
+                username: "u",
+                session_id: uuid::Uuid::now_v7(),
+                roles: &["user".to_string()],
+                scope: "profile",
+            };
+            let token = issuer.issue(&ring, &request, now).unwrap().0;
+            assert!(issuer.verify(&ring, &token, now).is_ok(), "{alg}");
+            algs.push(alg.to_string());
+        }
+        assert_eq!(algs, ["EdDSA", "ES256", "RS256"]);
+    }
 }
