@@ -229,18 +229,20 @@ impl Inner {
     fn get_id(&self, kind: RevocationKind, id: Uuid) -> Option<Span> {
         self.entries.get(&kind)?.ids.get(&id.as_u128()).copied()
     }
+
+    fn apply(&mut self, revocation: &Revocation) -> bool {
+        self.entries
+            .entry(revocation.kind)
+            .or_default()
+            .apply(&revocation.subject_id, Span::new(revocation))
+    }
 }
 
 impl RevocationView {
     /// Records a revocation; returns whether it told the view something new (a new subject, or
     /// a later revocation of one already held).
     pub fn apply(&self, revocation: &Revocation) -> bool {
-        let mut inner = self.inner.write().expect("revocation view lock");
-        inner
-            .entries
-            .entry(revocation.kind)
-            .or_default()
-            .apply(&revocation.subject_id, Span::new(revocation))
+        self.inner.write().expect("revocation view lock").apply(revocation)
     }
 
     /// Makes room for `additional` more entries of `kind` (before a load of known size). Token
@@ -258,11 +260,7 @@ impl RevocationView {
     pub fn apply_all<'a>(&self, revocations: impl IntoIterator<Item = &'a Revocation>) {
         let mut inner = self.inner.write().expect("revocation view lock");
         for revocation in revocations {
-            inner
-                .entries
-                .entry(revocation.kind)
-                .or_default()
-                .apply(&revocation.subject_id, Span::new(revocation));
+            inner.apply(revocation);
         }
     }
 
@@ -309,20 +307,18 @@ impl RevocationView {
             .iter()
             .filter(|(kind, _)| **kind != RevocationKind::SecretRotated)
         {
-            let live = |span: &&Span| span.until > now;
+            let ids = subjects
+                .ids
+                .iter()
+                .map(|(id, span)| (Copied::Id(id.to_be_bytes()), *span));
+            let names = subjects
+                .names
+                .iter()
+                .map(|(name, span)| (Copied::Name(name.clone()), *span));
             entries.extend(
-                subjects
-                    .ids
-                    .iter()
-                    .filter(|(_, span)| live(span))
-                    .map(|(id, span)| (*kind, Copied::Id(id.to_be_bytes()), *span)),
-            );
-            entries.extend(
-                subjects
-                    .names
-                    .iter()
-                    .filter(|(_, span)| live(span))
-                    .map(|(name, span)| (*kind, Copied::Name(name.clone()), *span)),
+                ids.chain(names)
+                    .filter(|(_, span)| span.until > now)
+                    .map(|(subject, span)| (*kind, subject, span)),
             );
         }
         Snapshot { entries }
