@@ -2,11 +2,13 @@
 //! `info`), as text or, with `AUTHD_LOG_FORMAT=json`, one JSON object per line; a line written
 //! during a call carries the call's `trace_id` and `span_id`. With a collector configured
 //! (`OTEL_EXPORTER_OTLP_ENDPOINT`), authd's spans go there through a batch processor that never
-//! holds up a call, and [`Guard::shutdown`] flushes them. Metrics: [`Metrics`].
+//! holds up a call ([`batch`]), and [`Guard::shutdown`] flushes them. Metrics: [`Metrics`].
 
+mod batch;
 mod export;
 pub mod metrics;
 pub mod spans;
+mod wire;
 
 pub use metrics::Metrics;
 
@@ -113,14 +115,18 @@ pub fn init(traces: Option<OtlpProtocol>) -> anyhow::Result<Guard> {
         let format = tracing_subscriber::fmt::format();
         logs.event_format(spans::WithIds { inner: format, json }).boxed()
     };
+    let mut ignored = Vec::new();
     let tracer = traces
         .map(|protocol| -> anyhow::Result<SdkTracerProvider> {
-            let exporter = export::span_exporter(protocol)?;
-            // The sampler (`OTEL_TRACES_SAMPLER`, default parent-based always-on) and the batch
-            // processor (`OTEL_BSP_*`: a bounded queue that drops when full) read the environment.
+            let env = |name: &str| std::env::var(name).ok();
+            let target = export::TraceTarget::from_env(protocol, &env)?;
+            ignored.clone_from(&target.ignored);
+            let processor = batch::Encoding::start(&target, batch::Settings::from_env(&env)?)?;
+            // The sampler (`OTEL_TRACES_SAMPLER`, default parent-based always-on) reads the
+            // environment; the processor read `OTEL_BSP_*` (a bounded queue that drops when full).
             Ok(SdkTracerProvider::builder()
                 .with_resource(resource())
-                .with_batch_exporter(exporter)
+                .with_span_processor(processor)
                 .build())
         })
         .transpose()?;
@@ -143,5 +149,8 @@ pub fn init(traces: Option<OtlpProtocol>) -> anyhow::Result<Guard> {
         .try_init();
     // A subscriber already set (e.g. by a test harness) is fine.
     drop(result);
+    for setting in ignored {
+        tracing::warn!("{setting}; the setting is ignored");
+    }
     Ok(Guard { tracer })
 }

@@ -627,6 +627,43 @@ impl Drop for BlackHole {
     }
 }
 
+/// Spans wait for a full batch or the schedule delay; a replica told to stop sends what waits.
+#[tokio::test]
+async fn spans_waiting_at_shutdown_are_sent() {
+    let collector = Collector::start_grpc().await;
+    let (mut replica, _) = replica_exporting_to(
+        &collector.endpoint(),
+        &[("OTEL_BSP_SCHEDULE_DELAY", "600000"), ("OTEL_METRICS_EXPORTER", "none")],
+    )
+    .await;
+    replica.register("last_words").await;
+    let caller = Caller::new();
+    replica
+        .auth()
+        .login(caller.request(login_request("last_words", PASSWORD)))
+        .await
+        .expect("login");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(
+        collector.spans().is_empty(),
+        "spans left before their batch was full or due:{}",
+        dump(&collector.spans())
+    );
+
+    replica.signal("TERM");
+    assert!(replica.exit_status(Duration::from_secs(15)).await.success());
+    let login = caller
+        .server_span(&collector)
+        .expect("the login's span, sent at shutdown");
+    assert_server_span(&login, LOGIN, Code::Ok, &replica);
+    let trace = collector.trace(&caller.trace_id);
+    assert!(
+        trace.iter().any(|s| s.name() == "password_hash"),
+        "its child spans too:{}",
+        dump(&trace)
+    );
+}
+
 #[tokio::test]
 async fn a_dead_collector_costs_calls_nothing() {
     let hole = BlackHole::open().await;
@@ -663,6 +700,27 @@ async fn a_dead_collector_costs_calls_nothing() {
         hole.accepted.load(Ordering::SeqCst) >= 2,
         "the exporters never reached the black hole"
     );
+}
+
+/// A replica told to stop while its export hangs on a collector that never answers stops within
+/// its shutdown budget, cleanly: exit status 0 and no panic in its log.
+#[tokio::test]
+async fn a_hanging_export_does_not_spoil_shutdown() {
+    let hole = BlackHole::open().await;
+    let endpoint = format!("http://127.0.0.1:{}", hole.port);
+    let (mut replica, _) = replica_exporting_to(&endpoint, &[("OTEL_METRICS_EXPORTER", "none")]).await;
+    replica.user("hung").await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while hole.accepted.load(Ordering::SeqCst) == 0 {
+        assert!(Instant::now() < deadline, "no export reached the black hole");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    replica.user("hung_more").await;
+    replica.signal("TERM");
+    let status = replica.exit_status(Duration::from_secs(20)).await;
+    let log = replica.log();
+    assert!(status.success(), "{status:?}\n{log}");
+    assert!(!log.contains("panicked"), "{log}");
 }
 
 /// A log line written during a call carries the call's trace id; a call cut off before its

@@ -433,6 +433,8 @@ struct Measured {
     window: Duration,
     /// The server's largest resident set while it ran, in KiB.
     peak_rss_kib: Option<u64>,
+    /// The CPU time the server spent in the window, in seconds.
+    server_cpu_s: Option<f64>,
 }
 
 /// What one worker counted.
@@ -476,6 +478,12 @@ impl Measured {
         self.latencies.len() as f64 / self.window.as_secs_f64()
     }
 
+    /// The server's CPU time per successful call, in microseconds.
+    fn server_us_per_call(&self) -> Option<f64> {
+        let calls = self.latencies.len();
+        self.server_cpu_s.filter(|_| calls > 0).map(|s| s * 1e6 / calls as f64)
+    }
+
     /// The latency below which `q` of the calls fall, in milliseconds.
     fn quantile_ms(&self, q: f64) -> f64 {
         if self.latencies.is_empty() {
@@ -494,6 +502,10 @@ fn micros(elapsed: Duration) -> u32 {
 async fn closed_loop<C: Call>(calls: Vec<C>, warmup: Duration, duration: Duration) -> (Measured, Vec<C>) {
     let from = Instant::now() + warmup;
     let until = from + duration;
+    let cpu = SERVER_PID
+        .get()
+        .copied()
+        .map(|pid| tokio::spawn(server_cpu_between(pid, from, until)));
     let workers: Vec<_> = calls
         .into_iter()
         .map(|mut call| {
@@ -520,7 +532,36 @@ async fn closed_loop<C: Call>(calls: Vec<C>, warmup: Duration, duration: Duratio
         parts.push(part);
         calls.push(call);
     }
-    (Measured::merge(duration, parts), calls)
+    let mut measured = Measured::merge(duration, parts);
+    if let Some(cpu) = cpu {
+        measured.server_cpu_s = cpu.await.ok().flatten();
+    }
+    (measured, calls)
+}
+
+/// The server whose CPU time the closed-loop scenarios measure (`--server-pid`).
+static SERVER_PID: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
+
+/// The CPU time (user and system) process `pid` spends between `from` and `until`, in seconds.
+async fn server_cpu_between(pid: u32, from: Instant, until: Instant) -> Option<f64> {
+    tokio::time::sleep_until(from.into()).await;
+    let before = cpu_ticks(pid)?;
+    tokio::time::sleep_until(until.into()).await;
+    let after = cpu_ticks(pid)?;
+    // /proc counts in USER_HZ, 100 a second on Linux.
+    Some(after.saturating_sub(before) as f64 / 100.0)
+}
+
+/// `utime + stime` of a process from `/proc/PID/stat`, in clock ticks.
+fn cpu_ticks(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) may hold spaces; the fields after its ')' are plain.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let mut fields = rest.split_whitespace();
+    // After the name: state (3), …, utime (14), stime (15).
+    let utime: u64 = fields.nth(11)?.parse().ok()?;
+    let stime: u64 = fields.next()?.parse().ok()?;
+    Some(utime + stime)
 }
 
 /// The workers together send `rate` requests per second on a fixed schedule, whatever the
@@ -873,7 +914,7 @@ impl Report {
     fn measured(&mut self, name: &str, m: &Measured) {
         println!("{}", row(name, m));
         self.rows.push(format!(
-            r#"{{"scenario":{},"requests":{},"rps":{},"p50_ms":{},"p90_ms":{},"p99_ms":{},"errors":{},"peak_rss_mb":{}}}"#,
+            r#"{{"scenario":{},"requests":{},"rps":{},"p50_ms":{},"p90_ms":{},"p99_ms":{},"errors":{},"peak_rss_mb":{},"server_us_per_call":{}}}"#,
             json_string(name),
             m.latencies.len(),
             json_number(m.rps()),
@@ -882,6 +923,7 @@ impl Report {
             json_number(m.quantile_ms(0.99)),
             m.errors,
             json_mb(m.peak_rss_kib),
+            m.server_us_per_call().map_or("null".to_string(), json_number),
         ));
     }
 
@@ -922,6 +964,10 @@ fn row(name: &str, m: &Measured) -> String {
     match m.peak_rss_kib {
         Some(kib) => write!(line, " {:>6.1} MB |", kib as f64 / 1024.0).expect("write to a String"),
         None => line.push_str("      - |"),
+    }
+    match m.server_us_per_call() {
+        Some(us) => write!(line, " {us:>14.1} |").expect("write to a String"),
+        None => line.push_str("              - |"),
     }
     if let Some(error) = &m.first_error {
         write!(line, " first error: {error}").expect("write to a String");
@@ -980,6 +1026,7 @@ fn per_core_row(name: &str, m: &PerCore) -> String {
         Some(kib) => write!(line, " {:>6.1} MB |", kib as f64 / 1024.0).expect("write to a String"),
         None => line.push_str("      - |"),
     }
+    line.push_str("              - |");
     write!(line, " mean {:.3} µs per call, one core", m.mean_us()).expect("write to a String");
     if m.stats.introspected > 0 {
         write!(
@@ -1093,6 +1140,9 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     let duration = Duration::from_secs_f64(args.duration);
     let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
     let memory = args.server_pid.map(MemoryWatch::start);
+    if let Some(pid) = args.server_pid {
+        let _ = SERVER_PID.set(pid);
+    }
     let mut results = Results {
         idle_rss_kib: args.server_pid.and_then(resident_kib),
         ..Results::default()
@@ -1135,10 +1185,10 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     }
     println!();
     println!(
-        "| scenario                     |  requests |     rps |  p50 ms |  p90 ms |  p99 ms | errors | server RSS |"
+        "| scenario                     |  requests |     rps |  p50 ms |  p90 ms |  p99 ms | errors | server RSS | server µs/call |"
     );
     println!(
-        "|------------------------------|-----------|---------|---------|---------|---------|--------|------------|"
+        "|------------------------------|-----------|---------|---------|---------|---------|--------|------------|----------------|"
     );
     let peak = |m: &mut Measured| {
         m.peak_rss_kib = memory.as_ref().and_then(MemoryWatch::take_peak);
