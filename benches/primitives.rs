@@ -120,5 +120,55 @@ fn introspection(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, jwt, argon2, api_key, introspection);
+/// What exporting a call's server span costs the thread that serves it: started with the
+/// attributes of a gRPC call, attached while the call is polled, given its status, ended (written
+/// as OTLP protobuf and queued). The queue's sends, on a thread of their own, are not counted.
+/// Run with a collector address, e.g. one where nobody listens:
+/// `OTEL_EXPORTER_OTLP_ENDPOINT=http://127.0.0.1:9 RUST_LOG=off cargo bench --bench primitives -- telemetry`.
+fn telemetry(c: &mut Criterion) {
+    use opentelemetry::KeyValue;
+    if std::env::var_os("OTEL_EXPORTER_OTLP_ENDPOINT").is_none() {
+        eprintln!("telemetry: skipped (set OTEL_EXPORTER_OTLP_ENDPOINT to measure span export)");
+        return;
+    }
+    let _guard = authd::telemetry::init(Some(authd::config::OtlpProtocol::Grpc)).expect("telemetry");
+    let headers = http::HeaderMap::new();
+    let call = |span: &authd::telemetry::spans::ServerSpan| {
+        let _attached = span.context().map(|cx| cx.clone().attach());
+        let _entered = span.log.enter();
+        black_box(span);
+    };
+    let mut group = c.benchmark_group("telemetry");
+    group.bench_function("log span only (export off)", |b| {
+        b.iter(|| {
+            let log = authd::call_log_span!("rpc");
+            let _entered = log.enter();
+            black_box(&log);
+        })
+    });
+    group.bench_function("server span, exported", |b| {
+        b.iter(|| {
+            let attributes = vec![
+                KeyValue::new("rpc.system.name", "grpc"),
+                KeyValue::new("rpc.method", "auth.v1.TokenService/Introspect"),
+                KeyValue::new("server.address", "127.0.0.1".to_string()),
+                KeyValue::new("server.port", 50051_i64),
+            ];
+            let span = authd::telemetry::spans::ServerSpan::start(
+                authd::call_log_span!("rpc"),
+                "auth.v1.TokenService/Introspect",
+                &headers,
+                attributes,
+            );
+            call(&span);
+            call(&span);
+            span.set_attribute(KeyValue::new("client.address", "127.0.0.1".to_string()));
+            span.set_attribute(KeyValue::new("rpc.response.status_code", "OK"));
+            span.end();
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, jwt, argon2, api_key, introspection, telemetry);
 criterion_main!(benches);

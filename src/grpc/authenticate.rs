@@ -182,9 +182,10 @@ where
             let client = layer.client_info(request.headers(), peer);
             if let Some(address) = &client.ip_address {
                 // On the call's server span (attached while the call runs, see `observe`).
-                opentelemetry::trace::get_active_span(|span| {
-                    span.set_attribute(opentelemetry::KeyValue::new("client.address", address.clone()));
-                });
+                crate::telemetry::spans::set_call_attribute(opentelemetry::KeyValue::new(
+                    "client.address",
+                    address.clone(),
+                ));
             }
             request.extensions_mut().insert(client);
             let access = match route(&method) {

@@ -99,9 +99,12 @@ thread_local! {
 }
 
 /// A span processor that writes spans as they end and sends them in batches to a collector.
+/// Clones share one queue and sending thread (the SDK's tracer holds one, the server spans
+/// another).
+#[derive(Clone)]
 pub struct Encoding {
     shared: Arc<Shared>,
-    sender: Mutex<Option<std::thread::JoinHandle<()>>>,
+    sender: Arc<Mutex<Option<std::thread::JoinHandle<()>>>>,
 }
 
 impl std::fmt::Debug for Encoding {
@@ -158,7 +161,7 @@ impl Encoding {
             .map_err(|_| anyhow::anyhow!("the span sender stopped while starting"))??;
         Ok(Self {
             shared,
-            sender: Mutex::new(Some(sender)),
+            sender: Arc::new(Mutex::new(Some(sender))),
         })
     }
 

@@ -124,15 +124,19 @@ pub fn init(traces: Option<OtlpProtocol>) -> anyhow::Result<Guard> {
             let processor = batch::Encoding::start(&target, batch::Settings::from_env(&env)?)?;
             // The sampler (`OTEL_TRACES_SAMPLER`, default parent-based always-on) reads the
             // environment; the processor read `OTEL_BSP_*` (a bounded queue that drops when full).
+            // Server spans are made with the same sampler and handed to the same processor.
+            spans::export_with(spans::Exporting {
+                sampler: opentelemetry_sdk::trace::Config::default().sampler,
+                ids: opentelemetry_sdk::trace::RandomIdGenerator::default(),
+                processor: processor.clone(),
+                scope: opentelemetry::InstrumentationScope::builder("authd").build(),
+            });
             Ok(SdkTracerProvider::builder()
                 .with_resource(resource())
                 .with_span_processor(processor)
                 .build())
         })
         .transpose()?;
-    if let Some(provider) = &tracer {
-        spans::set_tracer(provider.tracer("authd"));
-    }
     let spans = tracer.as_ref().map(|provider| {
         tracing_opentelemetry::layer()
             .with_tracer(provider.tracer("authd"))

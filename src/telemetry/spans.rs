@@ -1,16 +1,39 @@
 //! Spans: the server span of each call (gRPC or HTTP) and the client spans inside it.
 
+use opentelemetry::KeyValue;
 use opentelemetry::propagation::{Extractor, TextMapPropagator as _};
-use opentelemetry::trace::{SpanId, TraceContextExt as _, TraceId};
+use opentelemetry::trace::{SpanContext, SpanId, SpanKind, Status, TraceContextExt as _, TraceFlags, TraceId};
 use opentelemetry_sdk::propagation::TraceContextPropagator;
+use opentelemetry_sdk::trace::{
+    IdGenerator as _, RandomIdGenerator, SamplingDecision, ShouldSample, SpanData, SpanProcessor as _,
+};
+use std::borrow::Cow;
+use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
 use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 use tracing_subscriber::registry::LookupSpan as _;
 
-/// The tracer of server spans, set by [`super::init`] when spans are exported.
-static TRACER: std::sync::OnceLock<opentelemetry_sdk::trace::SdkTracer> = std::sync::OnceLock::new();
+/// What server spans are made with when spans are exported, set by [`super::init`]: the
+/// sampler the SDK reads from `OTEL_TRACES_SAMPLER`, the SDK's id generator, and the processor
+/// its tracer hands spans to.
+pub(super) struct Exporting {
+    pub sampler: Box<dyn ShouldSample>,
+    pub ids: RandomIdGenerator,
+    pub processor: super::batch::Encoding,
+    pub scope: opentelemetry::InstrumentationScope,
+}
 
-pub(super) fn set_tracer(tracer: opentelemetry_sdk::trace::SdkTracer) {
-    let _ = TRACER.set(tracer);
+/// A span's start or end: the system's time as the SDK takes it, to the nanosecond (not the
+/// service's [`crate::clock::Clock`], which is the time of its rules and can be set in tests).
+fn wall_clock() -> SystemTime {
+    #[allow(clippy::disallowed_methods)]
+    SystemTime::now()
+}
+
+static EXPORTING: std::sync::OnceLock<Exporting> = std::sync::OnceLock::new();
+
+pub(super) fn export_with(exporting: Exporting) {
+    let _ = EXPORTING.set(exporting);
 }
 
 /// The target of the spans that only the logs see (the exporter makes their OpenTelemetry twin
@@ -29,17 +52,46 @@ impl Extractor for Headers<'_> {
     }
 }
 
-/// The span of one call served. Two halves: an OpenTelemetry `SERVER` span made straight on the
-/// SDK's tracer (no per-attribute lookups through the `tracing` registry, which cost a quarter
-/// of a cached `Introspect`), and a `tracing` span for the log lines written during the call,
-/// which carry its `trace_id` and `span_id` ([`WithIds`]). While the call's future is polled, [`ServerSpan::context`]
-/// is attached, so the child spans made with `tracing` (statements, Redis, hashing) hang under
-/// the server span.
+/// The span of one call served. Two halves: an OpenTelemetry `SERVER` span recorded here and
+/// handed to the span processor when it ends (no SDK span object: its context, its lock and its
+/// export copy cost more than a cached `Introspect`'s other telemetry together), and a `tracing`
+/// span for the log lines written during the call, which carry its `trace_id` and `span_id`
+/// ([`WithIds`]). While the call's future is polled, [`ServerSpan::context`] is attached, so
+/// the child spans made with `tracing` (statements, Redis, hashing) hang under the server span.
 pub struct ServerSpan {
     /// For the logs.
     pub log: tracing::Span,
-    /// The exported span and its context; `None` when nothing is exported.
+    /// The span's context for its children; `None` when nothing is exported.
     otel: Option<opentelemetry::Context>,
+    /// What is exported when the span ends; `None` when the sampler dropped it; empty once
+    /// ended. Shared with the call's context, for [`set_call_attribute`].
+    recording: Option<Arc<Mutex<Option<Recording>>>>,
+}
+
+/// The recording server span of the call whose context is current.
+#[derive(Clone)]
+struct CallRecording(Arc<Mutex<Option<Recording>>>);
+
+/// Adds `attribute` to the server span of the call running (attached as its context), if it is
+/// being recorded.
+pub fn set_call_attribute(attribute: KeyValue) {
+    opentelemetry::Context::map_current(|cx| {
+        if let Some(CallRecording(recording)) = cx.get::<CallRecording>()
+            && let Some(recording) = recording.lock().unwrap_or_else(|p| p.into_inner()).as_mut()
+        {
+            recording.attributes.push(attribute);
+        }
+    });
+}
+
+/// A server span being recorded.
+struct Recording {
+    context: SpanContext,
+    parent: Option<SpanContext>,
+    name: Cow<'static, str>,
+    start: SystemTime,
+    attributes: Vec<KeyValue>,
+    status: Status,
 }
 
 impl ServerSpan {
@@ -47,38 +99,67 @@ impl ServerSpan {
     /// `tracestate` from `headers`, with `attributes` known at the start.
     pub fn start(
         log: tracing::Span,
-        name: impl Into<std::borrow::Cow<'static, str>>,
+        name: impl Into<Cow<'static, str>>,
         headers: &http::HeaderMap,
-        attributes: Vec<opentelemetry::KeyValue>,
+        mut attributes: Vec<KeyValue>,
     ) -> Self {
-        use opentelemetry::trace::Tracer as _;
         let parent = headers
             .contains_key("traceparent")
             .then(|| TraceContextPropagator::new().extract(&Headers(headers)));
-        let otel = TRACER.get().map(|tracer| {
-            let parent = parent.clone().unwrap_or_default();
-            let span = tracer
-                .span_builder(name)
-                .with_kind(opentelemetry::trace::SpanKind::Server)
-                .with_attributes(attributes)
-                .start_with_context(tracer, &parent);
-            parent.with_span(span)
-        });
-        let own = otel.as_ref().map(|cx| cx.span().span_context().clone());
-        let ids = match own.filter(opentelemetry::trace::SpanContext::is_valid) {
-            Some(own) => Some(CallIds {
-                trace: own.trace_id(),
-                span: Some(own.span_id()),
-            }),
-            None => parent
-                .map(|cx| cx.span().span_context().trace_id())
-                .filter(|trace| *trace != TraceId::INVALID)
-                .map(|trace| CallIds { trace, span: None }),
+        let parent_span = parent
+            .as_ref()
+            .map(|cx| cx.span().span_context().clone())
+            .filter(SpanContext::is_valid);
+        let Some(exporting) = EXPORTING.get() else {
+            if let Some(trace) = parent_span.as_ref().map(SpanContext::trace_id) {
+                CallIds { trace, span: None }.keep_in(&log);
+            }
+            return Self {
+                log,
+                otel: None,
+                recording: None,
+            };
         };
-        if let Some(ids) = ids {
-            ids.keep_in(&log);
+        let name = name.into();
+        let trace = parent_span
+            .as_ref()
+            .map_or_else(|| exporting.ids.new_trace_id(), SpanContext::trace_id);
+        let span = exporting.ids.new_span_id();
+        let sampled =
+            exporting
+                .sampler
+                .should_sample(parent.as_ref(), trace, &name, &SpanKind::Server, &attributes, &[]);
+        let flags = if sampled.decision == SamplingDecision::RecordAndSample {
+            TraceFlags::SAMPLED
+        } else {
+            TraceFlags::default()
+        };
+        let context = SpanContext::new(trace, span, flags, false, sampled.trace_state);
+        CallIds {
+            trace,
+            span: Some(span),
         }
-        Self { log, otel }
+        .keep_in(&log);
+        let recording = (sampled.decision != SamplingDecision::Drop).then(|| {
+            attributes.extend(sampled.attributes);
+            Arc::new(Mutex::new(Some(Recording {
+                context: context.clone(),
+                parent: parent_span,
+                name,
+                start: wall_clock(),
+                attributes,
+                status: Status::Unset,
+            })))
+        });
+        let mut otel = parent.unwrap_or_default().with_remote_span_context(context);
+        if let Some(recording) = &recording {
+            otel = otel.with_value(CallRecording(Arc::clone(recording)));
+        }
+        Self {
+            log,
+            otel: Some(otel),
+            recording,
+        }
     }
 
     /// No span at all (a probe).
@@ -86,6 +167,7 @@ impl ServerSpan {
         Self {
             log: tracing::Span::none(),
             otel: None,
+            recording: None,
         }
     }
 
@@ -94,26 +176,61 @@ impl ServerSpan {
         self.otel.as_ref()
     }
 
-    pub fn set_attribute(&self, attribute: opentelemetry::KeyValue) {
-        if let Some(cx) = &self.otel {
-            cx.span().set_attribute(attribute);
+    fn recorded(&self, change: impl FnOnce(&mut Recording)) {
+        if let Some(recording) = &self.recording
+            && let Some(recording) = recording.lock().unwrap_or_else(|p| p.into_inner()).as_mut()
+        {
+            change(recording);
         }
+    }
+
+    pub fn set_attribute(&self, attribute: KeyValue) {
+        self.recorded(|recording| recording.attributes.push(attribute));
     }
 
     /// Marks the call failed with `error_type` (a low-cardinality class: a status code's name).
     pub fn failed(&self, error_type: &str) {
-        if let Some(cx) = &self.otel {
-            let span = cx.span();
-            span.set_attribute(opentelemetry::KeyValue::new("error.type", error_type.to_string()));
-            span.set_status(opentelemetry::trace::Status::error(error_type.to_string()));
-        }
+        self.recorded(|recording| {
+            recording
+                .attributes
+                .push(KeyValue::new("error.type", error_type.to_string()));
+            recording.status = Status::error(error_type.to_string());
+        });
     }
 
-    /// Ends the exported span now.
+    /// Ends the exported span now (later calls do nothing).
     pub fn end(&self) {
-        if let Some(cx) = &self.otel {
-            cx.span().end();
-        }
+        let Some(recording) = &self.recording else { return };
+        let Some(ended) = recording.lock().unwrap_or_else(|p| p.into_inner()).take() else {
+            return;
+        };
+        let Some(exporting) = EXPORTING.get() else { return };
+        let (parent_span_id, parent_span_is_remote) =
+            ended.parent.as_ref().map_or((SpanId::INVALID, false), |parent| {
+                (parent.span_id(), parent.is_remote())
+            });
+        exporting.processor.on_end(SpanData {
+            span_context: ended.context,
+            parent_span_id,
+            parent_span_is_remote,
+            span_kind: SpanKind::Server,
+            name: ended.name,
+            start_time: ended.start,
+            end_time: wall_clock(),
+            attributes: ended.attributes,
+            dropped_attributes_count: 0,
+            events: Default::default(),
+            links: Default::default(),
+            status: ended.status,
+            instrumentation_scope: exporting.scope.clone(),
+        });
+    }
+}
+
+/// A span dropped before it was ended (a call cut off) ends then, as an SDK span does.
+impl Drop for ServerSpan {
+    fn drop(&mut self) {
+        self.end();
     }
 }
 
