@@ -161,8 +161,10 @@ fn telemetry(c: &mut Criterion) {
                 attributes,
             );
             call(&span);
-            call(&span);
-            span.set_attribute(KeyValue::new("client.address", "127.0.0.1".to_string()));
+            {
+                let _attached = span.context().map(|cx| cx.clone().attach());
+                authd::telemetry::spans::set_call_attribute(KeyValue::new("client.address", "127.0.0.1".to_string()));
+            }
             span.set_attribute(KeyValue::new("rpc.response.status_code", "OK"));
             span.end();
         })

@@ -14,7 +14,7 @@ use opentelemetry_sdk::error::{OTelSdkError, OTelSdkResult};
 use opentelemetry_sdk::trace::{SpanData, SpanProcessor};
 use std::cell::RefCell;
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -82,6 +82,8 @@ struct Shared {
     requests: Mutex<Arc<TraceRequests>>,
     settings: Settings,
     dropped: AtomicU64,
+    /// `Queue::stopping`, readable without the lock.
+    stopping: AtomicBool,
 }
 
 impl Shared {
@@ -126,6 +128,7 @@ impl Encoding {
             requests: Mutex::new(Arc::new(TraceRequests::default())),
             settings,
             dropped: AtomicU64::new(0),
+            stopping: AtomicBool::new(false),
         });
         let timeout = target.timeout.min(settings.export_timeout);
         let (ready, started) = std::sync::mpsc::sync_channel(1);
@@ -165,6 +168,11 @@ impl Encoding {
         })
     }
 
+    /// Whether the processor is shutting down (or gone): what ends from now on is not sent.
+    pub fn is_stopping(&self) -> bool {
+        self.shared.stopping.load(Ordering::Relaxed)
+    }
+
     /// Waits on `done` until `finished` holds or `timeout` passes.
     fn wait_for(&self, timeout: Duration, finished: impl Fn(&Queue) -> bool) -> OTelSdkResult {
         let queue = self.shared.queue();
@@ -186,7 +194,7 @@ impl SpanProcessor for Encoding {
     fn on_start(&self, _: &mut opentelemetry_sdk::trace::Span, _: &opentelemetry::Context) {}
 
     fn on_end(&self, span: SpanData) {
-        if !span.span_context.is_sampled() {
+        if !span.span_context.is_sampled() || self.is_stopping() {
             return;
         }
         let settings = self.shared.settings;
@@ -251,6 +259,7 @@ impl SpanProcessor for Encoding {
                 return Err(OTelSdkError::AlreadyShutdown);
             }
             queue.stopping = true;
+            self.shared.stopping.store(true, Ordering::Relaxed);
         }
         self.shared.work.notify_one();
         self.wait_for(timeout, |queue| queue.stopped)?;
@@ -273,6 +282,7 @@ impl Drop for Finish<'_> {
     fn drop(&mut self) {
         let mut queue = self.0.queue();
         queue.stopping = true;
+        self.0.stopping.store(true, Ordering::Relaxed);
         queue.stopped = true;
         queue.chunks.clear();
         queue.queued = 0;

@@ -125,14 +125,19 @@ pub fn init(traces: Option<OtlpProtocol>) -> anyhow::Result<Guard> {
             // The sampler (`OTEL_TRACES_SAMPLER`, default parent-based always-on) reads the
             // environment; the processor read `OTEL_BSP_*` (a bounded queue that drops when full).
             // Server spans are made with the same sampler and handed to the same processor.
+            // One sampler and one set of limits for the server spans and their children.
+            let config = opentelemetry_sdk::trace::Config::default();
             spans::export_with(spans::Exporting {
-                sampler: opentelemetry_sdk::trace::Config::default().sampler,
+                sampler: config.sampler.clone(),
                 ids: opentelemetry_sdk::trace::RandomIdGenerator::default(),
                 processor: processor.clone(),
                 scope: opentelemetry::InstrumentationScope::builder("authd").build(),
+                max_attributes: config.span_limits.max_attributes_per_span as usize,
             });
             Ok(SdkTracerProvider::builder()
                 .with_resource(resource())
+                .with_sampler(config.sampler)
+                .with_span_limits(config.span_limits)
                 .with_span_processor(processor)
                 .build())
         })

@@ -21,6 +21,8 @@ pub(super) struct Exporting {
     pub ids: RandomIdGenerator,
     pub processor: super::batch::Encoding,
     pub scope: opentelemetry::InstrumentationScope,
+    /// `OTEL_SPAN_ATTRIBUTE_COUNT_LIMIT`, as the SDK reads it.
+    pub max_attributes: usize,
 }
 
 /// A span's start or end: the system's time as the SDK takes it, to the nanosecond (not the
@@ -79,7 +81,7 @@ pub fn set_call_attribute(attribute: KeyValue) {
         if let Some(CallRecording(recording)) = cx.get::<CallRecording>()
             && let Some(recording) = recording.lock().unwrap_or_else(|p| p.into_inner()).as_mut()
         {
-            recording.attributes.push(attribute);
+            recording.add(attribute);
         }
     });
 }
@@ -91,7 +93,20 @@ struct Recording {
     name: Cow<'static, str>,
     start: SystemTime,
     attributes: Vec<KeyValue>,
+    dropped_attributes: u32,
+    max_attributes: usize,
     status: Status,
+}
+
+impl Recording {
+    /// Adds `attribute`, within the span's limit (beyond it, counts it dropped, as the SDK does).
+    fn add(&mut self, attribute: KeyValue) {
+        if self.attributes.len() < self.max_attributes {
+            self.attributes.push(attribute);
+        } else {
+            self.dropped_attributes = self.dropped_attributes.saturating_add(1);
+        }
+    }
 }
 
 impl ServerSpan {
@@ -103,14 +118,15 @@ impl ServerSpan {
         headers: &http::HeaderMap,
         mut attributes: Vec<KeyValue>,
     ) -> Self {
-        let parent = headers
-            .contains_key("traceparent")
-            .then(|| TraceContextPropagator::new().extract(&Headers(headers)));
+        // From an empty context: nothing of whatever is attached now carries over.
+        let parent = headers.contains_key("traceparent").then(|| {
+            TraceContextPropagator::new().extract_with_context(&opentelemetry::Context::new(), &Headers(headers))
+        });
         let parent_span = parent
             .as_ref()
             .map(|cx| cx.span().span_context().clone())
             .filter(SpanContext::is_valid);
-        let Some(exporting) = EXPORTING.get() else {
+        let Some(exporting) = EXPORTING.get().filter(|exporting| !exporting.processor.is_stopping()) else {
             if let Some(trace) = parent_span.as_ref().map(SpanContext::trace_id) {
                 CallIds { trace, span: None }.keep_in(&log);
             }
@@ -142,12 +158,16 @@ impl ServerSpan {
         .keep_in(&log);
         let recording = (sampled.decision != SamplingDecision::Drop).then(|| {
             attributes.extend(sampled.attributes);
+            let dropped_attributes = attributes.len().saturating_sub(exporting.max_attributes);
+            attributes.truncate(exporting.max_attributes);
             Arc::new(Mutex::new(Some(Recording {
                 context: context.clone(),
                 parent: parent_span,
                 name,
                 start: wall_clock(),
                 attributes,
+                dropped_attributes: u32::try_from(dropped_attributes).unwrap_or(u32::MAX),
+                max_attributes: exporting.max_attributes,
                 status: Status::Unset,
             })))
         });
@@ -185,15 +205,13 @@ impl ServerSpan {
     }
 
     pub fn set_attribute(&self, attribute: KeyValue) {
-        self.recorded(|recording| recording.attributes.push(attribute));
+        self.recorded(|recording| recording.add(attribute));
     }
 
     /// Marks the call failed with `error_type` (a low-cardinality class: a status code's name).
     pub fn failed(&self, error_type: &str) {
         self.recorded(|recording| {
-            recording
-                .attributes
-                .push(KeyValue::new("error.type", error_type.to_string()));
+            recording.add(KeyValue::new("error.type", error_type.to_string()));
             recording.status = Status::error(error_type.to_string());
         });
     }
@@ -218,7 +236,7 @@ impl ServerSpan {
             start_time: ended.start,
             end_time: wall_clock(),
             attributes: ended.attributes,
-            dropped_attributes_count: 0,
+            dropped_attributes_count: ended.dropped_attributes,
             events: Default::default(),
             links: Default::default(),
             status: ended.status,

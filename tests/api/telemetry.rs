@@ -297,6 +297,50 @@ async fn a_login_is_a_server_span_in_the_callers_trace() {
     }
 }
 
+/// The caller's decision holds: a trace it did not sample (`-00`) is not exported; one it
+/// sampled keeps its `tracestate`, and the server span is flagged as continuing a remote parent.
+#[tokio::test]
+async fn the_callers_sampling_and_tracestate_are_followed() {
+    let collector = Collector::start_grpc().await;
+    let (replica, _) = replica_exporting_to(&collector.endpoint(), &[]).await;
+    replica.register("sampling").await;
+    let unsampled = Caller::new();
+    let mut request = Request::new(login_request("sampling", PASSWORD));
+    let traceparent = format!("00-{}-{}-00", unsampled.trace_id, unsampled.span_id);
+    request
+        .metadata_mut()
+        .insert("traceparent", traceparent.parse().unwrap());
+    replica.auth().login(request).await.expect("login");
+    let sampled = Caller::new();
+    let mut request = sampled.request(login_request("sampling", PASSWORD));
+    request
+        .metadata_mut()
+        .insert("tracestate", "vendor=abc,other=x".parse().unwrap());
+    replica.auth().login(request).await.expect("login");
+
+    collector.wait_for(ARRIVAL, |c| sampled.server_span(c).is_some()).await;
+    let login = sampled.server_span(&collector).unwrap();
+    assert_server_span(&login, LOGIN, Code::Ok, &replica);
+    assert_eq!(login.span.trace_state, "vendor=abc,other=x", "{}", login.describe());
+    // Sampled, and the parent's remoteness known and true (OTLP's span flags).
+    assert_eq!(login.span.flags, 0x301, "{}", login.describe());
+    let children = |c: &Collector| descendants(&c.trace(&sampled.trace_id), &login);
+    assert!(
+        eventually(ARRIVAL, || children(&collector)
+            .iter()
+            .any(|s| s.name() == "password_hash"))
+        .await,
+        "the sampled login's children:{}",
+        dump(&collector.trace(&sampled.trace_id))
+    );
+    // The unsampled login ended before the sampled one began; nothing of it was sent.
+    assert!(
+        collector.trace(&unsampled.trace_id).is_empty(),
+        "an unsampled trace was exported:{}",
+        dump(&collector.trace(&unsampled.trace_id))
+    );
+}
+
 #[tokio::test]
 async fn a_method_authd_does_not_know_is_other() {
     let collector = Collector::start_grpc().await;
