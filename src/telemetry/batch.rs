@@ -69,7 +69,6 @@ struct Queue {
     /// Flushes asked for, and the last one done.
     flushes_wanted: u64,
     flushes_done: u64,
-    stopping: bool,
     stopped: bool,
 }
 
@@ -82,7 +81,8 @@ struct Shared {
     requests: Mutex<Arc<TraceRequests>>,
     settings: Settings,
     dropped: AtomicU64,
-    /// `Queue::stopping`, readable without the lock.
+    /// Shutting down (or the sender gone): nothing more is queued. Set with the queue's lock
+    /// held, so the sender sees it when it wakes.
     stopping: AtomicBool,
 }
 
@@ -202,7 +202,7 @@ impl SpanProcessor for Encoding {
             scratch.clear();
             wire::append_span(scratch, &span);
             let mut queue = self.shared.queue();
-            if queue.stopping {
+            if self.is_stopping() {
                 return;
             }
             if queue.queued >= settings.max_queue {
@@ -254,12 +254,10 @@ impl SpanProcessor for Encoding {
 
     fn shutdown_with_timeout(&self, timeout: Duration) -> OTelSdkResult {
         {
-            let mut queue = self.shared.queue();
-            if queue.stopping {
+            let _queue = self.shared.queue();
+            if self.shared.stopping.swap(true, Ordering::Relaxed) {
                 return Err(OTelSdkError::AlreadyShutdown);
             }
-            queue.stopping = true;
-            self.shared.stopping.store(true, Ordering::Relaxed);
         }
         self.shared.work.notify_one();
         self.wait_for(timeout, |queue| queue.stopped)?;
@@ -281,7 +279,6 @@ struct Finish<'a>(&'a Shared);
 impl Drop for Finish<'_> {
     fn drop(&mut self) {
         let mut queue = self.0.queue();
-        queue.stopping = true;
         self.0.stopping.store(true, Ordering::Relaxed);
         queue.stopped = true;
         queue.chunks.clear();
@@ -307,14 +304,15 @@ fn send_batches(shared: &Shared, transport: &Transport, runtime: &tokio::runtime
     loop {
         let mut queue = shared.queue();
         let (due, flush, stopping) = loop {
+            let stopping = shared.stopping.load(Ordering::Relaxed);
             let flush = queue.flushes_wanted > queue.flushes_done;
             let late = last_send.elapsed() >= settings.delay;
             let full = queue
                 .chunks
                 .front()
                 .is_some_and(|chunk| chunk.count >= settings.max_batch);
-            if queue.stopping || flush || full || (late && !queue.chunks.is_empty()) {
-                let all = queue.stopping || flush || late;
+            if stopping || flush || full || (late && !queue.chunks.is_empty()) {
+                let all = stopping || flush || late;
                 let due: Vec<Chunk> = if all {
                     queue.chunks.drain(..).collect()
                 } else {
@@ -326,7 +324,7 @@ fn send_batches(shared: &Shared, transport: &Transport, runtime: &tokio::runtime
                     queue.chunks.drain(..full).collect()
                 };
                 queue.queued -= due.iter().map(|chunk| chunk.count).sum::<usize>();
-                break (due, queue.flushes_wanted, queue.stopping);
+                break (due, queue.flushes_wanted, stopping);
             }
             if late {
                 last_send = Instant::now();

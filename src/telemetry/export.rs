@@ -397,8 +397,8 @@ impl tonic::codec::Decoder for Bytes {
 }
 
 impl Transport {
-    /// The transport to `target`. Must be made inside the Tokio runtime (a gRPC channel's
-    /// connection lives there); sends run there too.
+    /// The transport to `target`. Must be made inside the Tokio runtime its sends will run on
+    /// (a gRPC channel's connection lives there).
     pub fn new(target: &TraceTarget) -> anyhow::Result<Self> {
         Ok(match target.protocol {
             OtlpProtocol::Grpc => {

@@ -122,10 +122,9 @@ pub fn init(traces: Option<OtlpProtocol>) -> anyhow::Result<Guard> {
             let target = export::TraceTarget::from_env(protocol, &env)?;
             ignored.clone_from(&target.ignored);
             let processor = batch::Encoding::start(&target, batch::Settings::from_env(&env)?)?;
-            // The sampler (`OTEL_TRACES_SAMPLER`, default parent-based always-on) reads the
-            // environment; the processor read `OTEL_BSP_*` (a bounded queue that drops when full).
-            // Server spans are made with the same sampler and handed to the same processor.
-            // One sampler and one set of limits for the server spans and their children.
+            // The sampler (`OTEL_TRACES_SAMPLER`, default parent-based always-on) and the limits
+            // come from the environment, as the processor's `OTEL_BSP_*` did; the server spans and
+            // their children share one sampler, one set of limits and one processor.
             let config = opentelemetry_sdk::trace::Config::default();
             spans::export_with(spans::Exporting {
                 sampler: config.sampler.clone(),

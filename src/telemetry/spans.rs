@@ -94,14 +94,14 @@ struct Recording {
     start: SystemTime,
     attributes: Vec<KeyValue>,
     dropped_attributes: u32,
-    max_attributes: usize,
     status: Status,
 }
 
 impl Recording {
     /// Adds `attribute`, within the span's limit (beyond it, counts it dropped, as the SDK does).
     fn add(&mut self, attribute: KeyValue) {
-        if self.attributes.len() < self.max_attributes {
+        let limit = EXPORTING.get().map_or(usize::MAX, |exporting| exporting.max_attributes);
+        if self.attributes.len() < limit {
             self.attributes.push(attribute);
         } else {
             self.dropped_attributes = self.dropped_attributes.saturating_add(1);
@@ -141,10 +141,16 @@ impl ServerSpan {
             .as_ref()
             .map_or_else(|| exporting.ids.new_trace_id(), SpanContext::trace_id);
         let span = exporting.ids.new_span_id();
-        let sampled =
-            exporting
-                .sampler
-                .should_sample(parent.as_ref(), trace, &name, &SpanKind::Server, &attributes, &[]);
+        // The SDK's tracer always gives the sampler a context, an empty one for a root span.
+        let root = opentelemetry::Context::new();
+        let sampled = exporting.sampler.should_sample(
+            Some(parent.as_ref().unwrap_or(&root)),
+            trace,
+            &name,
+            &SpanKind::Server,
+            &attributes,
+            &[],
+        );
         let flags = if sampled.decision == SamplingDecision::RecordAndSample {
             TraceFlags::SAMPLED
         } else {
@@ -167,7 +173,6 @@ impl ServerSpan {
                 start: wall_clock(),
                 attributes,
                 dropped_attributes: u32::try_from(dropped_attributes).unwrap_or(u32::MAX),
-                max_attributes: exporting.max_attributes,
                 status: Status::Unset,
             })))
         });
