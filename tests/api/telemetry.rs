@@ -82,6 +82,18 @@ impl Caller {
     }
 }
 
+/// Registers `name` and logs in as them, in a trace of a new caller's; the caller.
+async fn registered_and_logged_in(replica: &Replica, name: &str) -> Caller {
+    replica.register(name).await;
+    let caller = Caller::new();
+    replica
+        .auth()
+        .login(caller.request(login_request(name, PASSWORD)))
+        .await
+        .expect("login");
+    caller
+}
+
 fn login_request(identifier: &str, password: &str) -> LoginRequest {
     LoginRequest {
         identifier: identifier.into(),
@@ -613,13 +625,7 @@ async fn spans_travel_over_http_protobuf_too() {
         ],
     )
     .await;
-    replica.register("cyd").await;
-    let caller = Caller::new();
-    replica
-        .auth()
-        .login(caller.request(login_request("cyd", PASSWORD)))
-        .await
-        .expect("login");
+    let caller = registered_and_logged_in(&replica, "cyd").await;
 
     collector.wait_for(ARRIVAL, |c| caller.server_span(c).is_some()).await;
     let login = caller.server_span(&collector).unwrap();
@@ -680,13 +686,7 @@ async fn spans_waiting_at_shutdown_are_sent() {
         &[("OTEL_BSP_SCHEDULE_DELAY", "600000"), ("OTEL_METRICS_EXPORTER", "none")],
     )
     .await;
-    replica.register("last_words").await;
-    let caller = Caller::new();
-    replica
-        .auth()
-        .login(caller.request(login_request("last_words", PASSWORD)))
-        .await
-        .expect("login");
+    let caller = registered_and_logged_in(&replica, "last_words").await;
     tokio::time::sleep(Duration::from_secs(1)).await;
     assert!(
         collector.spans().is_empty(),
