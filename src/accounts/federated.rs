@@ -20,6 +20,7 @@ use crate::config::ProviderSettings;
 use crate::domain::{Email, Role};
 use crate::error::{Error, Result};
 use crate::identity::{Caller, ClientInfo};
+use crate::sessions::SignIn;
 use crate::store::{self, StoreError, identities::IdentityRow, users::NewUser, users::UserRow};
 use authd_client::id_token::IdClaims;
 use chrono::{DateTime, Utc};
@@ -319,16 +320,25 @@ impl Accounts {
         now: DateTime<Utc>,
         created: bool,
     ) -> Result<ProviderLogin> {
+        let event = succeeded("login.succeeded", &user, client, provider);
         let tokens = self
             .sessions
-            .start_session(&user, user.password_hash.as_deref(), device_name, client, now, false)
+            .start_session(SignIn {
+                user: &user,
+                verified_hash: user.password_hash.as_deref(),
+                device_name,
+                client,
+                now,
+                honour_lockout: false,
+                event,
+            })
             .await?;
-        let event = succeeded("login.succeeded", &user, client, provider);
-        self.audit_log
-            .record(event.detail("session_id", tokens.session_id.to_string()))
-            .await;
         Ok(ProviderLogin {
-            logged_in: LoggedIn { user, tokens },
+            logged_in: LoggedIn {
+                user,
+                tokens,
+                linked_providers: None,
+            },
             created,
         })
     }

@@ -19,7 +19,7 @@ use crate::identity::ClientInfo;
 use crate::ratelimit::Limits;
 use crate::revocation::Revoker;
 use crate::secret::Secret;
-use crate::sessions::{IssuedTokens, Sessions};
+use crate::sessions::{IssuedTokens, Sessions, SignIn};
 use crate::store::{self, Pool, StoreError, users::NewUser, users::UserRow};
 use diesel_async::AsyncConnection;
 use std::sync::Arc;
@@ -108,6 +108,8 @@ impl Accounts {
 pub struct LoggedIn {
     pub user: UserRow,
     pub tokens: IssuedTokens,
+    /// The providers the account has linked, when the sign-in read them already.
+    pub linked_providers: Option<Vec<String>>,
 }
 
 impl Accounts {
@@ -189,9 +191,12 @@ impl Accounts {
             return Err(Error::Unauthenticated);
         };
         let device_name = checked_device_name(device_name)?;
-        let user = {
+        let (user, linked_providers) = {
             let mut conn = store::conn(&self.pool).await?;
-            store::users::find_by_identifier(&mut conn, &crate::domain::normalize_identifier(identifier)).await?
+            match store::users::find_for_login(&mut conn, &crate::domain::normalize_identifier(identifier)).await? {
+                Some((user, providers)) => (Some(user), providers),
+                None => (None, Vec::new()),
+            }
         };
         let verified = self
             .hasher
@@ -261,19 +266,24 @@ impl Accounts {
                 }
             }
         }
+        let event = Event::success("login.succeeded").user(user.id).client(client);
         let tokens = self
             .sessions
-            .start_session(&user, verified_hash.as_deref(), device_name, client, now, true)
+            .start_session(SignIn {
+                user: &user,
+                verified_hash: verified_hash.as_deref(),
+                device_name,
+                client,
+                now,
+                honour_lockout: true,
+                event,
+            })
             .await?;
-        self.audit_log
-            .record(
-                Event::success("login.succeeded")
-                    .user(user.id)
-                    .client(client)
-                    .detail("session_id", tokens.session_id.to_string()),
-            )
-            .await;
-        Ok(LoggedIn { user, tokens })
+        Ok(LoggedIn {
+            user,
+            tokens,
+            linked_providers: Some(linked_providers),
+        })
     }
 
     /// Proves again that the caller is the account's owner, before a change that could hand the

@@ -85,7 +85,7 @@ impl AuditLog {
     /// Records one event; a failure is logged and the call goes on.
     pub async fn record(&self, event: Event) {
         let kind = event.kind;
-        let row = self.audit_row(event);
+        let row = self.row(event);
         let result = async {
             let mut conn = store::conn(&self.pool).await?;
             store::audit::insert(&mut conn, &row).await
@@ -96,7 +96,9 @@ impl AuditLog {
         }
     }
 
-    fn audit_row(&self, event: Event) -> AuditRow {
+    /// The row an event is recorded as, for a caller that writes it in a transaction of its
+    /// own (then it is not best effort: it fails with the transaction).
+    pub(crate) fn row(&self, event: Event) -> AuditRow {
         AuditRow {
             id: 0,
             event_type: event.kind.to_string(),
@@ -127,7 +129,7 @@ impl AuditLog {
                 if let Some(user_id) = summary.user_id {
                     event = event.user(user_id);
                 }
-                self.audit_row(event)
+                self.row(event)
             })
             .collect();
         if rows.is_empty() {

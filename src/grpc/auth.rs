@@ -151,7 +151,7 @@ impl AuthService for AuthApi {
             .login(&req.identifier, &req.password, req.device_name.as_deref(), &client)
             .await?;
         Ok(Response::new(LoginResponse {
-            user: Some(convert::signed_in_user(&self.accounts, &done.user, self.clock.now()).await),
+            user: Some(convert::signed_in_user(&self.accounts, &done, self.clock.now()).await),
             tokens: Some(convert::tokens(done.tokens)),
         }))
     }
@@ -337,7 +337,7 @@ impl AuthService for AuthApi {
             .login_with_provider(&provider.settings, &claims, device_name, &client)
             .await?;
         Ok(Response::new(LoginWithProviderResponse {
-            user: Some(convert::signed_in_user(&self.accounts, &done.logged_in.user, self.clock.now()).await),
+            user: Some(convert::signed_in_user(&self.accounts, &done.logged_in, self.clock.now()).await),
             tokens: Some(convert::tokens(done.logged_in.tokens)),
             created: done.created,
         }))

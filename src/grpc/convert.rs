@@ -54,7 +54,18 @@ pub async fn linked_user(
 
 /// The user of a sign-in that already opened its session: the linked providers if they can be
 /// read, else none (the session is there; failing now would leave it to nobody).
-pub async fn signed_in_user(accounts: &crate::accounts::Accounts, row: &UserRow, now: DateTime<Utc>) -> proto::User {
+pub async fn signed_in_user(
+    accounts: &crate::accounts::Accounts,
+    done: &crate::accounts::LoggedIn,
+    now: DateTime<Utc>,
+) -> proto::User {
+    let row = &done.user;
+    if let Some(linked) = &done.linked_providers {
+        return proto::User {
+            linked_providers: linked.clone(),
+            ..user(row, now)
+        };
+    }
     match linked_user(accounts, row, now).await {
         Ok(user) => user,
         Err(e) => {

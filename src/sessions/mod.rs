@@ -31,6 +31,22 @@ pub struct IssuedTokens {
     pub session_id: Uuid,
 }
 
+/// A sign-in about to open a session.
+pub(crate) struct SignIn<'a> {
+    pub user: &'a UserRow,
+    /// The hash the password was checked against (for a provider sign-in, the account's hash
+    /// as read): the session opens only if the account still holds it (no reset meanwhile).
+    pub verified_hash: Option<&'a str>,
+    pub device_name: Option<&'a str>,
+    pub client: &'a ClientInfo,
+    /// The login's instant.
+    pub now: DateTime<Utc>,
+    /// Whether a lockout after failed passwords bars it (false for a sign-in that used none).
+    pub honour_lockout: bool,
+    /// The `login.succeeded` event, written with the session (its id added).
+    pub event: Event,
+}
+
 /// How many sessions a user may hold, and for how long.
 #[derive(Clone, Copy, Debug)]
 pub struct SessionPolicy {
@@ -74,17 +90,17 @@ impl Sessions {
         }
     }
 
-    /// Opens a session for a user who just proved who they are (against `verified_hash`),
-    /// enforcing the session limits; `now` is the login's instant.
-    pub(crate) async fn start_session(
-        &self,
-        user: &UserRow,
-        verified_hash: Option<&str>,
-        device_name: Option<&str>,
-        client: &ClientInfo,
-        now: DateTime<Utc>,
-        honour_lockout: bool,
-    ) -> Result<IssuedTokens> {
+    /// Opens a session for a user who just proved who they are, enforcing the session limits.
+    pub(crate) async fn start_session(&self, sign_in: SignIn<'_>) -> Result<IssuedTokens> {
+        let SignIn {
+            user,
+            verified_hash,
+            device_name,
+            client,
+            now,
+            honour_lockout,
+            event,
+        } = sign_in;
         let session = SessionRow {
             id: Uuid::now_v7(),
             user_id: user.id,
@@ -98,21 +114,17 @@ impl Sessions {
         };
         let refresh_token = random_token();
         let hash = token_hash(&refresh_token);
+        // The sign-in's audit event is written with its session: a session is never opened
+        // without one.
+        let event = self.audit_log.row(event.detail("session_id", session.id.to_string()));
         let mut conn = store::conn(&self.pool).await?;
         let session_for_tx = session.clone();
         let ended = conn
             .transaction::<_, store::StoreError, _>(async |conn| {
-                // Serialised with other logins and revocations of this user; and a user locked
-                // out, deactivated or given a new password (a reset) since the password check
-                // gets no session.
-                let usable = store::users::lock(conn, user.id).await?.is_some_and(|u| {
-                    // A lockout after failed passwords does not bar a sign-in that used none.
-                    let lockout_only = !honour_lockout && u.lock_reason.as_deref() == Some(store::users::LOCKOUT);
-                    u.active
-                        && (u.locked_until.is_none_or(|until| until <= now) || lockout_only)
-                        && u.password_hash.as_deref() == verified_hash
-                });
-                if !usable {
+                // Serialised with other logins and revocations of this user (the statement takes
+                // the account's row lock); and a user locked out, deactivated or given a new
+                // password (a reset) since the password check gets no session.
+                if !store::users::record_login(conn, user.id, verified_hash, honour_lockout, now).await? {
                     return Ok(None);
                 }
                 store::sessions::insert(conn, &session_for_tx).await?;
@@ -126,9 +138,9 @@ impl Sessions {
                     },
                 )
                 .await?;
-                store::users::record_login(conn, user.id, now).await?;
                 let ended = self.sessions_over_limit(conn, user.id, session_for_tx.id, now).await?;
                 let revocations = self.revoker.record_sessions_ended(conn, &ended, user.id, now).await?;
+                store::audit::insert(conn, &event).await?;
                 Ok(Some(revocations))
             })
             .await?

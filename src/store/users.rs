@@ -82,26 +82,54 @@ pub async fn find_by_email(conn: &mut Conn<'_>, email_normalized: &str) -> Store
         .optional()?)
 }
 
-/// Finds a user by normalized email or normalized username.
-pub async fn find_by_identifier(conn: &mut Conn<'_>, normalized: &str) -> StoreResult<Option<UserRow>> {
+/// An account with the providers it has linked (for `User.linked_providers`), read in one
+/// statement by its normalised email or username.
+pub async fn find_for_login(conn: &mut Conn<'_>, normalized: &str) -> StoreResult<Option<(UserRow, Vec<String>)>> {
+    use diesel::sql_types::{Array, Text};
+    let providers = diesel::dsl::sql::<Array<Text>>(
+        "ARRAY(SELECT provider FROM user_identities WHERE user_identities.user_id = users.id ORDER BY provider)",
+    );
     Ok(users::table
         .filter(
             users::email_normalized
                 .eq(normalized)
                 .or(users::username_normalized.eq(normalized)),
         )
-        .select(UserRow::as_select())
+        .select((UserRow::as_select(), providers))
         .first(conn)
         .await
         .optional()?)
 }
 
-pub async fn record_login(conn: &mut Conn<'_>, id: Uuid, at: DateTime<Utc>) -> StoreResult<()> {
-    diesel::update(users::table.find(id))
-        .set((users::last_login_at.eq(at), users::failed_logins.eq(0)))
-        .execute(conn)
-        .await?;
-    Ok(())
+/// Records a sign-in on an account still fit for it, in one statement that also takes the row's
+/// lock (serialising the sign-in with the account's other logins and revocations): active, not
+/// locked (a lockout after failed passwords ignored when `honour_lockout` is false: a sign-in
+/// that used no password), and still holding `verified_hash` (no reset since the check). Sets
+/// the last login and clears the failed-password count; whether the account was fit.
+pub async fn record_login(
+    conn: &mut Conn<'_>,
+    id: Uuid,
+    verified_hash: Option<&str>,
+    honour_lockout: bool,
+    at: DateTime<Utc>,
+) -> StoreResult<bool> {
+    let unlocked = users::locked_until.is_null().or(users::locked_until.le(at));
+    let update = diesel::update(
+        users::table
+            .find(id)
+            .filter(users::active)
+            .filter(users::password_hash.is_not_distinct_from(verified_hash)),
+    )
+    .set((users::last_login_at.eq(at), users::failed_logins.eq(0)));
+    let updated = if honour_lockout {
+        update.filter(unlocked).execute(conn).await?
+    } else {
+        update
+            .filter(unlocked.or(users::lock_reason.eq(LOCKOUT)))
+            .execute(conn)
+            .await?
+    };
+    Ok(updated == 1)
 }
 
 pub async fn set_password_hash(conn: &mut Conn<'_>, id: Uuid, hash: &str, at: DateTime<Utc>) -> StoreResult<()> {
