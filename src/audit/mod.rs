@@ -87,8 +87,8 @@ impl AuditLog {
         let kind = event.kind;
         let row = self.row(event);
         let result = async {
-            let mut conn = store::conn(&self.pool).await?;
-            store::audit::insert(&mut conn, &row).await
+            let conn = store::conn(&self.pool).await?;
+            store::audit::insert(&conn, &row).await
         }
         .await;
         if let Err(e) = result {

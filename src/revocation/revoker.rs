@@ -262,7 +262,7 @@ impl Revoker {
     /// applies the result once it commits.
     pub async fn record_sessions_ended(
         &self,
-        conn: &mut Conn<'_>,
+        conn: store::Shared<'_>,
         sessions: &[Uuid],
         user_id: Uuid,
         now: DateTime<Utc>,
@@ -364,7 +364,7 @@ impl Revoker {
             Some(row) => {
                 // The row itself is the durable record; the entry feeds the other replicas' views.
                 let revocation = self.entry(RevocationKind::ApiKey, row.id.to_string(), row.user_id, now);
-                store::revocations::insert_many(&mut conn, &[revocation.to_row()]).await?;
+                store::revocations::insert_many(&conn, &[revocation.to_row()]).await?;
                 self.apply(&[revocation]);
                 Ok(())
             }

@@ -11,7 +11,7 @@ use crate::revocation::Revoker;
 use crate::secret::Secret;
 use crate::store::sessions::{NewRefreshToken, SessionRow};
 use crate::store::users::UserRow;
-use crate::store::{self, Conn, Pool};
+use crate::store::{self, Pool};
 use crate::tokens::jwt::{CLIENT_ID, TokenRequest};
 use crate::tokens::{SigningKeys, TokenIssuer};
 use chrono::{DateTime, Utc};
@@ -127,20 +127,24 @@ impl Sessions {
                 if !store::users::record_login(conn, user.id, verified_hash, honour_lockout, now).await? {
                     return Ok(None);
                 }
-                store::sessions::insert(conn, &session_for_tx).await?;
-                store::sessions::insert_refresh_token(
-                    conn,
-                    &NewRefreshToken {
-                        token_hash: &hash,
-                        session_id: session_for_tx.id,
-                        created_at: now,
-                        expires_at: session_for_tx.expires_at,
-                    },
-                )
-                .await?;
-                let ended = self.sessions_over_limit(conn, user.id, session_for_tx.id, now).await?;
-                let revocations = self.revoker.record_sessions_ended(conn, &ended, user.id, now).await?;
-                store::audit::insert(conn, &event).await?;
+                // The lock held, the rest goes in two groups of statements sent at once (see
+                // `store::Shared`): none in a group depends on another of its group.
+                let (_, _, ended) = tokio::try_join!(
+                    store::sessions::insert(conn, &session_for_tx),
+                    store::audit::insert(conn, &event),
+                    self.sessions_over_limit(conn, user.id, session_for_tx.id, now),
+                )?;
+                // After its session, which it refers to.
+                let token = NewRefreshToken {
+                    token_hash: &hash,
+                    session_id: session_for_tx.id,
+                    created_at: now,
+                    expires_at: session_for_tx.expires_at,
+                };
+                let ((), revocations) = tokio::try_join!(
+                    store::sessions::insert_refresh_token(conn, &token),
+                    self.revoker.record_sessions_ended(conn, &ended, user.id, now),
+                )?;
                 Ok(Some(revocations))
             })
             .await?
@@ -153,7 +157,7 @@ impl Sessions {
     /// oldest beyond `AUTHD_MAX_SESSIONS_PER_USER`.
     async fn sessions_over_limit(
         &self,
-        conn: &mut Conn<'_>,
+        conn: store::Shared<'_>,
         user_id: Uuid,
         new_session: Uuid,
         now: DateTime<Utc>,
@@ -161,19 +165,10 @@ impl Sessions {
         if self.policy.single_session {
             return store::sessions::revoke_all_for_user(conn, user_id, Some(new_session), now).await;
         }
-        let max = self.policy.max_sessions_per_user as usize;
-        if max == 0 {
-            return Ok(Vec::new());
+        match self.policy.max_sessions_per_user {
+            0 => Ok(Vec::new()),
+            max => store::sessions::revoke_beyond(conn, user_id, new_session, max, now).await,
         }
-        let live = store::sessions::live_for_user(conn, user_id, now).await?;
-        let excess = live.len().saturating_sub(max);
-        let mut ended = Vec::new();
-        for session in live.iter().filter(|s| s.id != new_session).take(excess) {
-            if store::sessions::revoke(conn, session.id, now).await? {
-                ended.push(session.id);
-            }
-        }
-        Ok(ended)
     }
 
     fn issue_tokens(

@@ -1,5 +1,5 @@
 use super::schema::audit_events;
-use super::{Conn, StoreResult};
+use super::{Cached, Conn, Shared, StoreResult};
 use chrono::{DateTime, Utc};
 use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
@@ -19,10 +19,9 @@ pub struct AuditRow {
     pub details: String,
 }
 
-pub async fn insert(conn: &mut Conn<'_>, row: &AuditRow) -> StoreResult<()> {
-    diesel::insert_into(audit_events::table)
-        .values(row)
-        .execute(conn)
+pub async fn insert(mut conn: Shared<'_>, row: &AuditRow) -> StoreResult<()> {
+    Cached(diesel::insert_into(audit_events::table).values(row))
+        .execute(&mut conn)
         .await?;
     Ok(())
 }

@@ -14,6 +14,8 @@ pub(crate) mod signing_keys;
 mod spans;
 pub(crate) mod users;
 
+use diesel::pg::Pg;
+use diesel::query_builder::{AstPass, Query, QueryFragment, QueryId};
 use diesel::result::{DatabaseErrorKind, Error as DieselError};
 use diesel_async::AsyncPgConnection;
 use diesel_async::async_connection_wrapper::AsyncConnectionWrapper;
@@ -25,6 +27,42 @@ pub const MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations");
 
 pub type Pool = bb8::Pool<AsyncDieselConnectionManager<AsyncPgConnection>>;
 pub type Conn<'a> = bb8::PooledConnection<'a, AsyncDieselConnectionManager<AsyncPgConnection>>;
+/// A connection that statements share to be sent at once (pipelined: the client waits one
+/// round trip for all of them, and Postgres runs them one after another). A `&mut Conn`
+/// passes for one. Only statements independent of one another go out together: their order
+/// is not kept (one whose plan the connection has not prepared yet goes after those it has).
+pub type Shared<'a> = &'a AsyncPgConnection;
+
+/// A statement with few texts (each fixed where it is written), prepared once per connection
+/// and kept by its text. Diesel prepares every `UPDATE`, raw `sql_query`, `sql` fragment and
+/// insert of a derived `Insertable` (its fields may be `DEFAULT`) anew on each call (one round
+/// trip more, and a parse and plan in Postgres), because such statements *can* be built with
+/// unboundedly many texts; the ones wrapped here cannot (no list whose length varies: at most
+/// one text for each combination of their optional fields). `is_safe_to_cache_prepared` is hidden in diesel's
+/// documentation (a method for backends); overriding it is how a statement says it may be
+/// cached.
+#[derive(Debug, Clone, Copy)]
+pub struct Cached<Q>(pub Q);
+
+impl<Q: QueryFragment<Pg>> QueryFragment<Pg> for Cached<Q> {
+    fn walk_ast<'b>(&'b self, pass: AstPass<'_, 'b, Pg>) -> diesel::QueryResult<()> {
+        self.0.walk_ast(pass)
+    }
+
+    fn is_safe_to_cache_prepared(&self, _backend: &Pg) -> diesel::QueryResult<bool> {
+        Ok(true)
+    }
+}
+
+/// Kept by its SQL text (and bind types), not by its Rust type.
+impl<Q> QueryId for Cached<Q> {
+    type QueryId = ();
+    const HAS_STATIC_QUERY_ID: bool = false;
+}
+
+impl<Q: Query> Query for Cached<Q> {
+    type SqlType = Q::SqlType;
+}
 
 /// A failed store operation, classified for the rules above it.
 #[derive(Debug, thiserror::Error)]

@@ -1,5 +1,5 @@
 use super::schema::revocations;
-use super::{Conn, StoreResult};
+use super::{Cached, Conn, Shared, StoreResult};
 use chrono::{DateTime, Utc};
 use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
@@ -26,12 +26,22 @@ pub struct NewRevocation<'a> {
     pub expires_at: DateTime<Utc>,
 }
 
-pub async fn insert_many(conn: &mut Conn<'_>, rows: &[NewRevocation<'_>]) -> StoreResult<()> {
-    if !rows.is_empty() {
-        diesel::insert_into(revocations::table)
-            .values(rows)
-            .execute(conn)
-            .await?;
+pub async fn insert_many(mut conn: Shared<'_>, rows: &[NewRevocation<'_>]) -> StoreResult<()> {
+    match rows {
+        [] => {}
+        // The common case (a login past the session limit ends one): one text, kept
+        // prepared; a batch's text depends on its length, and is prepared on each call.
+        [row] => {
+            Cached(diesel::insert_into(revocations::table).values(row))
+                .execute(&mut conn)
+                .await?;
+        }
+        _ => {
+            diesel::insert_into(revocations::table)
+                .values(rows)
+                .execute(&mut conn)
+                .await?;
+        }
     }
     Ok(())
 }

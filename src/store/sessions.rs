@@ -1,5 +1,5 @@
 use super::schema::{refresh_tokens, sessions};
-use super::{Conn, StoreResult};
+use super::{Cached, Conn, Shared, StoreResult};
 use chrono::{DateTime, Utc};
 use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
@@ -28,18 +28,16 @@ pub struct NewRefreshToken<'a> {
     pub expires_at: DateTime<Utc>,
 }
 
-pub async fn insert(conn: &mut Conn<'_>, session: &SessionRow) -> StoreResult<()> {
-    diesel::insert_into(sessions::table)
-        .values(session)
-        .execute(conn)
+pub async fn insert(mut conn: Shared<'_>, session: &SessionRow) -> StoreResult<()> {
+    Cached(diesel::insert_into(sessions::table).values(session))
+        .execute(&mut conn)
         .await?;
     Ok(())
 }
 
-pub async fn insert_refresh_token(conn: &mut Conn<'_>, token: &NewRefreshToken<'_>) -> StoreResult<()> {
-    diesel::insert_into(refresh_tokens::table)
-        .values(token)
-        .execute(conn)
+pub async fn insert_refresh_token(mut conn: Shared<'_>, token: &NewRefreshToken<'_>) -> StoreResult<()> {
+    Cached(diesel::insert_into(refresh_tokens::table).values(token))
+        .execute(&mut conn)
         .await?;
     Ok(())
 }
@@ -47,14 +45,16 @@ pub async fn insert_refresh_token(conn: &mut Conn<'_>, token: &NewRefreshToken<'
 /// Marks an unused, unexpired refresh token as used, in one statement: of many concurrent calls
 /// with the same token exactly one gets its session id back.
 pub async fn consume_refresh_token(conn: &mut Conn<'_>, hash: &[u8], now: DateTime<Utc>) -> StoreResult<Option<Uuid>> {
-    Ok(diesel::update(
-        refresh_tokens::table
-            .filter(refresh_tokens::token_hash.eq(hash))
-            .filter(refresh_tokens::used_at.is_null())
-            .filter(refresh_tokens::expires_at.gt(now)),
+    Ok(Cached(
+        diesel::update(
+            refresh_tokens::table
+                .filter(refresh_tokens::token_hash.eq(hash))
+                .filter(refresh_tokens::used_at.is_null())
+                .filter(refresh_tokens::expires_at.gt(now)),
+        )
+        .set(refresh_tokens::used_at.eq(now))
+        .returning(refresh_tokens::session_id),
     )
-    .set(refresh_tokens::used_at.eq(now))
-    .returning(refresh_tokens::session_id)
     .get_result(conn)
     .await
     .optional()?)
@@ -80,8 +80,7 @@ pub async fn find(conn: &mut Conn<'_>, id: Uuid) -> StoreResult<Option<SessionRo
 }
 
 pub async fn touch(conn: &mut Conn<'_>, id: Uuid, at: DateTime<Utc>) -> StoreResult<()> {
-    diesel::update(sessions::table.find(id))
-        .set(sessions::last_used_at.eq(at))
+    Cached(diesel::update(sessions::table.find(id)).set(sessions::last_used_at.eq(at)))
         .execute(conn)
         .await?;
     Ok(())
@@ -108,9 +107,44 @@ pub async fn revoke(conn: &mut Conn<'_>, id: Uuid, now: DateTime<Utc>) -> StoreR
     Ok(n == 1)
 }
 
+/// Revokes the oldest live sessions of a user but `keep`, as many as it takes to leave `max`
+/// live sessions with `keep`, in one statement; returns the ids revoked.
+pub async fn revoke_beyond(
+    mut conn: Shared<'_>,
+    user_id: Uuid,
+    keep: Uuid,
+    max: u32,
+    now: DateTime<Utc>,
+) -> StoreResult<Vec<Uuid>> {
+    use diesel::sql_types::{BigInt, Timestamptz, Uuid as SqlUuid};
+    #[derive(diesel::QueryableByName)]
+    struct Revoked {
+        #[diesel(sql_type = SqlUuid)]
+        id: Uuid,
+    }
+    let revoked: Vec<Revoked> = Cached(
+        diesel::sql_query(
+            "UPDATE sessions SET revoked_at = $1 WHERE id IN ( \
+           SELECT id FROM ( \
+             SELECT id, row_number() OVER (ORDER BY created_at, id) AS n, count(*) OVER () AS others \
+             FROM sessions \
+             WHERE user_id = $2 AND revoked_at IS NULL AND expires_at > $1 AND id <> $3 \
+           ) live WHERE n <= others + 1 - $4 \
+         ) RETURNING id",
+        )
+        .bind::<Timestamptz, _>(now)
+        .bind::<SqlUuid, _>(user_id)
+        .bind::<SqlUuid, _>(keep)
+        .bind::<BigInt, _>(i64::from(max)),
+    )
+    .load(&mut conn)
+    .await?;
+    Ok(revoked.into_iter().map(|r| r.id).collect())
+}
+
 /// Revokes every live session of a user but `keep`; returns the ids revoked.
 pub async fn revoke_all_for_user(
-    conn: &mut Conn<'_>,
+    mut conn: Shared<'_>,
     user_id: Uuid,
     keep: Option<Uuid>,
     now: DateTime<Utc>,
@@ -125,7 +159,7 @@ pub async fn revoke_all_for_user(
     )
     .set(sessions::revoked_at.eq(now))
     .returning(sessions::id)
-    .get_results(conn)
+    .get_results(&mut conn)
     .await?)
 }
 

@@ -8,10 +8,14 @@ use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 /// Set on every pooled connection.
 #[derive(Default)]
 pub struct QuerySpans {
-    /// The statement running. authd runs one at a time on a connection; a statement whose
-    /// future was dropped never finishes, and the next one replaces it.
-    open: Option<tracing::Span>,
+    /// The statements running, with their text. Statements sent at once (`store::Shared`) are
+    /// open together; a statement whose future was dropped never finishes, so only the last
+    /// few are kept.
+    open: std::collections::VecDeque<(String, tracing::Span)>,
 }
+
+/// How many statements' spans stay open at once on one connection.
+const MAX_OPEN: usize = 8;
 
 const OPERATIONS: &[&str] = &[
     "SELECT",
@@ -66,14 +70,9 @@ fn summary(sql: &str) -> (Option<&'static str>, Option<String>) {
 impl Instrumentation for QuerySpans {
     fn on_connection_event(&mut self, event: InstrumentationEvent<'_>) {
         match event {
-            InstrumentationEvent::StartQuery { .. } => {
-                // Only inside a call or a job that is itself traced: no root span per statement
-                // of the background probes.
-                self.open = crate::telemetry::spans::in_call()
-                    .then(|| tracing::info_span!("db", otel.name = tracing::field::Empty, otel.kind = "client"));
-            }
-            InstrumentationEvent::FinishQuery { query, error, .. } => {
-                let Some(span) = self.open.take() else { return };
+            // Only inside a call or a job that is itself traced: no root span per statement of
+            // the background probes.
+            InstrumentationEvent::StartQuery { query, .. } if crate::telemetry::spans::in_call() => {
                 let sql = query.to_string();
                 let (operation, table) = summary(&sql);
                 let name = match (operation, &table) {
@@ -81,7 +80,7 @@ impl Instrumentation for QuerySpans {
                     (Some(op), None) => op.to_string(),
                     _ => "postgresql".to_string(),
                 };
-                span.record("otel.name", name.as_str());
+                let span = tracing::info_span!("db", otel.name = name.as_str(), otel.kind = "client");
                 span.set_attribute("db.system.name", "postgresql");
                 if let Some(op) = operation {
                     span.set_attribute("db.operation.name", op);
@@ -89,6 +88,20 @@ impl Instrumentation for QuerySpans {
                 if let Some(table) = table {
                     span.set_attribute("db.collection.name", table);
                 }
+                if self.open.len() == MAX_OPEN {
+                    self.open.pop_front();
+                }
+                self.open.push_back((sql, span));
+            }
+            InstrumentationEvent::FinishQuery { query, error, .. } => {
+                if self.open.is_empty() {
+                    return;
+                }
+                let sql = query.to_string();
+                let Some(at) = self.open.iter().position(|(open, _)| *open == sql) else {
+                    return;
+                };
+                let Some((_, span)) = self.open.remove(at) else { return };
                 let failure = match error {
                     Some(diesel::result::Error::NotFound) | None => None,
                     Some(diesel::result::Error::DatabaseError(kind, _)) => Some(format!("{kind:?}")),

@@ -1,5 +1,5 @@
 use super::schema::users;
-use super::{Conn, StoreResult};
+use super::{Cached, Conn, Shared, StoreResult};
 use chrono::{DateTime, Utc};
 use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
@@ -89,16 +89,19 @@ pub async fn find_for_login(conn: &mut Conn<'_>, normalized: &str) -> StoreResul
     let providers = diesel::dsl::sql::<Array<Text>>(
         "ARRAY(SELECT provider FROM user_identities WHERE user_identities.user_id = users.id ORDER BY provider)",
     );
-    Ok(users::table
-        .filter(
-            users::email_normalized
-                .eq(normalized)
-                .or(users::username_normalized.eq(normalized)),
-        )
-        .select((UserRow::as_select(), providers))
-        .first(conn)
-        .await
-        .optional()?)
+    Ok(Cached(
+        users::table
+            .filter(
+                users::email_normalized
+                    .eq(normalized)
+                    .or(users::username_normalized.eq(normalized)),
+            )
+            .select((UserRow::as_select(), providers))
+            .limit(1),
+    )
+    .get_result(conn)
+    .await
+    .optional()?)
 }
 
 /// Records a sign-in on an account still fit for it, in one statement that also takes the row's
@@ -107,7 +110,7 @@ pub async fn find_for_login(conn: &mut Conn<'_>, normalized: &str) -> StoreResul
 /// that used no password), and still holding `verified_hash` (no reset since the check). Sets
 /// the last login and clears the failed-password count; whether the account was fit.
 pub async fn record_login(
-    conn: &mut Conn<'_>,
+    mut conn: Shared<'_>,
     id: Uuid,
     verified_hash: Option<&str>,
     honour_lockout: bool,
@@ -121,12 +124,12 @@ pub async fn record_login(
             .filter(users::password_hash.is_not_distinct_from(verified_hash)),
     )
     .set((users::last_login_at.eq(at), users::failed_logins.eq(0)));
+    // Two texts, one for each value of `honour_lockout`.
     let updated = if honour_lockout {
-        update.filter(unlocked).execute(conn).await?
+        Cached(update.filter(unlocked)).execute(&mut conn).await?
     } else {
-        update
-            .filter(unlocked.or(users::lock_reason.eq(LOCKOUT)))
-            .execute(conn)
+        Cached(update.filter(unlocked.or(users::lock_reason.eq(LOCKOUT))))
+            .execute(&mut conn)
             .await?
     };
     Ok(updated == 1)

@@ -235,3 +235,49 @@ async fn a_login_beyond_the_session_limit_ends_the_oldest() {
         assert!(app.is_active(&introspector, &login.access_token).await);
     }
 }
+
+/// The statements a login and a refresh run are prepared once per connection and kept, not
+/// prepared anew on every call (diesel does that for an `UPDATE` or a raw statement unless it
+/// is told the text is fixed): a prepared statement the connection keeps shows in
+/// `pg_prepared_statements`, one prepared for a single call is closed after it.
+#[tokio::test]
+async fn login_and_refresh_statements_stay_prepared() {
+    use diesel::sql_types::Text;
+    use diesel_async::RunQueryDsl;
+    #[derive(diesel::QueryableByName)]
+    struct Prepared {
+        #[diesel(sql_type = Text)]
+        statement: String,
+    }
+    // One connection: every statement below runs on it.
+    let app = spawn_app_with(&[("AUTHD_DATABASE_POOL_SIZE", "1"), ("AUTHD_MAX_SESSIONS_PER_USER", "1")]).await;
+    let first = app.user("pia").await;
+    // Past the session limit: the oldest session ends.
+    let second = app.login("pia", PASSWORD).await;
+    refresh(&app, &second.refresh_token).await.unwrap();
+    assert_eq!(
+        refresh(&app, &first.refresh_token).await.unwrap_err().code(),
+        Code::Unauthenticated
+    );
+    let mut conn = app.app.pool.get().await.unwrap();
+    let prepared: Vec<String> = diesel::sql_query("SELECT statement FROM pg_prepared_statements")
+        .load::<Prepared>(&mut *conn)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|p| p.statement)
+        .collect();
+    let count = |needle: &str| prepared.iter().filter(|s| s.contains(needle)).count();
+    for needle in [
+        "ARRAY(SELECT provider",
+        "UPDATE \"users\" SET \"last_login_at\"",
+        "row_number() OVER",
+        "UPDATE \"refresh_tokens\"",
+        "INSERT INTO \"sessions\"",
+        "INSERT INTO \"audit_events\"",
+        "INSERT INTO \"refresh_tokens\"",
+        "INSERT INTO \"revocations\"",
+    ] {
+        assert_eq!(count(needle), 1, "{needle}: {prepared:#?}");
+    }
+}
