@@ -1,5 +1,6 @@
 //! The audit trail: who did what, from where, and how it went. Recording is best effort (a
-//! failure is logged, the call goes on); nothing secret is ever recorded.
+//! failure is logged, the call goes on), except for a sign-in's `login.succeeded`, written in
+//! the transaction that opens its session; nothing secret is ever recorded.
 
 mod refusals;
 

@@ -29,8 +29,8 @@ pub type Pool = bb8::Pool<AsyncDieselConnectionManager<AsyncPgConnection>>;
 pub type Conn<'a> = bb8::PooledConnection<'a, AsyncDieselConnectionManager<AsyncPgConnection>>;
 /// A connection that statements share to be sent at once (pipelined: the client waits one
 /// round trip for all of them, and Postgres runs them one after another). A `&mut Conn`
-/// passes for one. Only statements independent of one another go out together: their order
-/// is not kept (one whose plan the connection has not prepared yet goes after those it has).
+/// passes for one. Only statements independent of one another go out together: they may run
+/// in any order.
 pub type Shared<'a> = &'a AsyncPgConnection;
 
 /// A statement with few texts (each fixed where it is written), prepared once per connection

@@ -124,7 +124,7 @@ pub async fn revoke_beyond(
     }
     let revoked: Vec<Revoked> = Cached(
         diesel::sql_query(
-            "UPDATE sessions SET revoked_at = $1 WHERE id IN ( \
+            "UPDATE sessions SET revoked_at = $1 WHERE revoked_at IS NULL AND user_id = $2 AND id IN ( \
            SELECT id FROM ( \
              SELECT id, row_number() OVER (ORDER BY created_at, id) AS n, count(*) OVER () AS others \
              FROM sessions \

@@ -8,7 +8,8 @@ use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 /// Set on every pooled connection.
 #[derive(Default)]
 pub struct QuerySpans {
-    /// The statements running, with their text. Statements sent at once (`store::Shared`) are
+    /// The statements running, with their SQL (never a bound value). Statements sent at once
+    /// (`store::Shared`) are
     /// open together; a statement whose future was dropped never finishes, so only the last
     /// few are kept.
     open: std::collections::VecDeque<(String, tracing::Span)>,
@@ -31,6 +32,12 @@ const OPERATIONS: &[&str] = &[
     "SET",
     "LOCK",
 ];
+
+/// The statement of a query's text without its bound values: diesel describes a statement
+/// about to run as `SQL -- binds: [...]`, one that ran as the SQL alone.
+fn statement_of(text: &str) -> &str {
+    text.split_once(" -- binds: ").map_or(text, |(sql, _)| sql)
+}
 
 /// The operation and table of a statement, when they are plain words.
 fn summary(sql: &str) -> (Option<&'static str>, Option<String>) {
@@ -73,7 +80,8 @@ impl Instrumentation for QuerySpans {
             // Only inside a call or a job that is itself traced: no root span per statement of
             // the background probes.
             InstrumentationEvent::StartQuery { query, .. } if crate::telemetry::spans::in_call() => {
-                let sql = query.to_string();
+                let text = query.to_string();
+                let sql = statement_of(&text).to_string();
                 let (operation, table) = summary(&sql);
                 let name = match (operation, &table) {
                     (Some(op), Some(table)) => format!("{op} {table}"),
@@ -97,8 +105,9 @@ impl Instrumentation for QuerySpans {
                 if self.open.is_empty() {
                     return;
                 }
-                let sql = query.to_string();
-                let Some(at) = self.open.iter().position(|(open, _)| *open == sql) else {
+                let text = query.to_string();
+                let sql = statement_of(&text);
+                let Some(at) = self.open.iter().position(|(open, _)| open == sql) else {
                     return;
                 };
                 let Some((_, span)) = self.open.remove(at) else { return };
@@ -119,7 +128,23 @@ impl Instrumentation for QuerySpans {
 
 #[cfg(test)]
 mod tests {
-    use super::summary;
+    use super::{statement_of, summary};
+
+    #[test]
+    fn a_statement_is_known_by_its_sql_without_the_binds() {
+        use crate::store::schema::users;
+        use diesel::prelude::*;
+        let query = users::table
+            .filter(users::email_normalized.eq("secret@example.com"))
+            .select(users::id);
+        let about_to_run = diesel::debug_query::<diesel::pg::Pg, _>(&query).to_string();
+        assert!(about_to_run.contains("secret@example.com"), "{about_to_run}");
+        let sql = statement_of(&about_to_run);
+        assert!(!sql.contains("secret"), "{sql}");
+        assert!(sql.starts_with("SELECT") && sql.ends_with("$1)"), "{sql}");
+        assert_eq!(statement_of(sql), sql);
+        assert_eq!(statement_of("BEGIN"), "BEGIN");
+    }
 
     #[test]
     fn statements_are_named_by_operation_and_table() {

@@ -245,20 +245,30 @@ async fn a_login_is_a_server_span_in_the_callers_trace() {
     let failed = wrong.server_span(&collector).unwrap();
     assert_server_span(&failed, LOGIN, Code::Unauthenticated, &replica);
 
-    // The work of the login, below its server span: the queries and the password hash.
+    // The work of the login, below its server span: the queries and the password hash. A
+    // statement's span ends with the statement, within the call (statements sent at once
+    // included: the session's row and its audit event go out together).
     let children = |c: &Collector| descendants(&c.trace(&good.trace_id), &login);
+    let statement = |spans: &[ExportedSpan], name: &str| {
+        spans.iter().any(|s| {
+            s.name() == name
+                && s.str("db.system.name") == Some("postgresql")
+                && s.kind() == SpanKind::Client
+                && s.span.end_time_unix_nano <= login.span.end_time_unix_nano
+        })
+    };
     let has_all = |spans: &[ExportedSpan]| {
-        spans
-            .iter()
-            .any(|s| s.str("db.system.name") == Some("postgresql") && s.kind() == SpanKind::Client)
+        statement(spans, "UPDATE users")
+            && statement(spans, "INSERT sessions")
+            && statement(spans, "INSERT audit_events")
             && spans.iter().any(|s| s.name() == "password_hash")
             && spans.iter().any(|s| s.name() == "password_hash.wait")
     };
     let arrived = eventually(ARRIVAL, || has_all(&children(&collector))).await;
     assert!(
         arrived,
-        "the login's trace lacks a postgresql CLIENT span, password_hash or password_hash.wait below \
-         its server span:{}",
+        "the login's trace lacks its statements' CLIENT spans ended within the call, password_hash or \
+         password_hash.wait below its server span:{}",
         dump(&collector.trace(&good.trace_id))
     );
 
