@@ -193,10 +193,9 @@ impl Accounts {
         let device_name = checked_device_name(device_name)?;
         let (user, linked_providers) = {
             let mut conn = store::conn(&self.pool).await?;
-            match store::users::find_for_login(&mut conn, &crate::domain::normalize_identifier(identifier)).await? {
-                Some((user, providers)) => (Some(user), providers),
-                None => (None, Vec::new()),
-            }
+            store::users::find_for_login(&mut conn, &crate::domain::normalize_identifier(identifier))
+                .await?
+                .unzip()
         };
         let verified = self
             .hasher
@@ -282,7 +281,7 @@ impl Accounts {
         Ok(LoggedIn {
             user,
             tokens,
-            linked_providers: Some(linked_providers),
+            linked_providers: Some(linked_providers.unwrap_or_default()),
         })
     }
 

@@ -38,9 +38,9 @@ pub type Shared<'a> = &'a AsyncPgConnection;
 /// insert of a derived `Insertable` (its fields may be `DEFAULT`) anew on each call (one round
 /// trip more, and a parse and plan in Postgres), because such statements *can* be built with
 /// unboundedly many texts; the ones wrapped here cannot (no list whose length varies: at most
-/// one text for each combination of their optional fields). `is_safe_to_cache_prepared` is hidden in diesel's
-/// documentation (a method for backends); overriding it is how a statement says it may be
-/// cached.
+/// one text for each combination of their optional fields). `is_safe_to_cache_prepared` is
+/// hidden in diesel's documentation (a method for backends); overriding it is how a statement
+/// says it may be cached.
 #[derive(Debug, Clone, Copy)]
 pub struct Cached<Q>(pub Q);
 

@@ -9,9 +9,8 @@ use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 #[derive(Default)]
 pub struct QuerySpans {
     /// The statements running, with their SQL (never a bound value). Statements sent at once
-    /// (`store::Shared`) are
-    /// open together; a statement whose future was dropped never finishes, so only the last
-    /// few are kept.
+    /// (`store::Shared`) are open together; a statement whose future was dropped never
+    /// finishes, so only the last few are kept.
     open: std::collections::VecDeque<(String, tracing::Span)>,
 }
 
