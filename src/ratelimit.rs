@@ -3,6 +3,7 @@
 //! in-process fallback when Redis is absent or unreachable.
 
 use crate::identity::ClientInfo;
+use crate::redis_conn::Target;
 use crate::secret::Secret;
 use chrono::{DateTime, Utc};
 use redis::AsyncCommands;
@@ -114,7 +115,7 @@ const MAX_LOCAL_KEYS: usize = 100_000;
 /// is made in the background; and after a failure every call uses the in-process limiter until
 /// one probe, [`BACKOFF_MS`] later, finds Redis answering again.
 struct RedisLink {
-    client: redis::Client,
+    target: Target,
     connection: RwLock<Option<ConnectionManager>>,
     connecting: AtomicBool,
     /// Milliseconds since the epoch until which Redis is not tried; 0 when it is healthy.
@@ -156,16 +157,23 @@ impl RedisLink {
     }
 
     async fn connect(&self, now: i64) {
-        match crate::redis_conn::connect(&self.client, CONNECT_TIMEOUT, CALL_TIMEOUT, 0).await {
+        match crate::redis_conn::connect(&self.target, CONNECT_TIMEOUT, CALL_TIMEOUT, 0).await {
             Ok(manager) => {
                 *self.connection.write().expect("rate limit connection lock") = Some(manager);
+                self.succeeded();
             }
             _ => self.failed(now),
         }
     }
 
+    /// Opens the circuit. Behind Sentinel it also drops the connection, so the next one is made
+    /// to the master the sentinels name then (a kept one reconnects to the same server, which is
+    /// right for a single server).
     fn failed(&self, now: i64) {
         self.open_until.store(now + BACKOFF_MS, Ordering::Release);
+        if self.target.follows_failovers() {
+            self.connection.write().expect("rate limit connection lock").take();
+        }
     }
 
     fn succeeded(&self) {
@@ -182,9 +190,9 @@ impl RateLimiter {
         namespace: &str,
         subject_key: Secret<[u8; 32]>,
     ) -> anyhow::Result<Self> {
-        let redis = redis_url.map(redis::Client::open).transpose()?.map(|client| {
+        let redis = redis_url.map(Target::open).transpose()?.map(|target| {
             Arc::new(RedisLink {
-                client,
+                target,
                 connection: RwLock::new(None),
                 connecting: AtomicBool::new(false),
                 open_until: AtomicI64::new(0),

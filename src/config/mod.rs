@@ -297,10 +297,11 @@ pub struct Intervals {
         deserialize_with = "parse::duration"
     )]
     pub health_probe: Duration,
-    /// Every replica re-reads recent revocations from Postgres, in case a feed message was lost.
+    /// Every replica reads the revocations recorded since its last read from Postgres, in case
+    /// a feed message was lost.
     #[serde(
         rename = "revocation_resync_interval",
-        default = "default::one_s",
+        default = "default::quarter_s",
         deserialize_with = "parse::duration"
     )]
     pub revocation_resync: Duration,
@@ -590,8 +591,8 @@ mod default {
     pub fn yes() -> bool {
         true
     }
-    pub fn one_s() -> Duration {
-        Duration::from_secs(1)
+    pub fn quarter_s() -> Duration {
+        Duration::from_millis(250)
     }
     pub fn two_s() -> Duration {
         Duration::from_secs(2)
@@ -712,7 +713,12 @@ mod parse {
     }
 
     pub fn redis_url<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Secret<String>>, D::Error> {
-        secret_url(d, &["redis://", "rediss://"], "must be a redis:// or rediss:// URL").map(Some)
+        secret_url(
+            d,
+            &["redis://", "rediss://", "redis+sentinel://"],
+            "must be a redis://, rediss:// or redis+sentinel:// URL",
+        )
+        .map(Some)
     }
 
     pub fn smtp_url<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Secret<String>>, D::Error> {

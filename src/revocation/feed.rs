@@ -7,6 +7,7 @@
 //! checked in Postgres too (security rule 7).
 
 use super::{Revocation, RevocationKind};
+use crate::redis_conn::{ConnectError, Target};
 use chrono::DateTime;
 use redis::aio::{ConnectionManager, PubSub};
 use serde::{Deserialize, Serialize};
@@ -77,7 +78,7 @@ impl FeedMessage {
 
 /// This replica's end of the feed.
 pub struct Feed {
-    redis: Option<redis::Client>,
+    redis: Option<Target>,
     publisher: Mutex<Option<ConnectionManager>>,
     namespace: String,
     /// Identifies this replica's own messages when they come back on the channel.
@@ -88,9 +89,7 @@ pub struct Feed {
 impl Feed {
     /// `redis_url` unset means single-node mode. Validates the URL; connects later.
     pub fn new(redis_url: Option<&str>, namespace: &str) -> anyhow::Result<Self> {
-        let redis = redis_url
-            .map(|url| redis::Client::open(url).map_err(|e| anyhow::anyhow!("AUTHD_REDIS_URL: {e}")))
-            .transpose()?;
+        let redis = redis_url.map(Target::open).transpose()?;
         Ok(Self {
             synced: AtomicBool::new(redis.is_none()),
             redis,
@@ -164,35 +163,49 @@ impl Feed {
     }
 
     async fn send(&self, pipe: redis::Pipeline) {
-        let Some(client) = &self.redis else {
+        let Some(target) = &self.redis else {
             return;
         };
         let span = crate::telemetry::spans::client("redis", "PUBLISH");
-        self.send_on(client, pipe).instrument(span).await;
+        self.send_on(target, pipe).instrument(span).await;
     }
 
-    async fn send_on(&self, client: &redis::Client, pipe: redis::Pipeline) {
+    /// Sends on the kept connection; after a failure, once more on a new one (to the master the
+    /// sentinels name now, after a failover).
+    async fn send_on(&self, target: &Target, pipe: redis::Pipeline) {
         let mut guard = self.publisher.lock().await;
-        if guard.is_none() {
-            match crate::redis_conn::connect(client, REDIS_TIMEOUT, REDIS_TIMEOUT, 1).await {
-                Ok(manager) => *guard = Some(manager),
-                Err(e) => {
-                    return tracing::warn!(error = %e, "cannot reach Redis to publish; other replicas fall back to Postgres");
+        for attempt in 0..2 {
+            if guard.is_none() {
+                match crate::redis_conn::connect(target, REDIS_TIMEOUT, REDIS_TIMEOUT, 0).await {
+                    Ok(manager) => *guard = Some(manager),
+                    Err(e) => {
+                        return tracing::warn!(error = %e, "cannot reach Redis to publish; other replicas re-read Postgres");
+                    }
                 }
             }
-        }
-        let Some(manager) = guard.as_mut() else { return };
-        let result: redis::RedisResult<()> = pipe.query_async(manager).await;
-        if let Err(e) = result {
-            tracing::warn!(error = %e, "publishing to Redis failed; other replicas fall back to Postgres");
+            let Some(manager) = guard.as_mut() else { return };
+            let result: redis::RedisResult<()> = pipe.query_async(manager).await;
+            match result {
+                Ok(()) => return,
+                Err(e) => {
+                    *guard = None;
+                    if attempt == 1 {
+                        tracing::warn!(error = %e, "publishing to Redis failed; other replicas re-read Postgres");
+                    }
+                }
+            }
         }
     }
 
     /// A fresh subscription to the channel (the caller reads it).
     pub async fn subscribe(&self) -> redis::RedisResult<Option<PubSub>> {
-        let Some(client) = &self.redis else {
+        let Some(target) = &self.redis else {
             return Ok(None);
         };
+        let client = target.client(REDIS_TIMEOUT).await.map_err(|e| match e {
+            ConnectError::Redis(e) => e,
+            ConnectError::TimedOut => redis::RedisError::from(std::io::Error::from(std::io::ErrorKind::TimedOut)),
+        })?;
         let mut pubsub = tokio::time::timeout(REDIS_TIMEOUT * 2, client.get_async_pubsub())
             .await
             .map_err(|_| redis::RedisError::from(std::io::Error::from(std::io::ErrorKind::TimedOut)))??;

@@ -17,8 +17,12 @@ pub trait ForgetsRevoked: Send + Sync {
     fn forget(&self, revocation: &Revocation);
 }
 
-/// How far back each catch-up re-reads: far longer than any revocation transaction stays open.
-const CATCH_UP_WINDOW: chrono::Duration = chrono::Duration::seconds(120);
+/// How far before the last complete read's start a periodic catch-up reads again: longer than a
+/// revocation's transaction stays open, plus the replicas' clock skew. (Rows with a higher id
+/// than that read saw are read whatever their time.)
+const CATCH_UP_OVERLAP: chrono::Duration = chrono::Duration::seconds(10);
+/// The same overlap after the feed was lost, when more may have gone wrong.
+const RESYNC_OVERLAP: chrono::Duration = chrono::Duration::seconds(120);
 /// Revocations read from Postgres per query when the view is (re)built.
 const LOAD_PAGE: i64 = 10_000;
 
@@ -132,17 +136,13 @@ impl Revoker {
         self.absorb_from_store(Since::EVER, true).await
     }
 
-    /// Re-reads the revocations of the last two minutes: the safety net under the feed, for a
-    /// message lost on the way or a call cancelled between its commit and its broadcast.
+    /// Reads what was recorded since the last complete read (by id, and by time with
+    /// [`CATCH_UP_OVERLAP`]): the safety net under the feed. It carries a revocation to this
+    /// replica within one interval of its commit whatever happened to the feed: a message lost
+    /// on the way, a call cancelled between its commit and its broadcast, a replica that
+    /// revoked it while cut off from Redis, a failover that lost what was published.
     pub async fn catch_up(&self) -> Result<usize> {
-        self.absorb_from_store(
-            Since {
-                at: self.clock.now() - CATCH_UP_WINDOW,
-                or_above_id: i64::MAX,
-            },
-            false,
-        )
-        .await
+        self.read_since_last(CATCH_UP_OVERLAP).await
     }
 
     /// Reads what may have been missed since the last complete read (all of it if there was
@@ -152,13 +152,17 @@ impl Revoker {
     /// Rows are taken by id as well as by time: a revocation written since with a later id is
     /// read whatever the writer's clock said.
     pub async fn resync(&self) -> Result<usize> {
+        self.read_since_last(RESYNC_OVERLAP).await
+    }
+
+    async fn read_since_last(&self, overlap: chrono::Duration) -> Result<usize> {
         let last = *self.read_through.lock().expect("read_through lock");
         if last.began == DateTime::UNIX_EPOCH {
             return self.load().await;
         }
         self.absorb_from_store(
             Since {
-                at: last.began - CATCH_UP_WINDOW,
+                at: last.began - overlap,
                 or_above_id: last.highest_id,
             },
             true,
