@@ -71,7 +71,7 @@ impl Mailer {
             .map_err(|e| SendError::permanent(format!("building the message: {e}")))?;
         match self {
             Self::Smtp(transport) => transport.send(email).await.map(drop).map_err(|e| {
-                let text: String = format!("SMTP: {e}").chars().take(300).collect();
+                let text: String = without_addresses(&format!("SMTP: {e}")).chars().take(300).collect();
                 if e.is_permanent() {
                     SendError::permanent(text)
                 } else {
@@ -93,5 +93,25 @@ impl Mailer {
                 .map_err(|e| SendError::transient(format!("writing to {}: {e}", dir.display())))
             }
         }
+    }
+}
+
+/// `text` with every word that holds an `@` replaced: servers often repeat the recipient in
+/// their refusals, and this text goes to the outbox row and the log.
+fn without_addresses(text: &str) -> String {
+    text.split(' ')
+        .map(|word| if word.contains('@') { "<address>" } else { word })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn smtp_errors_lose_the_addresses_they_repeat() {
+        assert_eq!(
+            super::without_addresses("SMTP: permanent error (550): 5.1.1 <ann@example.com>: user unknown"),
+            "SMTP: permanent error (550): 5.1.1 <address> user unknown"
+        );
     }
 }

@@ -64,7 +64,7 @@ struct Chunk {
 #[derive(Default)]
 struct Queue {
     chunks: VecDeque<Chunk>,
-    /// Spans in `chunks`.
+    /// Spans in `chunks`, and those taken from it that are being sent.
     queued: usize,
     /// Flushes asked for, and the last one done.
     flushes_wanted: u64,
@@ -323,7 +323,8 @@ fn send_batches(shared: &Shared, transport: &Transport, runtime: &tokio::runtime
                         .count();
                     queue.chunks.drain(..full).collect()
                 };
-                queue.queued -= due.iter().map(|chunk| chunk.count).sum::<usize>();
+                // The spans stay counted against OTEL_BSP_MAX_QUEUE_SIZE until sent, so a slow
+                // collector holds at most that many in memory, queued and in flight together.
                 break (due, queue.flushes_wanted, stopping);
             }
             if late {
@@ -340,9 +341,12 @@ fn send_batches(shared: &Shared, transport: &Transport, runtime: &tokio::runtime
         let requests = Arc::clone(&shared.requests.lock().unwrap_or_else(|p| p.into_inner()));
         for chunk in due {
             let body = requests.request(&chunk.scope, &chunk.spans);
+            let count = chunk.count;
             drop(chunk);
             let sent = runtime.block_on(transport.send(body, timeout));
             failures.note(&sent);
+            let mut queue = shared.queue();
+            queue.queued = queue.queued.saturating_sub(count);
         }
         last_send = Instant::now();
         let dropped = shared.dropped.load(Ordering::Relaxed);

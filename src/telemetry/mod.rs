@@ -95,7 +95,7 @@ impl Guard {
         // The processor's thread needs the runtime to send; this thread waits for it.
         let flushed = tokio::task::spawn_blocking(move || provider.shutdown_with_timeout(Duration::from_secs(5))).await;
         if let Ok(Err(e)) = flushed {
-            tracing::debug!(error = %e, "span exporter shutdown");
+            tracing::warn!(error = %e, "spans still queued at shutdown may not have reached the collector");
         }
     }
 }

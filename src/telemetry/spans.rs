@@ -44,9 +44,14 @@ pub const LOG_ONLY: &str = "authd::calls";
 
 struct Headers<'a>(&'a http::HeaderMap);
 
+/// The longest caller's `tracestate` kept. It is copied into every span of the call, so a long
+/// one would multiply what the span queue holds; W3C lets a vendor drop it whole.
+const MAX_TRACESTATE: usize = 512;
+
 impl Extractor for Headers<'_> {
     fn get(&self, key: &str) -> Option<&str> {
-        self.0.get(key).and_then(|value| value.to_str().ok())
+        let value = self.0.get(key).and_then(|value| value.to_str().ok())?;
+        (key != "tracestate" || value.len() <= MAX_TRACESTATE).then_some(value)
     }
 
     fn keys(&self) -> Vec<&str> {
@@ -376,6 +381,23 @@ mod tests {
     use super::*;
     use std::sync::{Arc, Mutex};
     use tracing_subscriber::layer::SubscriberExt as _;
+
+    #[test]
+    fn a_long_tracestate_is_dropped_and_a_short_one_kept() {
+        let mut headers = http::HeaderMap::new();
+        headers.insert(
+            "traceparent",
+            "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+                .parse()
+                .unwrap(),
+        );
+        headers.insert("tracestate", "vendor=short".parse().unwrap());
+        assert_eq!(Headers(&headers).get("tracestate"), Some("vendor=short"));
+        let long = format!("vendor={}", "x".repeat(MAX_TRACESTATE));
+        headers.insert("tracestate", long.parse().unwrap());
+        assert_eq!(Headers(&headers).get("tracestate"), None);
+        assert!(Headers(&headers).get("traceparent").is_some());
+    }
 
     #[derive(Clone, Default)]
     struct Lines(Arc<Mutex<Vec<u8>>>);
