@@ -6,7 +6,7 @@
 //!   is synced;
 //! - the resync re-reads recent revocations from Postgres, the safety net under the feed;
 //! - upkeep writes API-key usage, reloads signing keys and forgets expired revocations;
-//! - mail delivery sends the outbox, with retries;
+//! - mail delivery handles mail requests left over and sends the outbox, with retries;
 //! - housekeeping purges accounts past their deletion grace, and expired tokens, sessions,
 //!   delivered mail and revocations.
 
@@ -159,6 +159,12 @@ async fn deliver_mail(app: Arc<App>) {
             () = app.mail_ready.notified() => {}
             () = stopped(&mut stop) => return,
         }
+        // Requests another replica answered but could not handle (it stopped, or failed).
+        match app.accounts.handle_left_over_mail_requests().await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(n, "handled mail requests left over"),
+            Err(e) => tracing::warn!(error = %e.detail(), "could not handle mail requests left over"),
+        }
         // Drain what is due, batch by batch.
         loop {
             match deliver_batch(&app).await {
@@ -292,20 +298,32 @@ async fn purge_expired(app: &App) -> crate::error::Result<()> {
     Ok(())
 }
 
-/// Re-reads the last two minutes of revocations every `AUTHD_REVOCATION_RESYNC_INTERVAL`, in
-/// both modes: it bounds what a lost feed message, or a call cancelled between its commit and its
-/// broadcast, can leave unseen.
+/// Re-reads the revocations recorded since the last read every
+/// `AUTHD_REVOCATION_RESYNC_INTERVAL`, in both modes: it bounds what a lost feed message, a call
+/// cancelled between its commit and its broadcast, or a replica cut off from Redis can leave
+/// unseen.
 async fn resync_revocations(app: Arc<App>) {
     let mut stop = app.state.shutdown_signal();
     let mut tick = tokio::time::interval(app.settings.intervals.revocation_resync);
     tick.tick().await;
+    let mut failing = false;
     loop {
         tokio::select! {
             _ = tick.tick() => {}
             () = stopped(&mut stop) => return,
         }
-        if let Err(e) = app.revoker.catch_up().await {
-            tracing::debug!(error = %e, "could not re-read recent revocations");
+        match app.revoker.catch_up().await {
+            Ok(_) if failing => {
+                failing = false;
+                tracing::info!("re-reading recent revocations again");
+            }
+            Ok(_) => {}
+            // Once per outage: every 250 ms would drown the log.
+            Err(e) if !failing => {
+                failing = true;
+                tracing::warn!(error = %e, "cannot re-read recent revocations; the view now follows the feed alone");
+            }
+            Err(_) => {}
         }
     }
 }

@@ -25,8 +25,9 @@ pub(crate) enum ConnectError {
 pub(crate) enum Target {
     /// One server.
     Server(redis::Client),
-    /// The master of a set watched by these sentinels, asked for each connection.
-    Sentinel(tokio::sync::Mutex<SentinelClient>),
+    /// The master of a set watched by these sentinels (a client for each, asked at once), asked
+    /// for each connection.
+    Sentinel(Vec<tokio::sync::Mutex<SentinelClient>>),
 }
 
 /// The sentinels' default port.
@@ -38,14 +39,21 @@ impl Target {
     pub(crate) fn open(url: &str) -> anyhow::Result<Self> {
         if let Some(rest) = url.strip_prefix("redis+sentinel://") {
             let parsed = SentinelUrl::parse(rest).map_err(|e| anyhow::anyhow!("AUTHD_REDIS_URL: {e}"))?;
-            let client = SentinelClient::build(
-                parsed.sentinels,
-                parsed.service,
-                Some(SentinelNodeConnectionInfo::default().set_redis_connection_info(parsed.master)),
-                SentinelServerType::Master,
-            )
-            .map_err(|e| anyhow::anyhow!("AUTHD_REDIS_URL: {e}"))?;
-            return Ok(Self::Sentinel(tokio::sync::Mutex::new(client)));
+            let clients = parsed
+                .sentinels
+                .into_iter()
+                .map(|sentinel| {
+                    SentinelClient::build(
+                        vec![sentinel],
+                        parsed.service.clone(),
+                        Some(SentinelNodeConnectionInfo::default().set_redis_connection_info(parsed.master.clone())),
+                        SentinelServerType::Master,
+                    )
+                    .map(tokio::sync::Mutex::new)
+                    .map_err(|e| anyhow::anyhow!("AUTHD_REDIS_URL: {e}"))
+                })
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            return Ok(Self::Sentinel(clients));
         }
         redis::Client::open(url)
             .map(Self::Server)
@@ -59,15 +67,18 @@ impl Target {
     }
 
     /// A client for the server to use now: the one configured, or the master the sentinels
-    /// name (they are asked in turn; the first that answers decides, and the server it names
-    /// must call itself master). Gives up after `timeout`.
+    /// name (all are asked at once, so one that does not answer holds nothing up; the first
+    /// answer whose server calls itself master decides). Gives up after `timeout`.
     pub(crate) async fn client(&self, timeout: Duration) -> Result<redis::Client, ConnectError> {
         match self {
             Self::Server(client) => Ok(client.clone()),
             Self::Sentinel(sentinels) => {
-                let ask = async { sentinels.lock().await.async_get_client().await };
-                match tokio::time::timeout(timeout, ask).await {
-                    Ok(found) => Ok(found?),
+                let asks = sentinels
+                    .iter()
+                    .map(|sentinel| Box::pin(async move { sentinel.lock().await.async_get_client().await }));
+                match tokio::time::timeout(timeout, futures_util::future::select_ok(asks)).await {
+                    Ok(Ok((found, _))) => Ok(found),
+                    Ok(Err(last)) => Err(last.into()),
                     Err(_) => Err(ConnectError::TimedOut),
                 }
             }
@@ -85,13 +96,14 @@ struct SentinelUrl {
 
 impl SentinelUrl {
     fn parse(rest: &str) -> Result<Self, &'static str> {
-        let (authority, path) = rest
+        // The credentials end at the last `@` (the rest has none): a password may hold a `/`.
+        let (credentials, rest) = match rest.rsplit_once('@') {
+            Some((credentials, rest)) => (Some(credentials), rest),
+            None => (None, rest),
+        };
+        let (hosts, path) = rest
             .split_once('/')
             .ok_or("a Sentinel URL needs the master's name as its path")?;
-        let (credentials, hosts) = match authority.rsplit_once('@') {
-            Some((credentials, hosts)) => (Some(credentials), hosts),
-            None => (None, authority),
-        };
         let sentinels = hosts
             .split(',')
             .map(|host| {
@@ -187,6 +199,13 @@ mod tests {
         assert_eq!(url.master.username(), Some("user"));
         assert_eq!(url.master.password(), Some("p@ss"));
         assert_eq!(url.master.db(), 3);
+
+        // The credentials end at the last `@`: a percent-encoded password reads back, and a raw
+        // `/` in one is refused rather than read as a sentinel's address.
+        let encoded = SentinelUrl::parse(":pa%2Fs%40s@10.0.0.1/mymaster").unwrap();
+        assert_eq!(encoded.sentinels, ["redis://10.0.0.1:26379"]);
+        assert_eq!(encoded.master.password(), Some("pa/s@s"));
+        assert!(SentinelUrl::parse(":pa/ss@10.0.0.1/mymaster").is_err());
 
         let plain = SentinelUrl::parse("127.0.0.1:26379/mymaster").unwrap();
         assert_eq!(plain.master.password(), None);

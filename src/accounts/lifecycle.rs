@@ -2,9 +2,10 @@
 //! and deletion with a grace period.
 //!
 //! Requests that name an address (`RequestPasswordReset`, `SendVerificationEmail`,
-//! `RequestAccountDeletion`) are answered at once, the same way for every address, and handled
-//! afterwards: whether the address has an account shows neither in the answer nor in its timing
-//! (security rule 8).
+//! `RequestAccountDeletion`) are recorded and answered at once, the same way for every address,
+//! and handled afterwards: whether the address has an account shows neither in the answer nor in
+//! its timing (security rule 8), and a request once answered is handled even if this replica
+//! stops (it stays recorded until a transaction handles it).
 
 use super::Accounts;
 use crate::audit::Event;
@@ -25,6 +26,8 @@ pub(crate) use crate::store::users::LOCKOUT;
 const RESET_TTL: chrono::Duration = chrono::Duration::minutes(30);
 const VERIFY_TTL: chrono::Duration = chrono::Duration::hours(24);
 const DELETE_TTL: chrono::Duration = chrono::Duration::hours(1);
+/// A mail request not handled after this long was left by a replica that could not.
+const LEFT_OVER_AFTER: chrono::Duration = chrono::Duration::seconds(5);
 
 fn lifetime(kind: MailKind) -> (chrono::Duration, &'static str) {
     match kind {
@@ -111,23 +114,32 @@ impl Accounts {
         Ok(scheduled.map_or(LinkState::Dead, LinkState::DeletionScheduled))
     }
 
-    pub fn request_password_reset(self: &Arc<Self>, email: &str) -> Result<()> {
-        self.mail_in_background(Email::parse(email)?, MailKind::ResetPassword)
+    pub async fn request_password_reset(self: &Arc<Self>, email: &str) -> Result<()> {
+        self.request_mail(Email::parse(email)?, MailKind::ResetPassword).await
     }
 
-    pub fn send_verification_email(self: &Arc<Self>, email: &str) -> Result<()> {
-        self.mail_in_background(Email::parse(email)?, MailKind::VerifyEmail)
+    pub async fn send_verification_email(self: &Arc<Self>, email: &str) -> Result<()> {
+        self.request_mail(Email::parse(email)?, MailKind::VerifyEmail).await
     }
 
-    pub fn request_account_deletion(self: &Arc<Self>, email: &str) -> Result<()> {
-        self.mail_in_background(Email::parse(email)?, MailKind::DeleteAccount)
+    pub async fn request_account_deletion(self: &Arc<Self>, email: &str) -> Result<()> {
+        self.request_mail(Email::parse(email)?, MailKind::DeleteAccount).await
     }
 
-    /// Answers now; looks the address up and mails afterwards. When too many requests are already
-    /// waiting, this one is dropped (and logged).
-    fn mail_in_background(self: &Arc<Self>, email: Email, kind: MailKind) -> Result<()> {
+    /// Records the request (the same one write for every address), answers, and handles it
+    /// afterwards: looks the address up and writes the mail. A request this replica cannot
+    /// handle (too many waiting, a failed transaction, a kill) stays recorded, and any replica's
+    /// [`Accounts::handle_left_over_mail_requests`] takes it.
+    async fn request_mail(self: &Arc<Self>, email: Email, kind: MailKind) -> Result<()> {
+        let id = {
+            let mut conn = store::conn(&self.pool).await?;
+            store::mail_requests::insert(&mut conn, kind.as_str(), email.as_str(), self.clock.now()).await?
+        };
         let Ok(queued) = self.background_queue.clone().try_acquire_owned() else {
-            tracing::warn!(kind = kind.as_str(), "too many mail requests waiting; dropping one");
+            tracing::info!(
+                kind = kind.as_str(),
+                "many mail requests waiting; leaving one for the next round"
+            );
             return Ok(());
         };
         let app = self.clone();
@@ -136,47 +148,87 @@ impl Accounts {
             let Ok(_working) = app.background_workers.clone().acquire_owned().await else {
                 return;
             };
-            if let Err(e) = app.mail_one_time_link(&email, kind).await {
-                tracing::warn!(kind = kind.as_str(), error = %e.detail(), "could not handle a mail request");
+            if let Err(e) = app.handle_mail_request(id).await {
+                tracing::warn!(kind = kind.as_str(), error = %e.detail(), "could not handle a mail request; it is retried");
             }
         });
         Ok(())
     }
 
-    /// Issues a one-time token and writes its mail, in one transaction, if the address belongs to
-    /// an account that needs it and the per-address limit allows.
-    async fn mail_one_time_link(&self, email: &Email, kind: MailKind) -> Result<()> {
+    /// Handles requests older than a few seconds that no replica has handled: left by one that
+    /// stopped or failed before it could. Returns how many were handled.
+    pub async fn handle_left_over_mail_requests(&self) -> Result<usize> {
+        const BATCH: i64 = 20;
+        let before = self.clock.now() - LEFT_OVER_AFTER;
+        let ids = {
+            let mut conn = store::conn(&self.pool).await?;
+            store::mail_requests::left_over(&mut conn, before, BATCH).await?
+        };
+        let mut handled = 0;
+        for id in ids {
+            handled += usize::from(self.handle_mail_request(id).await?);
+        }
+        Ok(handled)
+    }
+
+    /// Takes request `id` and, in the same transaction, issues its one-time token and writes its
+    /// mail if the address belongs to an account that needs it and the per-address limit allows;
+    /// false when another replica has it or had it.
+    async fn handle_mail_request(&self, id: i64) -> Result<bool> {
         let now = self.clock.now();
         let mut conn = store::conn(&self.pool).await?;
-        let written = conn
+        let outcome = conn
             .transaction::<_, StoreError, _>(async |conn| {
-                let Some(found) = store::users::find_by_email(conn, email.normalized()).await? else {
+                let Some(request) = store::mail_requests::take(conn, id).await? else {
                     return Ok(None);
                 };
-                // One request per account at a time, so the per-address limit counts exactly.
-                let Some(user) = store::users::lock(conn, found.id).await? else {
-                    return Ok(None);
+                // Both were checked when the request was recorded, perhaps by another version.
+                let (Some(kind), Ok(email)) = (MailKind::parse(&request.kind), Email::parse(&request.email)) else {
+                    tracing::warn!(id, "dropping a mail request this version cannot read");
+                    return Ok(Some(None));
                 };
-                if kind == MailKind::VerifyEmail && user.email_verified {
-                    return Ok(None);
-                }
-                let written = self.write_one_time_link(conn, &user, &user.email, kind, now).await?;
-                if written && kind == MailKind::DeleteAccount {
-                    store::users::set_deletion(conn, user.id, Some(now), user.deletion_scheduled_for).await?;
-                }
-                Ok(written.then_some(user.id))
+                let written = self.mail_one_time_link(conn, &email, kind, now).await?;
+                Ok(Some(written.map(|user_id| (kind, user_id))))
             })
             .await?;
-        if let (Some(user_id), MailKind::DeleteAccount) = (written, kind) {
-            self.audit_log
-                .record(Event::success("account_deletion.requested").user(user_id))
-                .await;
-        }
-        let written = written.is_some();
-        if written {
+        let Some(written) = outcome else {
+            return Ok(false);
+        };
+        if let Some((kind, user_id)) = written {
+            if kind == MailKind::DeleteAccount {
+                self.audit_log
+                    .record(Event::success("account_deletion.requested").user(user_id))
+                    .await;
+            }
             self.mail_ready.notify_one();
         }
-        Ok(())
+        Ok(true)
+    }
+
+    /// Issues a one-time token and writes its mail, in the caller's transaction, if the address
+    /// belongs to an account that needs it and the per-address limit allows: the account then.
+    async fn mail_one_time_link(
+        &self,
+        conn: &mut store::Conn<'_>,
+        email: &Email,
+        kind: MailKind,
+        now: DateTime<Utc>,
+    ) -> store::StoreResult<Option<Uuid>> {
+        let Some(found) = store::users::find_by_email(conn, email.normalized()).await? else {
+            return Ok(None);
+        };
+        // One request per account at a time, so the per-address limit counts exactly.
+        let Some(user) = store::users::lock(conn, found.id).await? else {
+            return Ok(None);
+        };
+        if kind == MailKind::VerifyEmail && user.email_verified {
+            return Ok(None);
+        }
+        let written = self.write_one_time_link(conn, &user, &user.email, kind, now).await?;
+        if written && kind == MailKind::DeleteAccount {
+            store::users::set_deletion(conn, user.id, Some(now), user.deletion_scheduled_for).await?;
+        }
+        Ok(written.then_some(user.id))
     }
 
     /// The token row and its mail, in the caller's transaction; false when throttled.

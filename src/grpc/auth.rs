@@ -211,7 +211,7 @@ impl AuthService for AuthApi {
         request: Request<RequestPasswordResetRequest>,
     ) -> Reply<RequestPasswordResetResponse> {
         self.limit_mail(&request, &request.get_ref().email).await?;
-        self.accounts.request_password_reset(&request.get_ref().email)?;
+        self.accounts.request_password_reset(&request.get_ref().email).await?;
         Ok(Response::new(RequestPasswordResetResponse {}))
     }
 
@@ -231,7 +231,7 @@ impl AuthService for AuthApi {
         request: Request<SendVerificationEmailRequest>,
     ) -> Reply<SendVerificationEmailResponse> {
         self.limit_mail(&request, &request.get_ref().email).await?;
-        self.accounts.send_verification_email(&request.get_ref().email)?;
+        self.accounts.send_verification_email(&request.get_ref().email).await?;
         Ok(Response::new(SendVerificationEmailResponse {}))
     }
 
@@ -248,7 +248,7 @@ impl AuthService for AuthApi {
         request: Request<RequestAccountDeletionRequest>,
     ) -> Reply<RequestAccountDeletionResponse> {
         self.limit_mail(&request, &request.get_ref().email).await?;
-        self.accounts.request_account_deletion(&request.get_ref().email)?;
+        self.accounts.request_account_deletion(&request.get_ref().email).await?;
         Ok(Response::new(RequestAccountDeletionResponse {}))
     }
 

@@ -26,6 +26,12 @@ impl MailKind {
         }
     }
 
+    pub fn parse(kind: &str) -> Option<Self> {
+        [Self::VerifyEmail, Self::ResetPassword, Self::DeleteAccount]
+            .into_iter()
+            .find(|known| known.as_str() == kind)
+    }
+
     /// The path of the page the link opens, under `AUTHD_PUBLIC_URL`.
     fn path(self) -> &'static str {
         match self {

@@ -17,43 +17,8 @@ pub trait ForgetsRevoked: Send + Sync {
     fn forget(&self, revocation: &Revocation);
 }
 
-/// How far before the last complete read's start a periodic catch-up reads again: longer than a
-/// revocation's transaction stays open, plus the replicas' clock skew. (Rows with a higher id
-/// than that read saw are read whatever their time.)
-const CATCH_UP_OVERLAP: chrono::Duration = chrono::Duration::seconds(10);
-/// The same overlap after the feed was lost, when more may have gone wrong.
-const RESYNC_OVERLAP: chrono::Duration = chrono::Duration::seconds(120);
 /// Revocations read from Postgres per query when the view is (re)built.
 const LOAD_PAGE: i64 = 10_000;
-
-/// What a read of Postgres asks for: revocations recorded after `at`, or with an id above
-/// `or_above_id`.
-#[derive(Clone, Copy)]
-struct Since {
-    at: DateTime<Utc>,
-    or_above_id: i64,
-}
-
-impl Since {
-    const EVER: Since = Since {
-        at: DateTime::UNIX_EPOCH,
-        or_above_id: 0,
-    };
-}
-
-/// The last complete read: when it began, and the highest id it saw.
-#[derive(Clone, Copy)]
-struct ReadThrough {
-    began: DateTime<Utc>,
-    highest_id: i64,
-}
-
-impl ReadThrough {
-    const NOTHING: ReadThrough = ReadThrough {
-        began: DateTime::UNIX_EPOCH,
-        highest_id: 0,
-    };
-}
 
 pub struct Revoker {
     pool: Pool,
@@ -67,10 +32,10 @@ pub struct Revoker {
     /// Revocations for the Redis feed, sent by the publisher task so no call waits on Redis.
     outbox: mpsc::UnboundedSender<Vec<Revocation>>,
     outbox_rx: Mutex<Option<mpsc::UnboundedReceiver<Vec<Revocation>>>>,
-    /// The last complete read of Postgres: when it began, and the highest id it saw. Every
-    /// revocation up to that id, and every one recorded before that instant less the catch-up
-    /// window, is in the view.
-    read_through: Mutex<ReadThrough>,
+    /// Where the next read of Postgres starts: the oldest transaction that had not ended when
+    /// the last complete read began (every revocation recorded by an earlier one is in the
+    /// view). `None` before the first.
+    read_from: Mutex<Option<i64>>,
 }
 
 impl Revoker {
@@ -96,7 +61,7 @@ impl Revoker {
             lifetime,
             outbox,
             outbox_rx: Mutex::new(Some(outbox_rx)),
-            read_through: Mutex::new(ReadThrough::NOTHING),
+            read_from: Mutex::new(None),
         }
     }
 
@@ -133,56 +98,46 @@ impl Revoker {
                 self.view.reserve(kind, usize::try_from(count).unwrap_or(0));
             }
         }
-        self.absorb_from_store(Since::EVER, true).await
+        self.absorb_from_store(None).await
     }
 
-    /// Reads what was recorded since the last complete read (by id, and by time with
-    /// [`CATCH_UP_OVERLAP`]): the safety net under the feed. It carries a revocation to this
-    /// replica within one interval of its commit whatever happened to the feed: a message lost
-    /// on the way, a call cancelled between its commit and its broadcast, a replica that
-    /// revoked it while cut off from Redis, a failover that lost what was published.
+    /// Reads what was recorded since the last complete read began: every row of a transaction
+    /// that had not ended then (commit order, whatever the ids or the writers' clocks say). The
+    /// safety net under the feed, every `AUTHD_REVOCATION_RESYNC_INTERVAL`: it carries a
+    /// revocation to this replica within one interval of its commit whatever happened to the
+    /// feed: a message lost on the way, a call cancelled between its commit and its broadcast, a
+    /// replica that revoked it while cut off from Redis, a failover that lost what was published.
     pub async fn catch_up(&self) -> Result<usize> {
-        self.read_since_last(CATCH_UP_OVERLAP).await
+        self.read_since_last().await
     }
 
-    /// Reads what may have been missed since the last complete read (all of it if there was
-    /// none), with the catch-up window's overlap: after the feed is (re)subscribed, this makes
-    /// the view current without reading every live revocation again.
-    ///
-    /// Rows are taken by id as well as by time: a revocation written since with a later id is
-    /// read whatever the writer's clock said.
+    /// The same read after the feed is (re)subscribed: it makes the view current without reading
+    /// every live revocation again.
     pub async fn resync(&self) -> Result<usize> {
-        self.read_since_last(RESYNC_OVERLAP).await
+        self.read_since_last().await
     }
 
-    async fn read_since_last(&self, overlap: chrono::Duration) -> Result<usize> {
-        let last = *self.read_through.lock().expect("read_through lock");
-        if last.began == DateTime::UNIX_EPOCH {
-            return self.load().await;
+    async fn read_since_last(&self) -> Result<usize> {
+        let from = *self.read_from.lock().expect("read_from lock");
+        match from {
+            None => self.load().await,
+            from => self.absorb_from_store(from).await,
         }
-        self.absorb_from_store(
-            Since {
-                at: last.began - overlap,
-                or_above_id: last.highest_id,
-            },
-            true,
-        )
-        .await
     }
 
-    /// Reads the revocations recorded after `after` a page at a time, so that a load of every
-    /// live revocation holds one page of rows in memory at most, not all of them. `complete`:
-    /// nothing recorded before `after` can be missing from the view, so once this read is done,
-    /// nothing recorded before its start (less the catch-up window) is.
-    async fn absorb_from_store(&self, since: Since, complete: bool) -> Result<usize> {
+    /// Reads the revocations recorded by transaction `from_xact` or later (every live one if
+    /// `None`) a page at a time, so that a load of every live revocation holds one page of rows
+    /// in memory at most, not all of them. Once done, the view holds every revocation recorded
+    /// by a transaction that had ended when the read began, and the next read starts there.
+    async fn absorb_from_store(&self, from_xact: Option<i64>) -> Result<usize> {
         let now = self.clock.now();
         let mut conn = store::conn(&self.pool).await?;
+        // Before the rows: whatever this read cannot see was recorded at or after the horizon.
+        let horizon = store::revocations::horizon(&mut conn).await?;
         let mut fresh = 0;
         let mut last_id = 0;
         loop {
-            let rows =
-                store::revocations::recorded_since(&mut conn, since.at, since.or_above_id, now, last_id, LOAD_PAGE)
-                    .await?;
+            let rows = store::revocations::recorded_since(&mut conn, from_xact, now, last_id, LOAD_PAGE).await?;
             let Some(last) = rows.last() else { break };
             last_id = last.id;
             fresh += rows
@@ -196,11 +151,8 @@ impl Revoker {
         }
         drop(conn);
         self.view.prune(now);
-        if complete {
-            let mut read_through = self.read_through.lock().expect("read_through lock");
-            read_through.began = read_through.began.max(now);
-            read_through.highest_id = read_through.highest_id.max(last_id);
-        }
+        let mut read_from = self.read_from.lock().expect("read_from lock");
+        *read_from = (*read_from).max(Some(horizon));
         Ok(fresh)
     }
 

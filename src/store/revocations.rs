@@ -67,22 +67,35 @@ pub async fn live_counts(conn: &mut Conn<'_>, now: DateTime<Utc>) -> StoreResult
         .await?)
 }
 
-/// Up to `limit` revocations that still matter at `now`, recorded after `after` or with an id
-/// above `or_above_id`, in id order from after `after_id` (a page; the next starts after the
-/// last id returned). Rows become visible in commit order, not id order, so callers ask by time
-/// with a generous overlap.
+/// The oldest transaction that has not ended (every one before it has committed or rolled
+/// back). Taken before a read, it is where the next read can start: every row that read could
+/// not see was recorded by this transaction or a later one.
+pub async fn horizon(conn: &mut Conn<'_>) -> StoreResult<i64> {
+    Ok(diesel::select(diesel::dsl::sql::<diesel::sql_types::BigInt>(
+        "pg_snapshot_xmin(pg_current_snapshot())::text::bigint",
+    ))
+    .get_result(conn)
+    .await?)
+}
+
+/// Up to `limit` revocations that still matter at `now`, recorded by transaction `from_xact` or a
+/// later one (every one if `None`), in id order from after `after_id` (a page; the next starts
+/// after the last id returned).
 pub async fn recorded_since(
     conn: &mut Conn<'_>,
-    after: DateTime<Utc>,
-    or_above_id: i64,
+    from_xact: Option<i64>,
     now: DateTime<Utc>,
     after_id: i64,
     limit: i64,
 ) -> StoreResult<Vec<RevocationRow>> {
-    Ok(revocations::table
-        .filter(revocations::created_at.gt(after).or(revocations::id.gt(or_above_id)))
+    let mut query = revocations::table
         .filter(revocations::expires_at.gt(now))
         .filter(revocations::id.gt(after_id))
+        .into_boxed();
+    if let Some(from) = from_xact {
+        query = query.filter(revocations::xact.ge(from));
+    }
+    Ok(query
         .order(revocations::id.asc())
         .limit(limit)
         .select(RevocationRow::as_select())

@@ -49,6 +49,15 @@ diesel::table! {
 }
 
 diesel::table! {
+    mail_requests (id) {
+        id -> Int8,
+        kind -> Text,
+        email -> Text,
+        requested_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
     one_time_tokens (token_hash) {
         token_hash -> Bytea,
         user_id -> Uuid,
@@ -78,6 +87,7 @@ diesel::table! {
         user_id -> Nullable<Uuid>,
         created_at -> Timestamptz,
         expires_at -> Timestamptz,
+        xact -> Nullable<Int8>,
     }
 }
 
@@ -164,6 +174,7 @@ diesel::allow_tables_to_appear_in_same_query!(
     audit_events,
     identity_unlinks,
     mail_outbox,
+    mail_requests,
     one_time_tokens,
     refresh_tokens,
     revocations,

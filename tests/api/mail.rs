@@ -205,7 +205,8 @@ async fn unknown_addresses_get_the_same_answer_and_no_mail() {
         let mut db = app.db().await;
         let stored: Count = diesel::sql_query(
             "SELECT (SELECT COUNT(*) FROM mail_outbox WHERE recipient = 'nobody@example.com') \
-                  + (SELECT COUNT(*) FROM one_time_tokens WHERE email = 'nobody@example.com') AS n",
+                  + (SELECT COUNT(*) FROM one_time_tokens WHERE email = 'nobody@example.com') \
+                  + (SELECT COUNT(*) FROM mail_requests) AS n",
         )
         .get_result(&mut db)
         .await
@@ -227,6 +228,47 @@ async fn unknown_addresses_get_the_same_answer_and_no_mail() {
         .await
         .unwrap_err();
     assert_eq!(bad_request_field(&bad).as_deref(), Some("email"));
+}
+
+#[tokio::test]
+async fn a_request_left_by_a_replica_that_stopped_is_mailed_by_another() {
+    use diesel_async::RunQueryDsl;
+    let smtp = SmtpServer::start().await;
+    let app = app_with_smtp(&smtp, &[]).await;
+    app.register("hal").await;
+    // As a replica killed after answering would leave them: recorded, never handled; one of a
+    // kind this version does not know.
+    let mut db = app.db().await;
+    diesel::sql_query(
+        "INSERT INTO mail_requests (kind, email, requested_at) VALUES \
+         ('reset_password', 'Hal@example.com', now() - interval '1 minute'), \
+         ('from_a_newer_version', 'hal@example.com', now() - interval '1 minute')",
+    )
+    .execute(&mut db)
+    .await
+    .unwrap();
+    let mail = smtp.wait_for("hal@example.com", 1, Duration::from_secs(15)).await;
+    let token = mail.token(&link_prefix("/reset-password")).unwrap();
+    app.auth()
+        .reset_password(ResetPasswordRequest {
+            token,
+            new_password: "a password of hal's own".into(),
+        })
+        .await
+        .unwrap();
+    // Each taken once: no second mail, and nothing left to take.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(smtp.to("hal@example.com").len(), 1);
+    #[derive(diesel::QueryableByName)]
+    struct Count {
+        #[diesel(sql_type = diesel::sql_types::BigInt)]
+        n: i64,
+    }
+    let left: Count = diesel::sql_query("SELECT COUNT(*) AS n FROM mail_requests")
+        .get_result(&mut db)
+        .await
+        .unwrap();
+    assert_eq!(left.n, 0);
 }
 
 #[tokio::test]

@@ -1,6 +1,6 @@
 //! A small SMTP server that takes every mail and logs its recipient and kind (never its body,
-//! which holds a one-time link). It can be taken down (the port refuses connections) and
-//! brought back on the same port.
+//! which holds a one-time link). It can be taken down (the port refuses connections, and open
+//! sessions answer their next command with 421 and close) and brought back on the same port.
 
 use crate::log::{Entry, Kind, Log};
 use std::net::SocketAddr;
@@ -15,6 +15,7 @@ pub struct Smtp {
 impl Smtp {
     pub async fn start(address: SocketAddr, log: Log) -> anyhow::Result<Self> {
         let (up, mut changes) = watch::channel(true);
+        let sessions = changes.clone();
         let mut listener = Some(TcpListener::bind(address).await?);
         tokio::spawn(async move {
             loop {
@@ -22,7 +23,7 @@ impl Smtp {
                     Some(open) => tokio::select! {
                         accepted = open.accept() => {
                             if let Ok((stream, _)) = accepted {
-                                tokio::spawn(session(stream, log.clone()));
+                                tokio::spawn(session(stream, log.clone(), sessions.clone()));
                             }
                         }
                         changed = changes.changed() => {
@@ -51,18 +52,23 @@ impl Smtp {
         Ok(Self { up })
     }
 
-    /// Down: new connections are refused (sessions under way finish).
+    /// Down: new connections are refused, and sessions under way end at their next command
+    /// (a mail whose data has been sent is refused, not taken).
     pub fn set_up(&self, up: bool) {
         let _ = self.up.send(up);
     }
 }
 
-async fn session(stream: TcpStream, log: Log) -> std::io::Result<()> {
+async fn session(stream: TcpStream, log: Log, up: watch::Receiver<bool>) -> std::io::Result<()> {
     let (read, mut write) = stream.into_split();
     let mut lines = BufReader::new(read).lines();
     write.write_all(b"220 chaos ESMTP\r\n").await?;
     let mut recipients: Vec<String> = Vec::new();
     while let Some(line) = lines.next_line().await? {
+        if !*up.borrow() {
+            write.write_all(b"421 chaos closing\r\n").await?;
+            return Ok(());
+        }
         let upper = line.to_ascii_uppercase();
         if upper.starts_with("EHLO") || upper.starts_with("HELO") {
             write.write_all(b"250-chaos\r\n250 8BITMIME\r\n").await?;
@@ -91,6 +97,10 @@ async fn session(stream: TcpStream, log: Log) -> std::io::Result<()> {
             } else {
                 "other"
             };
+            if !*up.borrow() {
+                write.write_all(b"421 chaos closing\r\n").await?;
+                return Ok(());
+            }
             let now = log.now();
             for mailbox in recipients.drain(..) {
                 log.push(Entry {
