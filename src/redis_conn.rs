@@ -96,7 +96,8 @@ struct SentinelUrl {
 
 impl SentinelUrl {
     fn parse(rest: &str) -> Result<Self, &'static str> {
-        // The credentials end at the last `@` (the rest has none): a password may hold a `/`.
+        // The credentials end at the last `@` (no sentinel or master name holds one); a `/` in
+        // them must be percent-encoded, else the master's URL is refused below.
         let (credentials, rest) = match rest.rsplit_once('@') {
             Some((credentials, rest)) => (Some(credentials), rest),
             None => (None, rest),
