@@ -6,7 +6,7 @@
 #
 # --broken runs a build of HEAD with tests/chaos/broken/NAME.patch applied (a deliberate defect,
 # built in a git worktree with its own target directory), and succeeds only if the checker
-# catches it.
+# catches it: the invariant the patch names on its "Invariant:" line must be violated.
 #
 # Three authd replicas (the third in a network namespace of its own) on a Postgres primary with a
 # synchronous streaming standby and a Redis primary with a replica and three sentinels, all
@@ -14,7 +14,8 @@
 # load: a partition of replica 3 from Redis, SIGKILL of replica 1 and its restart, the Redis
 # primary killed (Sentinel fails over), the SMTP server down for a while, and the Postgres primary
 # crashed with its standby promoted. It prints the invariant table and exits non-zero on any
-# violation. Needs root (ip netns, iptables); installs what is missing.
+# violation. Needs root (ip netns, iptables); installs what is missing. Interrupted or killed, it
+# stops every server it started and removes the namespace.
 #
 # Knobs: AUTHD_CHAOS_DIR=DIR keeps the servers' logs and answers.jsonl in a new run.* directory
 # under DIR (else in a temp dir, removed on success); AUTHD_CHAOS_CLIENTS=N virtual clients (default 6).
@@ -29,6 +30,11 @@ if [[ ${1:-} == --broken ]]; then
     BROKEN=${2:?"--broken needs the name of a patch in tests/chaos/broken"}
     [[ -f $ROOT/tests/chaos/broken/$BROKEN.patch ]] || {
         echo "chaos.sh: no tests/chaos/broken/$BROKEN.patch" >&2
+        exit 2
+    }
+    EXPECT=$(sed -n 's/^Invariant: *//p' "$ROOT/tests/chaos/broken/$BROKEN.patch" | head -n 1)
+    [[ -n $EXPECT ]] || {
+        echo "chaos.sh: $BROKEN.patch names no invariant (an \"Invariant: ID\" line)" >&2
         exit 2
     }
     shift 2
@@ -79,14 +85,49 @@ else
 fi
 chmod 755 "$WORK" # the postgres user must traverse it
 
-rc=0
-"$CHAOS" run --duration "$SECONDS_OF_LOAD" \
+# authd-chaos stops what it started when it ends or gets SIGINT/SIGTERM; this is for when it
+# could not (killed itself, or hung): its session (the replicas, Redis, the sentinels), the
+# Postgres servers (pg_ctl starts them in a session of their own), the namespace, the worktree.
+CHAOS_PID=""
+cleanup() {
+    if [[ -n $CHAOS_PID ]]; then
+        if kill -0 "$CHAOS_PID" 2>/dev/null; then
+            kill -TERM "$CHAOS_PID" 2>/dev/null || true
+            for _ in $(seq 50); do
+                kill -0 "$CHAOS_PID" 2>/dev/null || break
+                sleep 0.2
+            done
+        fi
+        # Whatever is left of its session (all of it, if authd-chaos was SIGKILLed).
+        pkill -KILL -s "$CHAOS_PID" 2>/dev/null || true
+    fi
+    for data in "$WORK"/pg-primary "$WORK"/pg-standby; do
+        if [[ -f $data/postmaster.pid ]]; then
+            runuser -u postgres -- "$AUTHD_PG_BIN/pg_ctl" stop -m immediate -D "$data" >/dev/null 2>&1 || true
+        fi
+    done
+    ip link del authd-chaos0 2>/dev/null || true
+    ip netns del authd-chaos 2>/dev/null || true
+    if [[ -n $BROKEN ]]; then
+        git -C "$ROOT" worktree remove --force "$TREE" 2>/dev/null || true
+    fi
+}
+trap cleanup EXIT
+trap 'echo "chaos.sh: interrupted; the logs are in $WORK" >&2; exit 130' INT
+trap 'echo "chaos.sh: stopped; the logs are in $WORK" >&2; exit 143' TERM
+
+expect=()
+[[ -n $BROKEN ]] && expect=(--expect "$EXPECT")
+# A session of its own, so that the cleanup can find everything it started.
+setsid "$CHAOS" run --duration "$SECONDS_OF_LOAD" \
     --authd "$AUTHD" --pg-bin "$AUTHD_PG_BIN" --work "$WORK" \
-    --clients "${AUTHD_CHAOS_CLIENTS:-6}" || rc=$?
+    --clients "${AUTHD_CHAOS_CLIENTS:-6}" "${expect[@]}" &
+CHAOS_PID=$!
+rc=0
+wait "$CHAOS_PID" || rc=$?
 if [[ -n $BROKEN ]]; then
-    git worktree remove --force "$TREE" || true
-    if [[ $rc -eq 1 ]]; then
-        echo "chaos.sh: the checker caught the defect of $BROKEN.patch (logs in $WORK)"
+    if [[ $rc -eq 0 ]]; then
+        echo "chaos.sh: the checker caught the defect of $BROKEN.patch: \`$EXPECT\` was violated (logs in $WORK)"
         exit 0
     fi
     echo "chaos.sh: the build with $BROKEN.patch was not caught (exit $rc; logs in $WORK)" >&2

@@ -11,6 +11,8 @@ pub const RECOVERY_BOUND_US: u64 = 15_000_000;
 /// One invariant's result.
 #[derive(Debug, PartialEq, Eq)]
 pub struct Outcome {
+    /// A short name, for `--expect` and the `Invariant:` line of a broken patch.
+    pub id: &'static str,
     pub name: &'static str,
     pub checked: u64,
     pub violations: Vec<String>,
@@ -28,9 +30,21 @@ fn allowed_refusals(op: &str) -> &'static [&'static str] {
     }
 }
 
+/// The invariants' short names, in the table's order.
+pub const IDS: [&str; 7] = [
+    "revocation",
+    "coverage",
+    "refresh",
+    "mail",
+    "recovery",
+    "answers",
+    "panics",
+];
+
 pub fn check(entries: &[Entry]) -> Vec<Outcome> {
     vec![
         revoked_stay_revoked(entries),
+        faults_were_probed(entries),
         refresh_tokens_spent_once(entries),
         mail_delivered_once(entries),
         replicas_recover(entries),
@@ -43,9 +57,8 @@ fn calls<'a>(entries: &'a [Entry], op: &'a str) -> impl Iterator<Item = &'a Entr
     entries.iter().filter(move |e| e.kind() == Kind::Call && e.op == op)
 }
 
-/// No credential introspects active later than 1 s after its revocation was acknowledged, on
-/// any replica. Checked: every introspection of a revoked credential that began after that.
-fn revoked_stay_revoked(entries: &[Entry]) -> Outcome {
+/// When each credential's revocation was first acknowledged.
+fn revocations(entries: &[Entry]) -> HashMap<u64, u64> {
     let mut revoked_at: HashMap<u64, u64> = HashMap::new();
     for entry in entries.iter().filter(|e| {
         e.kind() == Kind::Call && matches!(e.op.as_str(), "logout" | "rotate_api_key" | "revoke_api_key") && e.is_ok()
@@ -55,7 +68,15 @@ fn revoked_stay_revoked(entries: &[Entry]) -> Outcome {
             *at = (*at).min(entry.t1);
         }
     }
+    revoked_at
+}
+
+/// No credential introspects active later than 1 s after its revocation was acknowledged, on
+/// any replica. Checked: every introspection of a revoked credential that began after that.
+fn revoked_stay_revoked(entries: &[Entry]) -> Outcome {
+    let revoked_at = revocations(entries);
     let mut outcome = Outcome {
+        id: "revocation",
         name: "no credential active > 1 s after its revocation was acknowledged",
         checked: 0,
         violations: Vec::new(),
@@ -80,6 +101,48 @@ fn revoked_stay_revoked(entries: &[Entry]) -> Outcome {
     outcome
 }
 
+/// The introspections that [`revoked_stay_revoked`] checks: of a credential revoked more than the
+/// bound before, with their start.
+fn checked_probes(entries: &[Entry]) -> Vec<u64> {
+    let revoked_at = revocations(entries);
+    calls(entries, "introspect")
+        .filter(|e| e.is_ok())
+        .filter(|e| {
+            e.creds
+                .iter()
+                .any(|cred| revoked_at.get(cred).is_some_and(|at| e.t0 > at + REVOCATION_BOUND_US))
+        })
+        .map(|e| e.t0)
+        .collect()
+}
+
+/// The first invariant means something only if it was tested while each fault lasted: at least
+/// one introspection it checks began during every fault of a second or more. Checked: those faults.
+fn faults_were_probed(entries: &[Entry]) -> Outcome {
+    let probes = checked_probes(entries);
+    let mut outcome = Outcome {
+        id: "coverage",
+        name: "revoked credentials probed during every fault of 1 s or more",
+        checked: 0,
+        violations: Vec::new(),
+    };
+    for fault in entries
+        .iter()
+        .filter(|e| e.kind() == Kind::Fault && e.t1 >= e.t0 + 1_000_000)
+    {
+        outcome.checked += 1;
+        if !probes.iter().any(|t0| (fault.t0..=fault.t1).contains(t0)) {
+            outcome.violations.push(format!(
+                "{} ({:.1} s to {:.1} s): no revoked credential was introspected",
+                fault.op,
+                secs(fault.t0),
+                secs(fault.t1)
+            ));
+        }
+    }
+    outcome
+}
+
 /// No refresh token succeeded twice. Checked: every refresh token presented.
 fn refresh_tokens_spent_once(entries: &[Entry]) -> Outcome {
     let mut successes: HashMap<u64, u64> = HashMap::new();
@@ -91,6 +154,7 @@ fn refresh_tokens_spent_once(entries: &[Entry]) -> Outcome {
         }
     }
     Outcome {
+        id: "refresh",
         name: "no refresh token succeeded twice",
         checked: successes.len() as u64,
         violations: successes
@@ -125,6 +189,7 @@ fn mail_delivered_once(entries: &[Entry]) -> Outcome {
         }
     }
     let mut outcome = Outcome {
+        id: "mail",
         name: "every acknowledged mail request delivered exactly once",
         checked: 0,
         violations: Vec::new(),
@@ -153,6 +218,7 @@ fn mail_delivered_once(entries: &[Entry]) -> Outcome {
 /// Every replica SERVING again within 15 s of the last fault's end. Checked: each replica.
 fn replicas_recover(entries: &[Entry]) -> Outcome {
     let mut outcome = Outcome {
+        id: "recovery",
         name: "every replica SERVING within 15 s of the last fault",
         checked: 0,
         violations: Vec::new(),
@@ -194,6 +260,7 @@ fn replicas_recover(entries: &[Entry]) -> Outcome {
 /// No answer other than OK, the documented refusals and UNAVAILABLE. Checked: every call.
 fn answers_are_documented(entries: &[Entry]) -> Outcome {
     let mut outcome = Outcome {
+        id: "answers",
         name: "every answer OK, a documented refusal or UNAVAILABLE",
         checked: 0,
         violations: Vec::new(),
@@ -220,6 +287,7 @@ fn answers_are_documented(entries: &[Entry]) -> Outcome {
 fn no_panics(entries: &[Entry]) -> Outcome {
     let scans: Vec<&Entry> = entries.iter().filter(|e| e.kind() == Kind::Panics).collect();
     Outcome {
+        id: "panics",
         name: "no panic in any replica's log",
         checked: scans.len() as u64,
         violations: scans
@@ -356,6 +424,42 @@ mod tests {
             table.contains("| no refresh token succeeded twice | 1 | 1 |"),
             "{table}"
         );
+    }
+
+    #[test]
+    fn every_fault_of_a_second_or_more_needs_a_checked_probe_inside_it() {
+        let fault = |op: &str, t0, t1| Entry {
+            kind: Some(Kind::Fault),
+            op: op.into(),
+            t0,
+            t1,
+            ..Entry::default()
+        };
+        let entries = vec![
+            Entry {
+                creds: vec![7],
+                ..call("logout", 0, 1_000, "OK")
+            },
+            fault("probed", 2_000_000, 4_000_000),
+            fault("not probed", 5_000_000, 7_000_000),
+            fault("short", 8_000_000, 8_500_000),
+            // Within the bound: not a checked probe, so it does not cover its fault.
+            fault("too early", 100_000, 1_100_000),
+            introspect(7, 500_000, false),
+            introspect(7, 3_000_000, false),
+            introspect(8, 6_000_000, false),
+        ];
+        let outcome = faults_were_probed(&entries);
+        assert_eq!(outcome.checked, 3);
+        assert_eq!(outcome.violations.len(), 2, "{:?}", outcome.violations);
+        assert!(outcome.violations[0].starts_with("not probed"));
+        assert!(outcome.violations[1].starts_with("too early"));
+    }
+
+    #[test]
+    fn the_invariants_come_in_the_order_of_their_ids() {
+        let ids: Vec<&str> = check(&[]).iter().map(|o| o.id).collect();
+        assert_eq!(ids, IDS);
     }
 
     #[test]

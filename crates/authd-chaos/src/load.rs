@@ -413,7 +413,15 @@ impl Load {
             let now = self.log.now();
             let due: Vec<(u64, String)> = {
                 let mut revoked = self.revoked.lock().await;
-                revoked.retain(|(id, _, at)| done.get(id).copied().unwrap_or(0) < AT_US.len() && now < at + 5_000_000);
+                // Kept until probed four times, however late (a prober held up by an outage must
+                // not skip the credentials revoked meanwhile).
+                revoked.retain(|(id, _, _)| {
+                    let finished = done.get(id).is_some_and(|n| *n >= AT_US.len());
+                    if finished {
+                        done.remove(id);
+                    }
+                    !finished
+                });
                 revoked
                     .iter()
                     .filter(|(id, _, at)| {

@@ -26,7 +26,40 @@ enum Cli {
     /// Builds the cluster, runs the load and the faults, prints the invariant table.
     Run(RunArgs),
     /// Checks the invariants over a log written by `run`.
-    Check { log: PathBuf },
+    Check {
+        log: PathBuf,
+        #[command(flatten)]
+        expect: Expect,
+    },
+}
+
+#[derive(clap::Args)]
+struct Expect {
+    /// Succeed only if this invariant is violated (for a deliberately broken build): one of
+    /// revocation, coverage, refresh, mail, recovery, answers, panics.
+    #[arg(long, value_parser = clap::builder::PossibleValuesParser::new(check::IDS))]
+    expect: Option<String>,
+}
+
+impl Expect {
+    /// Prints the table; whether the run passed: no violation at all, or with `--expect` a
+    /// violation of that invariant.
+    fn verdict(&self, outcomes: &[check::Outcome]) -> bool {
+        let (table, clean) = check::report(outcomes);
+        println!("{table}");
+        let Some(expected) = &self.expect else {
+            return clean;
+        };
+        let caught = outcomes
+            .iter()
+            .any(|o| o.id == expected.as_str() && !o.violations.is_empty());
+        if caught {
+            println!("chaos: `{expected}` was violated, as the defect should make it");
+        } else {
+            println!("chaos: `{expected}` held: the defect was not caught");
+        }
+        caught
+    }
 }
 
 #[derive(clap::Args)]
@@ -46,21 +79,24 @@ struct RunArgs {
     /// Virtual clients.
     #[arg(long, default_value_t = 6)]
     clients: usize,
+    #[command(flatten)]
+    expect: Expect,
 }
 
 const ADMIN_EMAIL: &str = "chaos-admin@chaos.example.com";
 const ADMIN_PASSWORD: &str = "chaos-admin-password-1234";
 
-/// Exits 0 when every invariant held, 1 when one was violated, 2 when the run itself failed.
+/// Exits 0 when every invariant held (with `--expect`: when that one was violated), 1 when not,
+/// 2 when the run itself failed or was interrupted. SIGINT or SIGTERM stops the run, and every
+/// server it started, at once.
 #[tokio::main]
 async fn main() {
     let outcome = match Cli::parse() {
-        Cli::Run(args) => run(args).await,
-        Cli::Check { log } => log::read(&log).map(|entries| {
-            let (table, clean) = check::report(&check::check(&entries));
-            println!("{table}");
-            clean
-        }),
+        Cli::Run(args) => tokio::select! {
+            outcome = run(args) => outcome,
+            signal = interrupted() => Err(anyhow::anyhow!("stopped by {signal}")),
+        },
+        Cli::Check { log, expect } => log::read(&log).map(|entries| expect.verdict(&check::check(&entries))),
     };
     match outcome {
         Ok(true) => {}
@@ -69,6 +105,19 @@ async fn main() {
             eprintln!("authd-chaos: {e:#}");
             std::process::exit(2);
         }
+    }
+}
+
+/// Resolves on SIGINT or SIGTERM (dropping the run then stops its servers and removes the
+/// namespace).
+async fn interrupted() -> &'static str {
+    use tokio::signal::unix::{SignalKind, signal};
+    match (signal(SignalKind::interrupt()), signal(SignalKind::terminate())) {
+        (Ok(mut int), Ok(mut term)) => tokio::select! {
+            _ = int.recv() => "SIGINT",
+            _ = term.recv() => "SIGTERM",
+        },
+        _ => std::future::pending().await,
     }
 }
 
@@ -341,12 +390,11 @@ async fn run(args: RunArgs) -> anyhow::Result<bool> {
         args.duration,
         last_fault as f64 / 1e6
     );
-    let (table, clean) = check::report(&check::check(&entries));
-    println!("{table}");
-    if !clean {
-        eprintln!("chaos: invariants violated; the logs are in {}", work.display());
+    let passed = args.expect.verdict(&check::check(&entries));
+    if !passed {
+        eprintln!("chaos: the run failed; the logs are in {}", work.display());
     }
-    Ok(clean)
+    Ok(passed)
 }
 
 /// Runs `f` on drop.
@@ -535,7 +583,8 @@ mod setup {
 
 #[cfg(test)]
 mod tests {
-    /// The deliberate defects of `chaos.sh --broken` must still apply to the code they break.
+    /// The deliberate defects of `chaos.sh --broken` must still apply to the code they break, and
+    /// name the invariant the checker must then find violated.
     #[test]
     fn every_broken_patch_applies_to_the_tree() {
         let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
@@ -557,6 +606,14 @@ mod tests {
                     "{} no longer applies: {}",
                     path.display(),
                     String::from_utf8_lossy(&checked.stderr)
+                );
+                let text = std::fs::read_to_string(&path).expect("the patch");
+                let named = text.lines().find_map(|line| line.strip_prefix("Invariant: "));
+                assert!(
+                    named.is_some_and(|id| crate::check::IDS.contains(&id.trim())),
+                    "{} must name the invariant it breaks on an `Invariant: ID` line, one of {:?}",
+                    path.display(),
+                    crate::check::IDS
                 );
             }
         }
