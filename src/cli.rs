@@ -49,6 +49,11 @@ pub enum Command {
         #[command(subcommand)]
         command: ApiKeysCommand,
     },
+    /// Export (and purge) the audit trail.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
     /// Ask a running authd whether it is serving (exit 0) or not (exit 1).
     Healthcheck {
         /// The gRPC address to ask; defaults to AUTHD_GRPC_ADDR.
@@ -102,6 +107,25 @@ pub enum ApiKeysCommand {
         /// A scope to grant; repeat for several (e.g. --scope tokens:introspect).
         #[arg(long = "scope", required = true)]
         scopes: Vec<String>,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum AuditCommand {
+    /// Write the events that occurred before a time as JSON lines, oldest first (one object per
+    /// event: the fields of ListAuditEvents, `details` as an object); with --purge, then delete
+    /// exactly the events written.
+    Export {
+        /// An RFC 3339 time (2026-09-01T00:00:00Z), or an age (90d: the events older than that).
+        #[arg(long, allow_hyphen_values = true)]
+        before: String,
+        /// The file to write: it appears whole or not at all (written beside it, synced, then
+        /// renamed). Standard output when absent.
+        #[arg(long, value_name = "FILE")]
+        out: Option<PathBuf>,
+        /// Delete the events written, once the file is on disk (needs --out).
+        #[arg(long)]
+        purge: bool,
     },
 }
 
@@ -166,6 +190,17 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             println!("{}", issued.secret.expose());
             Ok(())
         }
+        Command::Audit {
+            command: AuditCommand::Export { before, out, purge },
+        } => {
+            let before = parse_before(&before, Clock::system().now())?;
+            if purge && out.is_none() {
+                bail!("--purge needs --out FILE: what goes to standard output cannot be known to be kept");
+            }
+            let url = config::database_url(config_file)?;
+            let pool = store::connect(url.expose(), 2).await?;
+            export_audit(&pool, before, out.as_deref(), purge).await
+        }
         Command::Healthcheck { addr } => {
             let addr = match addr {
                 Some(addr) => addr,
@@ -174,6 +209,57 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             healthcheck(&addr).await
         }
     }
+}
+
+/// `--before`: an RFC 3339 time, or an age counted back from `now`.
+fn parse_before(text: &str, now: chrono::DateTime<chrono::Utc>) -> anyhow::Result<chrono::DateTime<chrono::Utc>> {
+    if let Ok(time) = chrono::DateTime::parse_from_rfc3339(text.trim()) {
+        return Ok(time.to_utc());
+    }
+    config::parse_duration(text)
+        .and_then(|age| chrono::Duration::from_std(age).ok())
+        .and_then(|age| now.checked_sub_signed(age))
+        .with_context(|| format!("--before: `{text}` is neither an RFC 3339 time nor an age like 90d"))
+}
+
+async fn export_audit(
+    pool: &store::Pool,
+    before: chrono::DateTime<chrono::Utc>,
+    out: Option<&std::path::Path>,
+    purge: bool,
+) -> anyhow::Result<()> {
+    use crate::audit::export;
+    use std::io::Write;
+    let (written, whither) = match out {
+        Some(path) => {
+            let mut file = export::Partial::create(path)?;
+            let written = export::write_before(pool, before, &mut file).await?;
+            file.commit().await?;
+            (written, path.display().to_string())
+        }
+        None => {
+            let mut stdout = std::io::BufWriter::new(std::io::stdout());
+            let written = export::write_before(pool, before, &mut stdout).await?;
+            stdout.flush()?;
+            (written, "standard output".to_string())
+        }
+    };
+    match (written.ids.first(), written.ids.last()) {
+        (Some(first), Some(last)) => eprintln!(
+            "wrote {} events (ids {first} to {last}) from before {} to {whither}",
+            written.ids.len(),
+            before.to_rfc3339()
+        ),
+        _ => eprintln!(
+            "no events from before {}; wrote nothing to {whither}",
+            before.to_rfc3339()
+        ),
+    }
+    if purge {
+        let deleted = export::purge(pool, &written.ids).await?;
+        eprintln!("deleted those {deleted} events");
+    }
+    Ok(())
 }
 
 async fn keys(settings: Settings, command: KeysCommand) -> anyhow::Result<()> {

@@ -281,6 +281,8 @@ async fn purge_expired(app: &App) -> crate::error::Result<()> {
     const HOUSEKEEPING_LOCK: i64 = 7203;
     let now = app.clock.now();
     let day_ago = now - chrono::Duration::days(1);
+    let retention = chrono::Duration::from_std(app.settings.audit.retention).unwrap_or(chrono::Duration::days(90));
+    let audit_cutoff = now - retention;
     let mut conn = store::conn(&app.pool).await?;
     conn.transaction::<_, store::StoreError, _>(async |conn| {
         if !store::try_lock_for_transaction(conn, HOUSEKEEPING_LOCK).await? {
@@ -290,11 +292,19 @@ async fn purge_expired(app: &App) -> crate::error::Result<()> {
         store::sessions::purge_finished(conn, day_ago).await?;
         store::mail::purge_finished(conn, day_ago).await?;
         store::revocations::purge_expired(conn, now).await?;
-        let retention = chrono::Duration::from_std(app.settings.audit.retention).unwrap_or(chrono::Duration::days(90));
-        store::audit::purge_older(conn, now - retention).await?;
+        if app.settings.audit.archive_dir.is_none() {
+            store::audit::purge_older(conn, audit_cutoff).await?;
+        }
         Ok(())
     })
     .await?;
+    if let Some(dir) = &app.settings.audit.archive_dir {
+        crate::audit::export::archive_and_purge(&app.pool, dir, audit_cutoff)
+            .await
+            .map_err(|e| {
+                crate::error::Error::internal(format!("archiving the audit trail in {}: {e:#}", dir.display()))
+            })?;
+    }
     Ok(())
 }
 

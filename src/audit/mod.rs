@@ -2,6 +2,7 @@
 //! failure is logged, the call goes on), except for a sign-in's `login.succeeded`, written in
 //! the transaction that opens its session; nothing secret is ever recorded.
 
+pub mod export;
 mod refusals;
 
 pub use refusals::Refusals;

@@ -337,7 +337,7 @@ pub struct Gateway {
     pub remove_authorization: bool,
 }
 
-/// How long the audit trail is kept.
+/// How long the audit trail is kept, and where it goes before it is purged.
 #[derive(Clone, Debug, Deserialize)]
 pub struct Audit {
     #[serde(
@@ -346,6 +346,9 @@ pub struct Audit {
         deserialize_with = "parse::duration"
     )]
     pub retention: Duration,
+    /// One gzip JSON-lines file per UTC day is written here before that day is purged.
+    #[serde(rename = "audit_archive_dir", default, deserialize_with = "parse::optional_path")]
+    pub archive_dir: Option<PathBuf>,
 }
 
 /// Everything authd can be told, by section. Secrets are wrapped so that `Debug` never shows them.
@@ -685,6 +688,12 @@ mod parse {
             .ok_or_else(|| D::Error::custom(format!("`{text}` is not a duration like 30s, 15m, 12h or 30d")))
     }
 
+    /// A path; empty means none.
+    pub fn optional_path<'de, D: Deserializer<'de>>(d: D) -> Result<Option<PathBuf>, D::Error> {
+        let text = text(d)?;
+        Ok(Some(text.trim()).filter(|t| !t.is_empty()).map(PathBuf::from))
+    }
+
     pub fn http_url<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
         let value = text(d)?.trim_end_matches('/').to_string();
         if value.starts_with("http://") || value.starts_with("https://") {
@@ -937,6 +946,7 @@ mod tests {
             "single_session",
             "shutdown_grace",
             "audit_retention",
+            "audit_archive_dir",
             "request_timeout",
             "argon2_memory_kib",
             "argon2_iterations",

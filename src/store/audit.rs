@@ -82,6 +82,34 @@ pub async fn list(conn: &mut Conn<'_>, filter: &AuditFilter<'_>, limit: i64) -> 
         .await?)
 }
 
+/// Events that occurred in `[from, before)` with ids above `after_id`, oldest id first.
+pub async fn oldest(
+    conn: &mut Conn<'_>,
+    from: Option<DateTime<Utc>>,
+    before: DateTime<Utc>,
+    after_id: i64,
+    limit: i64,
+) -> StoreResult<Vec<AuditRow>> {
+    let mut query = audit_events::table
+        .filter(audit_events::occurred_at.lt(before))
+        .filter(audit_events::id.gt(after_id))
+        .select(AuditRow::as_select())
+        .order(audit_events::id.asc())
+        .limit(limit)
+        .into_boxed();
+    if let Some(from) = from {
+        query = query.filter(audit_events::occurred_at.ge(from));
+    }
+    Ok(query.load(conn).await?)
+}
+
+/// Deletes these events; returns how many there were.
+pub async fn delete_ids(conn: &mut Conn<'_>, ids: &[i64]) -> StoreResult<usize> {
+    Ok(diesel::delete(audit_events::table.filter(audit_events::id.eq_any(ids)))
+        .execute(conn)
+        .await?)
+}
+
 pub async fn purge_older(conn: &mut Conn<'_>, before: DateTime<Utc>) -> StoreResult<usize> {
     Ok(
         diesel::delete(audit_events::table.filter(audit_events::occurred_at.lt(before)))

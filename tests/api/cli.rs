@@ -50,6 +50,8 @@ fn help_works_for_every_command() {
         vec!["users", "create-admin", "--help"],
         vec!["api-keys", "--help"],
         vec!["api-keys", "create", "--help"],
+        vec!["audit", "--help"],
+        vec!["audit", "export", "--help"],
         vec!["healthcheck", "--help"],
     ] {
         let out = authd().args(&args).output().unwrap();

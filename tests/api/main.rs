@@ -11,6 +11,7 @@ mod accounts;
 mod admin;
 mod api_keys;
 mod architecture;
+mod archive;
 mod audit;
 mod browser;
 mod cli;
