@@ -49,6 +49,13 @@ SECONDS_OF_LOAD=${1:-120}
     exit 2
 }
 
+# One run at a time: the namespace and its link have fixed names.
+exec 9>/run/authd-chaos.lock
+flock -n 9 || {
+    echo "chaos.sh: another chaos run is going (/run/authd-chaos.lock)" >&2
+    exit 2
+}
+
 ensure_packages
 missing=()
 command -v redis-sentinel >/dev/null 2>&1 || missing+=(redis-sentinel)
@@ -89,16 +96,18 @@ chmod 755 "$WORK" # the postgres user must traverse it
 # could not (killed itself, or hung): its session (the replicas, Redis, the sentinels), the
 # Postgres servers (pg_ctl starts them in a session of their own), the namespace, the worktree.
 CHAOS_PID=""
+CHAOS_ENDED=""
 cleanup() {
     if [[ -n $CHAOS_PID ]]; then
-        if kill -0 "$CHAOS_PID" 2>/dev/null; then
+        if [[ -z $CHAOS_ENDED ]] && kill -0 "$CHAOS_PID" 2>/dev/null; then
             kill -TERM "$CHAOS_PID" 2>/dev/null || true
             for _ in $(seq 50); do
                 kill -0 "$CHAOS_PID" 2>/dev/null || break
                 sleep 0.2
             done
         fi
-        # Whatever is left of its session (all of it, if authd-chaos was SIGKILLed).
+        # Whatever is left of its session (all of it, if authd-chaos was SIGKILLed). The kernel
+        # does not reuse the number of a session that still has members.
         pkill -KILL -s "$CHAOS_PID" 2>/dev/null || true
     fi
     for data in "$WORK"/pg-primary "$WORK"/pg-standby; do
@@ -118,13 +127,16 @@ trap 'echo "chaos.sh: stopped; the logs are in $WORK" >&2; exit 143' TERM
 
 expect=()
 [[ -n $BROKEN ]] && expect=(--expect "$EXPECT")
-# A session of its own, so that the cleanup can find everything it started.
+# A session of its own, so that the cleanup can find everything it started. (setsid does not
+# fork here: job control is off, so the background process is no group leader, and $! is
+# authd-chaos itself.)
 setsid "$CHAOS" run --duration "$SECONDS_OF_LOAD" \
     --authd "$AUTHD" --pg-bin "$AUTHD_PG_BIN" --work "$WORK" \
-    --clients "${AUTHD_CHAOS_CLIENTS:-6}" "${expect[@]}" &
+    --clients "${AUTHD_CHAOS_CLIENTS:-6}" "${expect[@]}" 9>&- &
 CHAOS_PID=$!
 rc=0
 wait "$CHAOS_PID" || rc=$?
+CHAOS_ENDED=1
 if [[ -n $BROKEN ]]; then
     if [[ $rc -eq 0 ]]; then
         echo "chaos.sh: the checker caught the defect of $BROKEN.patch: \`$EXPECT\` was violated (logs in $WORK)"

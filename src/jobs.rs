@@ -6,7 +6,8 @@
 //!   is synced;
 //! - the resync re-reads recent revocations from Postgres, the safety net under the feed;
 //! - upkeep writes API-key usage, reloads signing keys and forgets expired revocations;
-//! - mail delivery handles mail requests left over and sends the outbox, with retries;
+//! - mail requests left over by another replica are handled; mail delivery sends the outbox,
+//!   with retries;
 //! - housekeeping purges accounts past their deletion grace, and expired tokens, sessions,
 //!   delivered mail and revocations.
 
@@ -37,6 +38,7 @@ pub fn spawn(app: Arc<App>, health: HealthReporter) -> Vec<JoinHandle<()>> {
         tokio::spawn(upkeep(app.clone())),
         tokio::spawn(resync_revocations(app.clone())),
         tokio::spawn(deliver_mail(app.clone())),
+        tokio::spawn(handle_left_over_mail_requests(app.clone())),
         tokio::spawn(housekeeping(app.clone())),
     ];
     if app.revoker.feed().is_distributed() {
@@ -148,6 +150,24 @@ const MAIL_MAX_BACKOFF_SECS: i64 = 30;
 /// lives longer.
 const MAIL_GIVE_UP: chrono::Duration = chrono::Duration::days(1);
 
+/// Handles the mail requests a replica answered but could not handle (it stopped, or failed),
+/// every `AUTHD_MAIL_POLL_INTERVAL`: apart from sending, so a slow mail server does not hold them.
+async fn handle_left_over_mail_requests(app: Arc<App>) {
+    let mut stop = app.state.shutdown_signal();
+    let mut tick = tokio::time::interval(app.settings.intervals.mail_poll);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            () = stopped(&mut stop) => return,
+        }
+        match app.accounts.handle_left_over_mail_requests().await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(n, "handled mail requests left over"),
+            Err(e) => tracing::warn!(error = %e.detail(), "could not handle mail requests left over"),
+        }
+    }
+}
+
 /// Sends due mail from the outbox: at once when this replica wrote some, otherwise every
 /// `AUTHD_MAIL_POLL_INTERVAL` (other replicas' mail, retries).
 async fn deliver_mail(app: Arc<App>) {
@@ -158,12 +178,6 @@ async fn deliver_mail(app: Arc<App>) {
             _ = tick.tick() => {}
             () = app.mail_ready.notified() => {}
             () = stopped(&mut stop) => return,
-        }
-        // Requests another replica answered but could not handle (it stopped, or failed).
-        match app.accounts.handle_left_over_mail_requests().await {
-            Ok(0) => {}
-            Ok(n) => tracing::info!(n, "handled mail requests left over"),
-            Err(e) => tracing::warn!(error = %e.detail(), "could not handle mail requests left over"),
         }
         // Drain what is due, batch by batch.
         loop {

@@ -1,1 +1,1 @@
-DROP INDEX CONCURRENTLY revocations_xact;
+DROP INDEX revocations_xact;

@@ -133,7 +133,7 @@ impl Accounts {
     async fn request_mail(self: &Arc<Self>, email: Email, kind: MailKind) -> Result<()> {
         let id = {
             let mut conn = store::conn(&self.pool).await?;
-            store::mail_requests::insert(&mut conn, kind.as_str(), email.as_str(), self.clock.now()).await?
+            store::mail_requests::insert(&mut conn, kind.as_str(), email.normalized(), self.clock.now()).await?
         };
         let Ok(queued) = self.background_queue.clone().try_acquire_owned() else {
             tracing::info!(
@@ -155,20 +155,34 @@ impl Accounts {
         Ok(())
     }
 
-    /// Handles requests older than a few seconds that no replica has handled: left by one that
-    /// stopped or failed before it could. Returns how many were handled.
+    /// Handles every request older than a few seconds that no replica has handled (left by one
+    /// that stopped or failed before it could), a batch at a time, oldest first; one that fails
+    /// is logged and left for the next round, the others go on. Only the kinds this version
+    /// knows: a newer replica's are left to it. Returns how many were handled.
     pub async fn handle_left_over_mail_requests(&self) -> Result<usize> {
         const BATCH: i64 = 20;
+        let kinds = MailKind::ALL.map(MailKind::as_str);
         let before = self.clock.now() - LEFT_OVER_AFTER;
-        let ids = {
-            let mut conn = store::conn(&self.pool).await?;
-            store::mail_requests::left_over(&mut conn, before, BATCH).await?
-        };
         let mut handled = 0;
-        for id in ids {
-            handled += usize::from(self.handle_mail_request(id).await?);
+        let mut after = 0;
+        loop {
+            let ids = {
+                let mut conn = store::conn(&self.pool).await?;
+                store::mail_requests::left_over(&mut conn, &kinds, before, after, BATCH).await?
+            };
+            for &id in &ids {
+                match self.handle_mail_request(id).await {
+                    Ok(done) => handled += usize::from(done),
+                    Err(e) => {
+                        tracing::warn!(id, error = %e.detail(), "could not handle a mail request left over; it is retried")
+                    }
+                }
+            }
+            match ids.last() {
+                Some(&last) if ids.len() as i64 == BATCH => after = last,
+                _ => return Ok(handled),
+            }
         }
-        Ok(handled)
     }
 
     /// Takes request `id` and, in the same transaction, issues its one-time token and writes its
@@ -182,10 +196,12 @@ impl Accounts {
                 let Some(request) = store::mail_requests::take(conn, id).await? else {
                     return Ok(None);
                 };
-                // Both were checked when the request was recorded, perhaps by another version.
+                // Both were checked when the request was recorded, perhaps by another version:
+                // left (rolled back) for a replica that can read it.
                 let (Some(kind), Ok(email)) = (MailKind::parse(&request.kind), Email::parse(&request.email)) else {
-                    tracing::warn!(id, "dropping a mail request this version cannot read");
-                    return Ok(Some(None));
+                    return Err(StoreError::Other(format!(
+                        "mail request {id} is of a kind or address this version cannot read"
+                    )));
                 };
                 let written = self.mail_one_time_link(conn, &email, kind, now).await?;
                 Ok(Some(written.map(|user_id| (kind, user_id))))

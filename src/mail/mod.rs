@@ -26,10 +26,10 @@ impl MailKind {
         }
     }
 
+    pub const ALL: [Self; 3] = [Self::VerifyEmail, Self::ResetPassword, Self::DeleteAccount];
+
     pub fn parse(kind: &str) -> Option<Self> {
-        [Self::VerifyEmail, Self::ResetPassword, Self::DeleteAccount]
-            .into_iter()
-            .find(|known| known.as_str() == kind)
+        Self::ALL.into_iter().find(|known| known.as_str() == kind)
     }
 
     /// The path of the page the link opens, under `AUTHD_PUBLIC_URL`.

@@ -32,10 +32,10 @@ pub struct Revoker {
     /// Revocations for the Redis feed, sent by the publisher task so no call waits on Redis.
     outbox: mpsc::UnboundedSender<Vec<Revocation>>,
     outbox_rx: Mutex<Option<mpsc::UnboundedReceiver<Vec<Revocation>>>>,
-    /// Where the next read of Postgres starts: the oldest transaction that had not ended when
-    /// the last complete read began (every revocation recorded by an earlier one is in the
-    /// view). `None` before the first.
-    read_from: Mutex<Option<i64>>,
+    /// Where the next read of Postgres starts: the transactions that had not ended when the last
+    /// complete read began (every revocation recorded by another one is in the view). `None`
+    /// before the first.
+    read_from: Mutex<Option<store::revocations::Horizon>>,
 }
 
 impl Revoker {
@@ -118,26 +118,37 @@ impl Revoker {
     }
 
     async fn read_since_last(&self) -> Result<usize> {
-        let from = *self.read_from.lock().expect("read_from lock");
+        let from = self.read_from.lock().expect("read_from lock").clone();
         match from {
             None => self.load().await,
             from => self.absorb_from_store(from).await,
         }
     }
 
-    /// Reads the revocations recorded by transaction `from_xact` or later (every live one if
-    /// `None`) a page at a time, so that a load of every live revocation holds one page of rows
-    /// in memory at most, not all of them. Once done, the view holds every revocation recorded
-    /// by a transaction that had ended when the read began, and the next read starts there.
-    async fn absorb_from_store(&self, from_xact: Option<i64>) -> Result<usize> {
+    /// Reads the revocations recorded by a transaction that had not ended at `since` (every live
+    /// one if `None`, or if the database server is not the one `since` was taken on) a page at a
+    /// time, so that a load of every live revocation holds one page of rows in memory at most,
+    /// not all of them. Once done, the view holds every revocation recorded by a transaction
+    /// that had ended when the read began, and the next read starts there.
+    async fn absorb_from_store(&self, since: Option<store::revocations::Horizon>) -> Result<usize> {
         let now = self.clock.now();
         let mut conn = store::conn(&self.pool).await?;
-        // Before the rows: whatever this read cannot see was recorded at or after the horizon.
+        // Before the rows: whatever this read cannot see was recorded by a transaction that had
+        // not ended at the horizon.
         let horizon = store::revocations::horizon(&mut conn).await?;
+        let since = match since {
+            Some(since) if !since.continues_into(&horizon) => {
+                tracing::info!(
+                    "the database server is not the one last read (restarted or failed over); re-reading every live revocation"
+                );
+                None
+            }
+            since => since,
+        };
         let mut fresh = 0;
         let mut last_id = 0;
         loop {
-            let rows = store::revocations::recorded_since(&mut conn, from_xact, now, last_id, LOAD_PAGE).await?;
+            let rows = store::revocations::recorded_since(&mut conn, since.as_ref(), now, last_id, LOAD_PAGE).await?;
             let Some(last) = rows.last() else { break };
             last_id = last.id;
             fresh += rows
@@ -152,7 +163,14 @@ impl Revoker {
         drop(conn);
         self.view.prune(now);
         let mut read_from = self.read_from.lock().expect("read_from lock");
-        *read_from = (*read_from).max(Some(horizon));
+        // Of two reads at once, the later horizon (either is safe: both reads are complete); a
+        // new server's at once.
+        if read_from
+            .as_ref()
+            .is_none_or(|last| last.server != horizon.server || horizon.first_unassigned >= last.first_unassigned)
+        {
+            *read_from = Some(horizon);
+        }
         Ok(fresh)
     }
 

@@ -43,14 +43,22 @@ pub async fn take(conn: &mut Conn<'_>, id: i64) -> StoreResult<Option<MailReques
     Ok(Some(row))
 }
 
-/// The oldest requests made before `before` that no worker holds now: left by a replica that
-/// stopped (or was killed) before handling them.
-pub async fn left_over(conn: &mut Conn<'_>, before: DateTime<Utc>, limit: i64) -> StoreResult<Vec<i64>> {
+/// The oldest requests of these kinds made before `before`, with ids above `after_id`, that no
+/// worker holds now: left by a replica that stopped (or was killed) before handling them.
+pub async fn left_over(
+    conn: &mut Conn<'_>,
+    kinds: &[&str],
+    before: DateTime<Utc>,
+    after_id: i64,
+    limit: i64,
+) -> StoreResult<Vec<i64>> {
     use diesel_async::AsyncConnection;
     Ok(conn
         .transaction::<_, diesel::result::Error, _>(async |conn| {
             mail_requests::table
                 .filter(mail_requests::requested_at.lt(before))
+                .filter(mail_requests::id.gt(after_id))
+                .filter(mail_requests::kind.eq_any(kinds))
                 .order(mail_requests::id.asc())
                 .limit(limit)
                 .select(mail_requests::id)

@@ -67,23 +67,48 @@ pub async fn live_counts(conn: &mut Conn<'_>, now: DateTime<Utc>) -> StoreResult
         .await?)
 }
 
-/// The oldest transaction that has not ended (every one before it has committed or rolled
-/// back). Taken before a read, it is where the next read can start: every row that read could
-/// not see was recorded by this transaction or a later one.
-pub async fn horizon(conn: &mut Conn<'_>) -> StoreResult<i64> {
-    Ok(diesel::select(diesel::dsl::sql::<diesel::sql_types::BigInt>(
-        "pg_snapshot_xmin(pg_current_snapshot())::text::bigint",
-    ))
+/// What had not ended at a moment, by transaction: taken before a read, it says which rows that
+/// read may have missed, those recorded by a transaction in progress then (`in_progress`) or
+/// begun later (`first_unassigned` onward). Every other transaction had ended, so the read saw
+/// its rows. The `server` (its address and start) tells a read whether the numbers go on from
+/// the last one's: a restarted or promoted server may hand out again numbers the old one used.
+#[derive(Clone, Debug, PartialEq, Eq, diesel::QueryableByName)]
+pub struct Horizon {
+    #[diesel(sql_type = diesel::sql_types::BigInt)]
+    pub first_unassigned: i64,
+    #[diesel(sql_type = diesel::sql_types::Array<diesel::sql_types::BigInt>)]
+    pub in_progress: Vec<i64>,
+    #[diesel(sql_type = diesel::sql_types::Text)]
+    pub server: String,
+}
+
+impl Horizon {
+    /// Whether a read from `self` covers what was missed before `later`: the same server, and
+    /// numbers that did not go back.
+    pub fn continues_into(&self, later: &Horizon) -> bool {
+        self.server == later.server && later.first_unassigned >= self.first_unassigned
+    }
+}
+
+/// The current [`Horizon`].
+pub async fn horizon(conn: &mut Conn<'_>) -> StoreResult<Horizon> {
+    Ok(diesel::sql_query(
+        "SELECT pg_snapshot_xmax(s)::text::bigint AS first_unassigned,
+                ARRAY(SELECT x::text::bigint FROM pg_snapshot_xip(s) AS x) AS in_progress,
+                pg_postmaster_start_time()::text || ' ' || coalesce(host(inet_server_addr()), 'socket')
+                    || ':' || coalesce(inet_server_port(), 0)::text AS server
+         FROM pg_current_snapshot() AS s",
+    )
     .get_result(conn)
     .await?)
 }
 
-/// Up to `limit` revocations that still matter at `now`, recorded by transaction `from_xact` or a
-/// later one (every one if `None`), in id order from after `after_id` (a page; the next starts
-/// after the last id returned).
+/// Up to `limit` revocations that still matter at `now`, recorded by a transaction that had not
+/// ended at `since` (every one if `None`), in id order from after `after_id` (a page; the next
+/// starts after the last id returned).
 pub async fn recorded_since(
     conn: &mut Conn<'_>,
-    from_xact: Option<i64>,
+    since: Option<&Horizon>,
     now: DateTime<Utc>,
     after_id: i64,
     limit: i64,
@@ -92,8 +117,12 @@ pub async fn recorded_since(
         .filter(revocations::expires_at.gt(now))
         .filter(revocations::id.gt(after_id))
         .into_boxed();
-    if let Some(from) = from_xact {
-        query = query.filter(revocations::xact.ge(from));
+    if let Some(since) = since {
+        query = query.filter(
+            revocations::xact
+                .ge(since.first_unassigned)
+                .or(revocations::xact.eq_any(since.in_progress.clone())),
+        );
     }
     Ok(query
         .order(revocations::id.asc())
@@ -162,4 +191,28 @@ pub async fn purge_expired(conn: &mut Conn<'_>, now: DateTime<Utc>) -> StoreResu
             .execute(conn)
             .await?,
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Horizon;
+
+    fn horizon(first_unassigned: i64, server: &str) -> Horizon {
+        Horizon {
+            first_unassigned,
+            in_progress: vec![],
+            server: server.into(),
+        }
+    }
+
+    #[test]
+    fn a_read_goes_on_from_the_last_only_on_the_same_server_with_numbers_that_did_not_go_back() {
+        let last = horizon(100, "2026-12-02 10:00:00+00 10.0.0.1:5432");
+        assert!(last.continues_into(&horizon(100, "2026-12-02 10:00:00+00 10.0.0.1:5432")));
+        assert!(last.continues_into(&horizon(250, "2026-12-02 10:00:00+00 10.0.0.1:5432")));
+        // Restarted, or a standby promoted that hands out ids the old primary had used.
+        assert!(!last.continues_into(&horizon(250, "2026-12-02 11:00:00+00 10.0.0.1:5432")));
+        assert!(!last.continues_into(&horizon(250, "2026-12-02 10:00:00+00 10.0.0.2:5432")));
+        assert!(!last.continues_into(&horizon(99, "2026-12-02 10:00:00+00 10.0.0.1:5432")));
+    }
 }

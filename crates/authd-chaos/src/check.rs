@@ -57,12 +57,17 @@ fn calls<'a>(entries: &'a [Entry], op: &'a str) -> impl Iterator<Item = &'a Entr
     entries.iter().filter(move |e| e.kind() == Kind::Call && e.op == op)
 }
 
+/// The acknowledged calls that revoke credentials.
+fn revoking_calls(entries: &[Entry]) -> impl Iterator<Item = &Entry> {
+    entries.iter().filter(|e| {
+        e.kind() == Kind::Call && matches!(e.op.as_str(), "logout" | "rotate_api_key" | "revoke_api_key") && e.is_ok()
+    })
+}
+
 /// When each credential's revocation was first acknowledged.
 fn revocations(entries: &[Entry]) -> HashMap<u64, u64> {
     let mut revoked_at: HashMap<u64, u64> = HashMap::new();
-    for entry in entries.iter().filter(|e| {
-        e.kind() == Kind::Call && matches!(e.op.as_str(), "logout" | "rotate_api_key" | "revoke_api_key") && e.is_ok()
-    }) {
+    for entry in revoking_calls(entries) {
         for cred in &entry.creds {
             let at = revoked_at.entry(*cred).or_insert(entry.t1);
             *at = (*at).min(entry.t1);
@@ -101,28 +106,40 @@ fn revoked_stay_revoked(entries: &[Entry]) -> Outcome {
     outcome
 }
 
-/// The introspections that [`revoked_stay_revoked`] checks: of a credential revoked more than the
-/// bound before, with their start.
-fn checked_probes(entries: &[Entry]) -> Vec<u64> {
-    let revoked_at = revocations(entries);
-    calls(entries, "introspect")
-        .filter(|e| e.is_ok())
-        .filter(|e| {
-            e.creds
-                .iter()
-                .any(|cred| revoked_at.get(cred).is_some_and(|at| e.t0 > at + REVOCATION_BOUND_US))
-        })
-        .map(|e| e.t0)
-        .collect()
-}
+/// A revocation counts as made under a fault from a second before it began (its probes fall in
+/// the fault) to three seconds after it ended (calls held up by a database failover are
+/// acknowledged only then).
+const UNDER_FAULT_BEFORE_US: u64 = 1_000_000;
+const UNDER_FAULT_AFTER_US: u64 = 3_000_000;
 
-/// The first invariant means something only if it was tested while each fault lasted: at least
-/// one introspection it checks began during every fault of a second or more. Checked: those faults.
+/// The first invariant means something only if it was tested under each fault: for every fault
+/// of a second or more, a credential revoked under it and then introspected past the bound. A
+/// fault of one replica (the partition) needs a credential revoked on that replica while it was
+/// cut off and introspected on another: what crosses the cut. Checked: those faults.
 fn faults_were_probed(entries: &[Entry]) -> Outcome {
-    let probes = checked_probes(entries);
+    // Each credential's first acknowledged revocation: when, and on which replica.
+    let mut revoked: HashMap<u64, (u64, Option<usize>)> = HashMap::new();
+    for entry in revoking_calls(entries) {
+        for cred in &entry.creds {
+            let at = revoked.entry(*cred).or_insert((entry.t1, entry.replica));
+            if entry.t1 < at.0 {
+                *at = (entry.t1, entry.replica);
+            }
+        }
+    }
+    // (when it was revoked, where, where it was probed) for every checked probe.
+    let probes: Vec<(u64, Option<usize>, Option<usize>)> = calls(entries, "introspect")
+        .filter(|e| e.is_ok())
+        .flat_map(|e| {
+            e.creds.iter().filter_map(|cred| {
+                let (at, by) = *revoked.get(cred)?;
+                (e.t0 > at + REVOCATION_BOUND_US).then_some((at, by, e.replica))
+            })
+        })
+        .collect();
     let mut outcome = Outcome {
         id: "coverage",
-        name: "revoked credentials probed during every fault of 1 s or more",
+        name: "revocations made under every fault of 1 s or more probed",
         checked: 0,
         violations: Vec::new(),
     };
@@ -131,9 +148,24 @@ fn faults_were_probed(entries: &[Entry]) -> Outcome {
         .filter(|e| e.kind() == Kind::Fault && e.t1 >= e.t0 + 1_000_000)
     {
         outcome.checked += 1;
-        if !probes.iter().any(|t0| (fault.t0..=fault.t1).contains(t0)) {
+        let under = match fault.replica {
+            Some(_) => fault.t0..=fault.t1,
+            None => fault.t0.saturating_sub(UNDER_FAULT_BEFORE_US)..=fault.t1 + UNDER_FAULT_AFTER_US,
+        };
+        let covered = probes.iter().any(|(at, by, on)| {
+            under.contains(at)
+                && match fault.replica {
+                    Some(cut) => *by == Some(cut) && *on != Some(cut),
+                    None => true,
+                }
+        });
+        if !covered {
+            let what = match fault.replica {
+                Some(cut) => format!("revoked on replica {cut} and introspected on another"),
+                None => "revoked and introspected".into(),
+            };
             outcome.violations.push(format!(
-                "{} ({:.1} s to {:.1} s): no revoked credential was introspected",
+                "{} ({:.1} s to {:.1} s): no credential was {what}",
                 fault.op,
                 secs(fault.t0),
                 secs(fault.t1)
@@ -427,33 +459,57 @@ mod tests {
     }
 
     #[test]
-    fn every_fault_of_a_second_or_more_needs_a_checked_probe_inside_it() {
-        let fault = |op: &str, t0, t1| Entry {
+    fn every_fault_of_a_second_or_more_needs_a_revocation_under_it_probed() {
+        let fault = |op: &str, t0, t1, replica| Entry {
             kind: Some(Kind::Fault),
             op: op.into(),
+            replica,
             t0,
             t1,
             ..Entry::default()
         };
+        let logout = |cred, replica, t1| Entry {
+            creds: vec![cred],
+            replica: Some(replica),
+            ..call("logout", t1 - 1_000, t1, "OK")
+        };
+        let probe = |cred, replica, t0| Entry {
+            replica: Some(replica),
+            ..introspect(cred, t0, false)
+        };
+        let s = 1_000_000;
         let entries = vec![
-            Entry {
-                creds: vec![7],
-                ..call("logout", 0, 1_000, "OK")
-            },
-            fault("probed", 2_000_000, 4_000_000),
-            fault("not probed", 5_000_000, 7_000_000),
-            fault("short", 8_000_000, 8_500_000),
-            // Within the bound: not a checked probe, so it does not cover its fault.
-            fault("too early", 100_000, 1_100_000),
-            introspect(7, 500_000, false),
-            introspect(7, 3_000_000, false),
-            introspect(8, 6_000_000, false),
+            fault("probed", 2 * s, 4 * s, None),
+            logout(7, 1, 2 * s + s / 2),
+            probe(7, 2, 4 * s),
+            fault("not probed", 5 * s, 7 * s, None),
+            fault("short", 8 * s, 8 * s + s / 2, None),
+            // Cut off: revoked there, but probed only there.
+            fault("partition one", 11 * s, 14 * s, Some(3)),
+            logout(9, 3, 12 * s),
+            probe(9, 3, 13 * s + s / 2),
+            // Revoked there, probed on another.
+            fault("partition two", 20 * s, 23 * s, Some(3)),
+            logout(10, 3, 21 * s),
+            probe(10, 1, 22 * s + s / 2),
+            // Probed within the bound only: not a checked probe.
+            fault("too early", 30 * s, 32 * s, None),
+            logout(11, 2, 31 * s),
+            probe(11, 1, 31 * s + s / 2),
         ];
         let outcome = faults_were_probed(&entries);
-        assert_eq!(outcome.checked, 3);
-        assert_eq!(outcome.violations.len(), 2, "{:?}", outcome.violations);
-        assert!(outcome.violations[0].starts_with("not probed"));
-        assert!(outcome.violations[1].starts_with("too early"));
+        assert_eq!(outcome.checked, 5);
+        let failed: Vec<&str> = outcome
+            .violations
+            .iter()
+            .map(|v| v.split(" (").next().unwrap())
+            .collect();
+        assert_eq!(
+            failed,
+            ["not probed", "partition one", "too early"],
+            "{:?}",
+            outcome.violations
+        );
     }
 
     #[test]

@@ -469,6 +469,11 @@ impl Faults<'_> {
     }
 
     fn record(&self, name: &str, t0: u64) -> u64 {
+        self.record_on(name, None, t0)
+    }
+
+    /// A fault of one replica only (`replica`, numbered from 1).
+    fn record_on(&self, name: &str, replica: Option<usize>, t0: u64) -> u64 {
         let t1 = self.log.now();
         eprintln!(
             "chaos: {name} from {:.1} s to {:.1} s",
@@ -478,6 +483,7 @@ impl Faults<'_> {
         self.log.push(Entry {
             kind: Some(Kind::Fault),
             op: name.into(),
+            replica,
             t0,
             t1,
             ..Entry::default()
@@ -502,7 +508,7 @@ impl Faults<'_> {
         self.namespace.drop_traffic_to(&redis_ports, true)?;
         self.at(6.0).await;
         self.namespace.drop_traffic_to(&redis_ports, false)?;
-        self.record("partition of replica 3 from Redis", t0);
+        self.record_on("partition of replica 3 from Redis", Some(3), t0);
 
         self.at(7.5).await;
         let t0 = self.log.now();
