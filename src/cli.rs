@@ -116,11 +116,13 @@ pub enum AuditCommand {
     /// event: the fields of ListAuditEvents, `details` as an object); with --purge, then delete
     /// exactly the events written.
     Export {
-        /// An RFC 3339 time (2026-09-01T00:00:00Z), or an age (90d: the events older than that).
+        /// An RFC 3339 time (2026-09-01T00:00:00Z), or an age with its unit (90d, 12h: the
+        /// events older than that); not in the future.
         #[arg(long, allow_hyphen_values = true)]
         before: String,
-        /// The file to write: it appears whole or not at all (written beside it, synced, then
-        /// renamed). Standard output when absent.
+        /// A new file to write (never over one; mode 0600): it appears whole or not at all
+        /// (written under a temporary name beside it, synced, then linked). Standard output
+        /// when absent.
         #[arg(long, value_name = "FILE")]
         out: Option<PathBuf>,
         /// Delete the events written, once the file is on disk (needs --out).
@@ -211,15 +213,23 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
-/// `--before`: an RFC 3339 time, or an age counted back from `now`.
+/// `--before`: an RFC 3339 time, or an age with its unit (`90d`, `12h`) counted back from
+/// `now`; never later than `now`.
 fn parse_before(text: &str, now: chrono::DateTime<chrono::Utc>) -> anyhow::Result<chrono::DateTime<chrono::Utc>> {
-    if let Ok(time) = chrono::DateTime::parse_from_rfc3339(text.trim()) {
-        return Ok(time.to_utc());
+    let text = text.trim();
+    let before = match chrono::DateTime::parse_from_rfc3339(text) {
+        Ok(time) => time.to_utc(),
+        // A bare number would be seconds: `--before 90` meaning days would purge nearly all.
+        Err(_) if text.ends_with(|c: char| c.is_ascii_alphabetic()) => config::parse_duration(text)
+            .and_then(|age| chrono::Duration::from_std(age).ok())
+            .and_then(|age| now.checked_sub_signed(age))
+            .with_context(|| format!("--before: `{text}` is neither an RFC 3339 time nor an age like 90d or 12h"))?,
+        Err(_) => bail!("--before: `{text}` is neither an RFC 3339 time nor an age like 90d or 12h (give the unit)"),
+    };
+    if before > now {
+        bail!("--before: {} is in the future", before.to_rfc3339());
     }
-    config::parse_duration(text)
-        .and_then(|age| chrono::Duration::from_std(age).ok())
-        .and_then(|age| now.checked_sub_signed(age))
-        .with_context(|| format!("--before: `{text}` is neither an RFC 3339 time nor an age like 90d"))
+    Ok(before)
 }
 
 async fn export_audit(
@@ -232,31 +242,41 @@ async fn export_audit(
     use std::io::Write;
     let (written, whither) = match out {
         Some(path) => {
-            let mut file = export::Partial::create(path)?;
-            let written = export::write_before(pool, before, &mut file).await?;
-            file.commit().await?;
+            // Never over another file (an earlier export, whose events may be purged).
+            if path.symlink_metadata().is_ok() {
+                bail!("--out: {} exists; name a new file", path.display());
+            }
+            let dir = path
+                .parent()
+                .filter(|d| !d.as_os_str().is_empty())
+                .unwrap_or(std::path::Path::new("."));
+            let file = export::Partial::create(dir)?;
+            let (written, file) = export::write_before(pool, before, file).await?;
+            file.commit(std::iter::once(path.to_path_buf()))
+                .await
+                .with_context(|| format!("--out: {} appeared meanwhile; nothing was deleted", path.display()))?;
             (written, path.display().to_string())
         }
         None => {
-            let mut stdout = std::io::BufWriter::new(std::io::stdout());
-            let written = export::write_before(pool, before, &mut stdout).await?;
+            let (written, mut stdout) =
+                export::write_before(pool, before, std::io::BufWriter::new(std::io::stdout())).await?;
             stdout.flush()?;
             (written, "standard output".to_string())
         }
     };
-    match (written.ids.first(), written.ids.last()) {
-        (Some(first), Some(last)) => eprintln!(
+    match written.span() {
+        Some((first, last)) => eprintln!(
             "wrote {} events (ids {first} to {last}) from before {} to {whither}",
-            written.ids.len(),
+            written.count(),
             before.to_rfc3339()
         ),
-        _ => eprintln!(
+        None => eprintln!(
             "no events from before {}; wrote nothing to {whither}",
             before.to_rfc3339()
         ),
     }
     if purge {
-        let deleted = export::purge(pool, &written.ids).await?;
+        let deleted = export::purge(pool, &written).await?;
         eprintln!("deleted those {deleted} events");
     }
     Ok(())

@@ -34,6 +34,10 @@ impl Server {
     /// Connects to the database (migrating it first unless `migrate` is false), loads keys and
     /// revocations, creates the bootstrap admin, and binds the gRPC port.
     pub async fn build(settings: Settings, clock: Clock, migrate: bool) -> anyhow::Result<Self> {
+        if let Some(dir) = &settings.audit.archive_dir {
+            crate::audit::export::check_archive_dir(dir)
+                .map_err(|e| anyhow::anyhow!("AUTHD_AUDIT_ARCHIVE_DIR: {e:#}"))?;
+        }
         let url = settings.database.url.expose().clone();
         if migrate {
             store::migrate(&url).await?;

@@ -82,17 +82,35 @@ pub async fn list(conn: &mut Conn<'_>, filter: &AuditFilter<'_>, limit: i64) -> 
         .await?)
 }
 
-/// Events that occurred in `[from, before)` with ids above `after_id`, oldest id first.
+/// The highest id of the events that occurred in `[from, before)`.
+pub async fn last_id_before(
+    conn: &mut Conn<'_>,
+    from: Option<DateTime<Utc>>,
+    before: DateTime<Utc>,
+) -> StoreResult<Option<i64>> {
+    let mut query = audit_events::table
+        .filter(audit_events::occurred_at.lt(before))
+        .select(diesel::dsl::max(audit_events::id))
+        .into_boxed();
+    if let Some(from) = from {
+        query = query.filter(audit_events::occurred_at.ge(from));
+    }
+    Ok(query.get_result(conn).await?)
+}
+
+/// Events that occurred in `[from, before)` with ids in `(after_id, last_id]`, oldest id first.
 pub async fn oldest(
     conn: &mut Conn<'_>,
     from: Option<DateTime<Utc>>,
     before: DateTime<Utc>,
     after_id: i64,
+    last_id: i64,
     limit: i64,
 ) -> StoreResult<Vec<AuditRow>> {
     let mut query = audit_events::table
         .filter(audit_events::occurred_at.lt(before))
         .filter(audit_events::id.gt(after_id))
+        .filter(audit_events::id.le(last_id))
         .select(AuditRow::as_select())
         .order(audit_events::id.asc())
         .limit(limit)
@@ -103,11 +121,13 @@ pub async fn oldest(
     Ok(query.load(conn).await?)
 }
 
-/// Deletes these events; returns how many there were.
-pub async fn delete_ids(conn: &mut Conn<'_>, ids: &[i64]) -> StoreResult<usize> {
-    Ok(diesel::delete(audit_events::table.filter(audit_events::id.eq_any(ids)))
-        .execute(conn)
-        .await?)
+/// Deletes the events with ids in `[first, last]`; returns how many there were.
+pub async fn delete_ids_between(conn: &mut Conn<'_>, first: i64, last: i64) -> StoreResult<usize> {
+    Ok(
+        diesel::delete(audit_events::table.filter(audit_events::id.between(first, last)))
+            .execute(conn)
+            .await?,
+    )
 }
 
 pub async fn purge_older(conn: &mut Conn<'_>, before: DateTime<Utc>) -> StoreResult<usize> {

@@ -53,6 +53,11 @@ impl Drop for TempDir {
     }
 }
 
+fn mode(path: &std::path::Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+}
+
 async fn ids_left(database_url: &str) -> BTreeSet<i64> {
     use diesel_async::RunQueryDsl;
     #[derive(diesel::QueryableByName)]
@@ -125,6 +130,21 @@ async fn export_then_purge_deletes_exactly_the_events_written() {
         .map(|e| e.unwrap().file_name())
         .collect();
     assert_eq!(names, [std::ffi::OsString::from("old.jsonl")]);
+    assert_eq!(mode(&file), 0o600, "only its owner may read it");
+
+    // Never over an earlier export (its events are gone from the database).
+    let out = authd(&url)
+        .args(["audit", "export", "--before", "1s", "--purge", "--out"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("exists"), "{out:?}");
+    assert_eq!(
+        read_lines(std::io::BufReader::new(std::fs::File::open(&file).unwrap())).len(),
+        100_000
+    );
+    assert_eq!(ids_left(&url).await.len(), 10);
 
     // Without --out there is nothing to purge against: refused, nothing deleted.
     let out = authd(&url)
@@ -133,19 +153,23 @@ async fn export_then_purge_deletes_exactly_the_events_written() {
         .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("--out"));
-    // To standard output, nothing deleted; a time that is not one is refused.
+    // To standard output, nothing deleted (today's ten are over a second old now).
+    tokio::time::sleep(Duration::from_millis(1100)).await;
     let out = authd(&url)
-        .args(["audit", "export", "--before", "1m"])
+        .args(["audit", "export", "--before", "1s"])
         .output()
         .unwrap();
     assert!(out.status.success());
-    assert_eq!(read_lines(&out.stdout[..]).len(), 0, "today's events are newer");
-    let out = authd(&url)
-        .args(["audit", "export", "--before", "soon"])
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("--before"));
+    assert_eq!(read_lines(&out.stdout[..]).len(), 10);
+    // Not a time, an age without its unit (90 would be seconds), the future: refused.
+    for before in ["soon", "90", "2999-01-01T00:00:00Z"] {
+        let out = authd(&url)
+            .args(["audit", "export", "--before", before])
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{before}");
+        assert!(String::from_utf8_lossy(&out.stderr).contains("--before"), "{before}");
+    }
     assert_eq!(ids_left(&url).await.len(), 10);
 }
 
@@ -200,6 +224,16 @@ async fn an_export_killed_before_its_purge_deletes_nothing() {
     assert_eq!(events.len(), 100_000);
 }
 
+/// Waits for the retention job to leave no event older than its 30 days.
+async fn past_retention_purged(app: &TestApp) {
+    crate::cluster::within(Duration::from_secs(20), || async {
+        app.count("SELECT count(*) FROM audit_events WHERE occurred_at < now() - interval '30 days'")
+            .await
+            == 0
+    })
+    .await;
+}
+
 #[tokio::test]
 async fn the_retention_job_archives_each_day_before_it_purges_it() {
     let dir = TempDir::new();
@@ -222,12 +256,7 @@ async fn the_retention_job_archives_each_day_before_it_purges_it() {
     )
     .await
     .unwrap();
-    crate::cluster::within(Duration::from_secs(20), || async {
-        app.count("SELECT count(*) FROM audit_events WHERE occurred_at < now() - interval '30 days'")
-            .await
-            == 0
-    })
-    .await;
+    past_retention_purged(&app).await;
     assert_eq!(
         app.count("SELECT count(*) FROM audit_events WHERE occurred_at < now() - interval '28 days'")
             .await,
@@ -244,9 +273,13 @@ async fn the_retention_job_archives_each_day_before_it_purges_it() {
         .map(|d| format!("audit-{}.jsonl.gz", (today - chrono::Days::new(*d)).format("%Y-%m-%d")))
         .collect();
     assert_eq!(names, expected, "one file per day, nothing half-written");
-    for (name, n) in expected.iter().zip([1, 2, 3]) {
+    let archived = |name: &str| {
+        assert_eq!(mode(&dir.path().join(name)), 0o600, "{name}");
         let file = std::fs::File::open(dir.path().join(name)).unwrap();
-        let events = read_lines(std::io::BufReader::new(flate2::read::GzDecoder::new(file)));
+        read_lines(std::io::BufReader::new(flate2::read::GzDecoder::new(file)))
+    };
+    for (name, n) in expected.iter().zip([1, 2, 3]) {
+        let events = archived(name);
         assert_eq!(events.len(), n, "{name}");
         let day = &name["audit-".len().."audit-".len() + 10];
         assert!(
@@ -256,4 +289,19 @@ async fn the_retention_job_archives_each_day_before_it_purges_it() {
             "{name}"
         );
     }
+
+    // An event of an archived day turns up (a restore, a clock that was wrong): a second file
+    // for that day, the first kept whole.
+    db.batch_execute(
+        "INSERT INTO audit_events (type, occurred_at, outcome, details)
+         VALUES ('logout', date_trunc('day', now() AT TIME ZONE 'UTC') AT TIME ZONE 'UTC'
+                           - interval '41 days' + interval '13 hours', 'success', '{}')",
+    )
+    .await
+    .unwrap();
+    past_retention_purged(&app).await;
+    let second = expected[1].replace(".jsonl.gz", ".1.jsonl.gz");
+    assert_eq!(archived(&expected[1]).len(), 2);
+    assert_eq!(archived(&second).len(), 1);
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 4);
 }
