@@ -1,0 +1,145 @@
+//! What makes a sign-in's device "new" to an account: a coarse family of its user agent (the
+//! browser and system, or the program) and its client network (a /24 of IPv4, a /48 of IPv6),
+//! kept only as a keyed digest per account, so the table says nothing about where anyone was.
+
+use crate::crypto::keyed_digest;
+use crate::secret::Secret;
+use std::net::IpAddr;
+use uuid::Uuid;
+
+/// The device of a sign-in, for comparing with the account's earlier ones.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Device {
+    /// e.g. "Firefox on Linux", "curl".
+    pub family: String,
+    /// e.g. "203.0.113.0/24", "2001:db8:1::/48"; "unknown" without an address.
+    pub network: String,
+}
+
+impl Device {
+    pub fn of(user_agent: Option<&str>, ip_address: Option<&str>) -> Self {
+        Self {
+            family: user_agent_family(user_agent.unwrap_or_default()),
+            network: network(ip_address),
+        }
+    }
+
+    /// The digest stored for `user`: the same device gives the same one for that account only.
+    pub fn fingerprint(&self, kek: &Secret<[u8; 32]>, user: Uuid) -> String {
+        let mut value = user.as_bytes().to_vec();
+        value.extend_from_slice(self.family.as_bytes());
+        value.push(0);
+        value.extend_from_slice(self.network.as_bytes());
+        keyed_digest(kek, "authd device fingerprint v1", &value)
+    }
+}
+
+/// The browser and its system, or the program's name: what a person would call their device,
+/// and stable across the version updates a browser applies by itself.
+pub fn user_agent_family(user_agent: &str) -> String {
+    let ua = user_agent.trim();
+    if ua.is_empty() {
+        return "unknown".into();
+    }
+    let browser = [
+        ("Edg/", "Edge"),
+        ("OPR/", "Opera"),
+        ("Firefox/", "Firefox"),
+        ("Chrome/", "Chrome"),
+        ("CriOS/", "Chrome"),
+        ("Safari/", "Safari"),
+    ]
+    .into_iter()
+    .find(|(marker, _)| ua.contains(marker))
+    .map(|(_, name)| name);
+    let system = [
+        ("Android", "Android"),
+        ("iPhone", "iOS"),
+        ("iPad", "iOS"),
+        ("Windows", "Windows"),
+        ("Mac OS X", "macOS"),
+        ("CrOS", "ChromeOS"),
+        ("Linux", "Linux"),
+    ]
+    .into_iter()
+    .find(|(marker, _)| ua.contains(marker))
+    .map(|(_, name)| name);
+    match (browser, system) {
+        (Some(browser), Some(system)) => format!("{browser} on {system}"),
+        (Some(browser), None) => browser.into(),
+        // A program: its first product token without the version ("curl/8.5.0" → "curl").
+        _ => ua
+            .split(['/', ' '])
+            .next()
+            .unwrap_or(ua)
+            .chars()
+            .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+            .take(64)
+            .collect::<String>()
+            .to_ascii_lowercase(),
+    }
+}
+
+/// The client's network: its /24 (IPv4) or /48 (IPv6).
+pub fn network(ip_address: Option<&str>) -> String {
+    match ip_address.and_then(|a| a.trim().parse::<IpAddr>().ok()) {
+        Some(IpAddr::V4(v4)) => {
+            let [a, b, c, _] = v4.octets();
+            format!("{a}.{b}.{c}.0/24")
+        }
+        Some(IpAddr::V6(v6)) => match v6.to_ipv4_mapped() {
+            Some(v4) => network(Some(&v4.to_string())),
+            None => {
+                let s = v6.segments();
+                format!("{:x}:{:x}:{:x}::/48", s[0], s[1], s[2])
+            }
+        },
+        None => "unknown".into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn browsers_are_named_with_their_system_and_programs_by_name() {
+        let firefox = "Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0";
+        let chrome_mac = "Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36";
+        let edge = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36 Edg/131.0.0.0";
+        let iphone = "Mozilla/5.0 (iPhone; CPU iPhone OS 17_5 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.5 Mobile/15E148 Safari/604.1";
+        assert_eq!(user_agent_family(firefox), "Firefox on Linux");
+        assert_eq!(user_agent_family(chrome_mac), "Chrome on macOS");
+        assert_eq!(user_agent_family(edge), "Edge on Windows");
+        assert_eq!(user_agent_family(iphone), "Safari on iOS");
+        assert_eq!(user_agent_family("curl/8.5.0"), "curl");
+        assert_eq!(user_agent_family("grpc-go/1.64.0"), "grpc-go");
+        assert_eq!(user_agent_family(""), "unknown");
+        // A new version of the same browser is the same device.
+        assert_eq!(
+            user_agent_family(&firefox.replace("128.0", "129.0")),
+            user_agent_family(firefox)
+        );
+    }
+
+    #[test]
+    fn networks_are_a_slash_24_or_a_slash_48() {
+        assert_eq!(network(Some("203.0.113.7")), "203.0.113.0/24");
+        assert_eq!(network(Some("2001:db8:1:2::5")), "2001:db8:1::/48");
+        assert_eq!(network(Some("::ffff:198.51.100.9")), "198.51.100.0/24");
+        assert_eq!(network(Some("not an address")), "unknown");
+        assert_eq!(network(None), "unknown");
+    }
+
+    #[test]
+    fn a_fingerprint_is_per_account_and_per_device() {
+        let kek = Secret::new([7u8; 32]);
+        let (alice, bob) = (Uuid::from_u128(1), Uuid::from_u128(2));
+        let home = Device::of(Some("curl/8"), Some("203.0.113.7"));
+        let same_network = Device::of(Some("curl/9"), Some("203.0.113.200"));
+        let elsewhere = Device::of(Some("curl/8"), Some("198.51.100.1"));
+        assert_eq!(home.fingerprint(&kek, alice), same_network.fingerprint(&kek, alice));
+        assert_ne!(home.fingerprint(&kek, alice), elsewhere.fingerprint(&kek, alice));
+        assert_ne!(home.fingerprint(&kek, alice), home.fingerprint(&kek, bob));
+    }
+}
