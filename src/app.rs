@@ -70,7 +70,11 @@ impl App {
         let redis_url = settings.redis.url.as_ref().map(|u| u.expose().as_str());
         let feed = Feed::new(redis_url, &settings.redis.namespace)?;
         let mailer = crate::mail::delivery::Mailer::from_settings(&settings)?;
-        let audit_log = Arc::new(AuditLog::new(pool.clone(), clock.clone()));
+        let audit_log = Arc::new(AuditLog::new(
+            pool.clone(),
+            clock.clone(),
+            metrics.suspicious_events.clone(),
+        ));
         let limiter = RateLimiter::new(
             settings.limits.enabled,
             redis_url,

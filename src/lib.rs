@@ -15,6 +15,7 @@ pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod crypto;
+pub(crate) mod devices;
 pub mod domain;
 pub mod error;
 pub(crate) mod gateway;

@@ -331,6 +331,7 @@ impl Accounts {
                 now,
                 honour_lockout: false,
                 event,
+                device: self.devices.sign_in(user.id, client, created),
             })
             .await?;
         Ok(ProviderLogin {

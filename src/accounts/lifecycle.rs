@@ -318,6 +318,9 @@ impl Accounts {
             Err(_) => Event::failure("email.change_requested"),
         };
         self.audit_log.record(event.user(caller.user_id).client(client)).await;
+        if requested.is_ok() {
+            self.watch_email_change(caller.user_id, client).await;
+        }
         requested
     }
 

@@ -1,11 +1,10 @@
 //! Registration, login, profile and password rules.
 
 mod admin;
-#[allow(dead_code)] // Issue 20, part 1: wired into sign-ins next.
-pub(crate) mod devices;
 mod federated;
 mod lifecycle;
 mod password;
+mod suspicious;
 
 pub use federated::ProviderLogin;
 use lifecycle::LOCKOUT;
@@ -40,6 +39,10 @@ pub struct AccountPolicy {
     pub public_url: String,
     pub mail_rate_per_hour: u32,
     pub account_deletion_grace: std::time::Duration,
+    /// `AUTHD_NEW_DEVICE_MAIL`.
+    pub new_device_mail: bool,
+    /// `AUTHD_SESSIONS_URL`.
+    pub sessions_url: Option<String>,
 }
 
 impl AccountPolicy {
@@ -53,6 +56,8 @@ impl AccountPolicy {
             public_url: settings.server.public_url.clone(),
             mail_rate_per_hour: settings.mail.rate_per_hour,
             account_deletion_grace: settings.accounts.deletion_grace,
+            new_device_mail: settings.accounts.new_device_mail,
+            sessions_url: settings.accounts.sessions_url.clone(),
         }
     }
 }
@@ -74,6 +79,7 @@ pub struct Accounts {
     /// how many run at once (a quarter of the pool, so a flood cannot starve other calls).
     background_queue: Arc<tokio::sync::Semaphore>,
     background_workers: Arc<tokio::sync::Semaphore>,
+    devices: crate::devices::NewDevicePolicy,
 }
 
 /// The services an [`Accounts`] calls on.
@@ -90,7 +96,14 @@ pub struct AccountDeps {
 
 impl Accounts {
     pub fn new(deps: AccountDeps, policy: AccountPolicy, pool_size: usize) -> Self {
+        let devices = crate::devices::NewDevicePolicy {
+            key_encryption_key: policy.key_encryption_key.clone(),
+            mail: policy.new_device_mail,
+            sessions_url: policy.sessions_url.clone(),
+            mail_ready: deps.mail_ready.clone(),
+        };
         Self {
+            devices,
             pool: deps.pool,
             clock: deps.clock,
             hasher: deps.hasher,
@@ -121,7 +134,9 @@ impl Accounts {
         let password = Password::parse(password, "password")?;
         self.check_password_policy(&password, "password", &[email.as_str(), username.as_str()])
             .await?;
-        let user = self.create_user(&email, &username, &password, &[Role::User]).await?;
+        let user = self
+            .create_user(&email, &username, &password, &[Role::User], Some(client))
+            .await?;
         self.audit_log
             .record(Event::success("user.registered").user(user.id).client(client))
             .await;
@@ -153,6 +168,7 @@ impl Accounts {
         username: &Username,
         password: &Password,
         roles: &[Role],
+        registered_by: Option<&ClientInfo>,
     ) -> Result<UserRow> {
         let hash = self.hasher.hash(password).await?;
         let now = self.clock.now();
@@ -169,7 +185,17 @@ impl Accounts {
             updated_at: now,
         };
         let mut conn = store::conn(&self.pool).await?;
-        store::users::insert(&mut conn, &new).await.map_err(conflict_to_exists)
+        conn.transaction::<_, StoreError, _>(async |conn| {
+            let user = store::users::insert(conn, &new).await?;
+            // The device that registered is the account's first: a sign-in from it is no news.
+            if let Some(client) = registered_by {
+                let device = self.devices.sign_in(user.id, client, true);
+                device.remember(conn, user.id, now).await?;
+            }
+            Ok(user)
+        })
+        .await
+        .map_err(conflict_to_exists)
     }
 
     /// One answer for an unknown user and a wrong password alike (security rule 8): both verify a
@@ -222,10 +248,13 @@ impl Accounts {
             self.audit_log
                 .record(failed("unknown_user").detail("identifier_digest", digest))
                 .await;
+            // The same statements as a known account's failure.
+            self.watch_failed_logins(Uuid::nil(), client, now).await?;
             return Err(Error::Unauthenticated);
         };
         if user.locked_until.is_some_and(|until| until > now) {
             self.audit_log.record(failed("locked").user(user.id)).await;
+            self.watch_failed_logins(user.id, client, now).await?;
             return Err(Error::Unauthenticated);
         }
         if !verified.ok {
@@ -238,6 +267,7 @@ impl Accounts {
             };
             self.count_failed_login(counted, now).await?;
             self.audit_log.record(failed("wrong_password").user(user.id)).await;
+            self.watch_failed_logins(user.id, client, now).await?;
             return Err(Error::Unauthenticated);
         }
         if !user.active {
@@ -278,8 +308,11 @@ impl Accounts {
                 now,
                 honour_lockout: true,
                 event,
+                device: self.devices.sign_in(user.id, client, false),
             })
             .await?;
+        self.watch_login_after_lockout(&user, tokens.session_id, client, now)
+            .await;
         Ok(LoggedIn {
             user,
             tokens,
@@ -481,7 +514,7 @@ impl Accounts {
             None => username_from_email(&email),
         };
         match self
-            .create_user(&email, &username, &password, &[Role::User, Role::Admin])
+            .create_user(&email, &username, &password, &[Role::User, Role::Admin], None)
             .await
         {
             Ok(_) => Ok(true),

@@ -13,6 +13,8 @@ use crate::identity::Caller;
 use crate::identity::ClientInfo;
 use crate::store::{self, Pool, audit::AuditFilter, audit::AuditRow};
 use chrono::{DateTime, Utc};
+use opentelemetry::KeyValue;
+use opentelemetry::metrics::Counter;
 use serde_json::{Value, json};
 use uuid::Uuid;
 
@@ -68,15 +70,33 @@ pub struct AuditLog {
     clock: Clock,
     /// Rate-limit refusals not yet written.
     refusals: Refusals,
+    /// `authd.audit.suspicious`, by `kind`.
+    suspicious: Counter<u64>,
 }
 
 impl AuditLog {
-    pub fn new(pool: Pool, clock: Clock) -> Self {
+    pub fn new(pool: Pool, clock: Clock, suspicious: Counter<u64>) -> Self {
         Self {
             pool,
             clock,
             refusals: Refusals::default(),
+            suspicious,
         }
+    }
+
+    /// Records a `suspicious.*` event (best effort) and counts it.
+    pub async fn flag(&self, event: Event) {
+        let kind = event.kind;
+        self.record(event).await;
+        self.flagged(kind);
+    }
+
+    /// Counts a `suspicious.*` event written by a caller's transaction, once it committed; the
+    /// operator's log says so too (without the event's facts, which are in the trail).
+    pub(crate) fn flagged(&self, kind: &'static str) {
+        debug_assert!(kind.starts_with("suspicious."));
+        tracing::warn!(kind, "suspicious activity recorded in the audit trail");
+        self.suspicious.add(1, &[KeyValue::new("kind", kind)]);
     }
 
     /// Counts a refused call, for the next summary.

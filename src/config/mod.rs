@@ -175,6 +175,13 @@ pub struct AccountRules {
     pub max_sessions_per_user: u32,
     #[serde(default)]
     pub single_session: bool,
+    /// `AUTHD_NEW_DEVICE_MAIL`: whether a sign-in from a new device mails the account's owner
+    /// (its `login.new_device` event is written either way).
+    #[serde(default = "default::yes")]
+    pub new_device_mail: bool,
+    /// `AUTHD_SESSIONS_URL`: the product's page of the account's sessions, named in that mail.
+    #[serde(default, deserialize_with = "parse::optional_http_url")]
+    pub sessions_url: Option<String>,
     /// The only scopes users without the admin role may put on their API keys (default none:
     /// their keys authenticate as themselves and carry no scope).
     #[serde(default, deserialize_with = "parse::scopes")]
@@ -703,6 +710,22 @@ mod parse {
         }
     }
 
+    /// An http(s) URL, or nothing when empty.
+    pub fn optional_http_url<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+        let text = text(d)?;
+        if text.trim().is_empty() {
+            return Ok(None);
+        }
+        let value = text.trim();
+        let well_formed = (value.starts_with("http://") || value.starts_with("https://"))
+            && !value.chars().any(|c| c.is_whitespace() || c.is_control());
+        if well_formed {
+            Ok(Some(value.to_string()))
+        } else {
+            Err(D::Error::custom("must be an http:// or https:// URL"))
+        }
+    }
+
     /// A URL that may hold a password: it is never echoed in an error.
     fn secret_url<'de, D: Deserializer<'de>>(
         d: D,
@@ -944,6 +967,8 @@ mod tests {
             "account_deletion_grace",
             "max_sessions_per_user",
             "single_session",
+            "new_device_mail",
+            "sessions_url",
             "shutdown_grace",
             "audit_retention",
             "audit_archive_dir",
@@ -994,6 +1019,12 @@ mod tests {
             ),
             ("AUTHD_PUBLIC_URL", "ftp://x", "must be an http:// or https:// URL"),
             ("AUTHD_PRODUCT_NAME", "Acme\tID", "must be 1 to 64 characters"),
+            (
+                "AUTHD_SESSIONS_URL",
+                "app.example.com/sessions",
+                "must be an http:// or https:// URL",
+            ),
+            ("AUTHD_NEW_DEVICE_MAIL", "no", "is not true or false"),
         ] {
             let pairs: Vec<(&str, &str)> = base.iter().copied().chain([(name, value)]).collect();
             let env = |key: &str| pairs.iter().find(|(k, _)| *k == key).map(|(_, v)| v.to_string());

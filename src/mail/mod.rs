@@ -60,6 +60,9 @@ impl Notice {
     }
 }
 
+/// The kind of the mail about a sign-in from a device the account had not used.
+pub const NEW_DEVICE: &str = "new_device";
+
 /// The kind of an outbox row as a label of bounded cardinality (`other` for a name this binary
 /// does not know, e.g. written by a newer replica).
 pub fn kind_label(kind: &str) -> &'static str {
@@ -69,6 +72,7 @@ pub fn kind_label(kind: &str) -> &'static str {
         MailKind::DeleteAccount.as_str(),
         Notice::EmailChangeRequested.as_str(),
         Notice::EmailChanged.as_str(),
+        NEW_DEVICE,
     ]
     .into_iter()
     .find(|known| *known == kind)
@@ -167,6 +171,64 @@ impl Message {
     }
 }
 
+/// What the owner is told of a sign-in from a new device.
+pub struct SignInFacts<'a> {
+    pub at: DateTime<Utc>,
+    pub address: Option<&'a str>,
+    pub network: &'a str,
+    pub user_agent: Option<&'a str>,
+    /// The user agent's family, e.g. "Firefox on Linux".
+    pub family: &'a str,
+    /// `AUTHD_SESSIONS_URL`: the product's page listing the account's sessions.
+    pub sessions_url: Option<&'a str>,
+}
+
+impl Message {
+    /// The notice of a sign-in from a device (user-agent family and network) the account had not
+    /// used: when, from where, and what to do if it was not the owner.
+    pub fn new_device(to: &str, facts: &SignInFacts<'_>) -> Self {
+        let subject = "New sign-in to your account";
+        let intro = "Your account was just signed in to from a device or network it had not used before.";
+        // The user agent is the client's to choose: shown quoted, shortened, never as a link.
+        let user_agent: String = facts
+            .user_agent
+            .unwrap_or("none given")
+            .chars()
+            .filter(|c| !c.is_control())
+            .take(200)
+            .collect();
+        let facts_lines = [
+            ("When", facts.at.format("%Y-%m-%d %H:%M:%S UTC").to_string()),
+            ("Device", facts.family.to_string()),
+            ("User agent", format!("\"{user_agent}\"")),
+            (
+                "Address",
+                format!("{} (network {})", facts.address.unwrap_or("unknown"), facts.network),
+            ),
+        ];
+        let mine = "If this was you, there is nothing to do.";
+        let not_mine = match facts.sessions_url {
+            Some(url) => format!(
+                "If it was not, change your password at once, and end the sessions you do not recognise on {url}."
+            ),
+            None => "If it was not, change your password at once and sign out of every other session.".to_string(),
+        };
+        let listed: String = facts_lines.iter().map(|(k, v)| format!("{k}: {v}\n")).collect();
+        let text = format!("{intro}\n\n{listed}\n{mine}\n{not_mine}\n");
+        let rows: String = facts_lines
+            .iter()
+            .map(|(k, v)| format!("<tr><th align=\"left\">{}</th><td>{}</td></tr>", escape(k), escape(v)))
+            .collect();
+        let html = format!(
+            "<!doctype html><html><body><p>{}</p><table>{rows}</table><p>{}</p><p>{}</p></body></html>",
+            escape(intro),
+            escape(mine),
+            escape(&not_mine)
+        );
+        Self::with_bodies(to, subject, text, html)
+    }
+}
+
 fn escape(text: &str) -> String {
     text.replace('&', "&amp;")
         .replace('<', "&lt;")
@@ -249,5 +311,33 @@ mod tests {
         let sealed = crypto::seal(&kek, OUTBOX_CONTEXT, &serde_json::to_vec(&message).unwrap());
         assert_eq!(unseal(&kek, &sealed).unwrap().text, message.text);
         assert!(unseal(&Secret::new([4u8; 32]), &sealed).is_none());
+    }
+
+    #[test]
+    fn a_new_device_notice_says_when_and_from_where_and_escapes_the_user_agent() {
+        let at = DateTime::parse_from_rfc3339("2026-12-02T10:20:30Z").unwrap().to_utc();
+        let facts = SignInFacts {
+            at,
+            address: Some("203.0.113.7"),
+            network: "203.0.113.0/24",
+            user_agent: Some("<b>evil</b>\r\nBcc: x@example.com"),
+            family: "unknown",
+            sessions_url: Some("https://app.example.com/account/sessions"),
+        };
+        let message = Message::new_device("a@example.com", &facts);
+        assert!(message.text.contains("When: 2026-12-02 10:20:30 UTC"));
+        assert!(message.text.contains("Address: 203.0.113.7 (network 203.0.113.0/24)"));
+        assert!(message.text.contains("\"<b>evil</b>Bcc: x@example.com\""));
+        assert!(message.text.contains("https://app.example.com/account/sessions"));
+        assert!(message.html.contains("&lt;b&gt;evil&lt;/b&gt;"));
+        assert!(!message.html.contains("<b>"));
+        let without = Message::new_device(
+            "a@example.com",
+            &SignInFacts {
+                sessions_url: None,
+                ..facts
+            },
+        );
+        assert!(without.text.contains("change your password at once"));
     }
 }

@@ -4,6 +4,7 @@
 use crate::audit::{AuditLog, Event};
 use crate::clock::Clock;
 use crate::crypto::{random_token, token_hash};
+use crate::devices::SignInDevice;
 use crate::error::{Error, Result};
 use crate::identity::Caller;
 use crate::identity::ClientInfo;
@@ -45,6 +46,8 @@ pub(crate) struct SignIn<'a> {
     pub honour_lockout: bool,
     /// The `login.succeeded` event, written with the session (its id added).
     pub event: Event,
+    /// The device signed in from, noted with the session.
+    pub device: SignInDevice<'a>,
 }
 
 /// How many sessions a user may hold, and for how long.
@@ -100,6 +103,7 @@ impl Sessions {
             now,
             honour_lockout,
             event,
+            device,
         } = sign_in;
         let session = SessionRow {
             id: Uuid::now_v7(),
@@ -129,10 +133,11 @@ impl Sessions {
                 }
                 // The lock held, the rest goes in two groups of statements sent at once (see
                 // `store::Shared`): none in a group depends on another of its group.
-                let (_, _, ended) = tokio::try_join!(
+                let (_, _, ended, unknown_device) = tokio::try_join!(
                     store::sessions::insert(conn, &session_for_tx),
                     store::audit::insert(conn, &event),
                     self.sessions_over_limit(conn, user.id, session_for_tx.id, now),
+                    device.remember(conn, user.id, now),
                 )?;
                 // After its session, which it refers to.
                 let token = NewRefreshToken {
@@ -145,10 +150,23 @@ impl Sessions {
                     store::sessions::insert_refresh_token(conn, &token),
                     self.revoker.record_sessions_ended(conn, &ended, user.id, now),
                 )?;
-                Ok(Some(revocations))
+                let new_device = match unknown_device {
+                    true => device.consider(conn, user, session_for_tx.id, client, now).await?,
+                    false => None,
+                };
+                let mailed = match new_device {
+                    Some(new) => {
+                        store::audit::insert(conn, &self.audit_log.row(new.event)).await?;
+                        new.mailed
+                    }
+                    None => false,
+                };
+                Ok(Some((revocations, mailed)))
             })
             .await?
             .ok_or(Error::Unauthenticated)?;
+        let (ended, mailed) = ended;
+        device.committed(mailed);
         self.revoker.apply(&ended);
         self.issue_tokens(user, &session, refresh_token, now)
     }

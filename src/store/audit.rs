@@ -26,6 +26,24 @@ pub async fn insert(mut conn: Shared<'_>, row: &AuditRow) -> StoreResult<()> {
     Ok(())
 }
 
+/// The account's latest `limit` events of one type, newest first (by id: the index's order, so
+/// however many older ones the account has, no more than `limit` are read).
+pub async fn latest_of_type(
+    conn: &mut Conn<'_>,
+    user_id: Uuid,
+    event_type: &str,
+    limit: i64,
+) -> StoreResult<Vec<AuditRow>> {
+    Ok(audit_events::table
+        .filter(audit_events::user_id.eq(user_id))
+        .filter(audit_events::event_type.eq(event_type))
+        .order(audit_events::id.desc())
+        .limit(limit)
+        .select(AuditRow::as_select())
+        .load(conn)
+        .await?)
+}
+
 /// Inserts many rows, a thousand per statement.
 pub async fn insert_many(conn: &mut Conn<'_>, rows: &[AuditRow]) -> StoreResult<()> {
     for chunk in rows.chunks(1000) {

@@ -4,6 +4,7 @@
 pub(crate) mod api_keys;
 pub(crate) mod audit;
 pub(crate) mod identities;
+pub(crate) mod known_devices;
 pub(crate) mod mail;
 pub(crate) mod mail_requests;
 pub(crate) mod one_time_tokens;

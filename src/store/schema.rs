@@ -33,6 +33,15 @@ diesel::table! {
 }
 
 diesel::table! {
+    known_devices (user_id, fingerprint) {
+        user_id -> Uuid,
+        fingerprint -> Text,
+        first_seen -> Timestamptz,
+        last_seen -> Timestamptz,
+    }
+}
+
+diesel::table! {
     mail_outbox (id) {
         id -> Int8,
         kind -> Text,
@@ -165,6 +174,7 @@ diesel::table! {
 diesel::joinable!(api_keys -> users (user_id));
 diesel::joinable!(user_identities -> users (user_id));
 diesel::joinable!(identity_unlinks -> users (user_id));
+diesel::joinable!(known_devices -> users (user_id));
 diesel::joinable!(one_time_tokens -> users (user_id));
 diesel::joinable!(refresh_tokens -> sessions (session_id));
 diesel::joinable!(sessions -> users (user_id));
@@ -173,6 +183,7 @@ diesel::allow_tables_to_appear_in_same_query!(
     api_keys,
     audit_events,
     identity_unlinks,
+    known_devices,
     mail_outbox,
     mail_requests,
     one_time_tokens,

@@ -36,6 +36,8 @@ pub struct Metrics {
     pub mail: MailMetrics,
     /// `authd.rate_limit.refusals`, by `rule`.
     pub rate_limit_refusals: Counter<u64>,
+    /// `authd.audit.suspicious`: `suspicious.*` events recorded, by `kind`.
+    pub suspicious_events: Counter<u64>,
     /// `authd.revocation.feed.lag`: from a revocation's record to its arrival here.
     pub feed_lag: Histogram<f64>,
 }
@@ -205,6 +207,10 @@ impl Metrics {
             rate_limit_refusals: meter
                 .u64_counter("authd.rate_limit.refusals")
                 .with_description("Calls refused by a rate limit, by rule.")
+                .build(),
+            suspicious_events: meter
+                .u64_counter("authd.audit.suspicious")
+                .with_description("Suspicious activity recorded in the audit trail, by kind.")
                 .build(),
             feed_lag: histogram(
                 &meter,

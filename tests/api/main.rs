@@ -28,4 +28,5 @@ mod replicas;
 mod server;
 mod sessions;
 mod smtp;
+mod suspicious;
 mod telemetry;

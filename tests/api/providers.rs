@@ -278,6 +278,19 @@ async fn a_first_sign_in_makes_an_account_that_later_sign_ins_find() {
         1,
         "this account, made once"
     );
+    // The device of the sign-in that made the account is its own; another one is news.
+    let new_devices = "SELECT count(*) FROM audit_events WHERE type = 'login.new_device'";
+    assert_eq!(app.count(new_devices).await, 0);
+    let mut request = tonic::Request::new(LoginWithProviderRequest {
+        provider: "corp".into(),
+        id_token: idp.token("sub-1", "pat@new.example", true),
+        device_name: None,
+        nonce: None,
+    });
+    let firefox = "Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0";
+    request.metadata_mut().insert("user-agent", firefox.parse().unwrap());
+    app.auth().login_with_provider(request).await.unwrap();
+    assert_eq!(app.count(new_devices).await, 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -2,10 +2,151 @@
 //! browser and system, or the program) and its client network (a /24 of IPv4, a /48 of IPv6),
 //! kept only as a keyed digest per account, so the table says nothing about where anyone was.
 
+use crate::audit::Event;
 use crate::crypto::keyed_digest;
+use crate::identity::ClientInfo;
+use crate::mail::{self, Enqueued, Message, SignInFacts};
 use crate::secret::Secret;
+use crate::store::{self, Conn, Shared, StoreResult, users::UserRow};
+use chrono::{DateTime, Utc};
 use std::net::IpAddr;
+use std::sync::Arc;
 use uuid::Uuid;
+
+/// Devices kept per account, the most recently seen; one beyond them is forgotten.
+const KEPT_PER_ACCOUNT: i64 = 100;
+/// The live sessions read for the devices of an account that has none on record.
+const SESSIONS_READ: i64 = 50;
+
+/// What sign-ins do about new devices, from configuration.
+#[derive(Clone)]
+pub struct NewDevicePolicy {
+    pub key_encryption_key: Secret<[u8; 32]>,
+    /// `AUTHD_NEW_DEVICE_MAIL`: whether the owner is mailed.
+    pub mail: bool,
+    /// `AUTHD_SESSIONS_URL`: the product's page of the account's sessions, named in the mail.
+    pub sessions_url: Option<String>,
+    /// Wakes the delivery worker once a mail was written.
+    pub mail_ready: Arc<tokio::sync::Notify>,
+}
+
+impl NewDevicePolicy {
+    /// The device of a sign-in of `user` by `client`; `first`: the sign-in created the account,
+    /// so its device is the account's first, not news.
+    pub(crate) fn sign_in(&self, user: Uuid, client: &ClientInfo, first: bool) -> SignInDevice<'_> {
+        let device = Device::of(client.user_agent.as_deref(), client.ip_address.as_deref());
+        SignInDevice {
+            fingerprint: device.fingerprint(&self.key_encryption_key, user),
+            device,
+            policy: self,
+            first,
+        }
+    }
+}
+
+/// The device of one sign-in, noted in the transaction that opens its session (which holds the
+/// account's row lock, so two sign-ins from one new device give one notice).
+pub(crate) struct SignInDevice<'a> {
+    policy: &'a NewDevicePolicy,
+    device: Device,
+    fingerprint: String,
+    first: bool,
+}
+
+/// A sign-in from a device the account had not used.
+pub(crate) struct NewDevice {
+    /// `login.new_device`, to be written with the session.
+    pub event: Event,
+    /// Whether the owner gets a mail about it.
+    pub mailed: bool,
+}
+
+impl SignInDevice<'_> {
+    /// Notes the sign-in: whether the device is unknown to the account (then [`Self::consider`]).
+    pub async fn remember(&self, conn: Shared<'_>, user: Uuid, now: DateTime<Utc>) -> StoreResult<bool> {
+        store::known_devices::remember(conn, user, &self.fingerprint, now).await
+    }
+
+    /// For a device `remember` found unknown: whether it is news to the owner, and then its event
+    /// and, unless configured off, the mail (at most one an hour; only to a verified address,
+    /// which is the owner's). An account with no device on record but this one (from before
+    /// devices were kept, or made by an administrator) takes those of its live sessions but
+    /// `session`; with none, this device is its first and no news.
+    pub async fn consider(
+        &self,
+        conn: &mut Conn<'_>,
+        user: &UserRow,
+        session: Uuid,
+        client: &ClientInfo,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Option<NewDevice>> {
+        store::known_devices::forget_beyond(conn, user.id, KEPT_PER_ACCOUNT).await?;
+        if self.first {
+            return Ok(None);
+        }
+        if !store::known_devices::has_other(conn, user.id, &self.fingerprint).await? {
+            let kek = &self.policy.key_encryption_key;
+            let earlier: Vec<String> = store::known_devices::session_clients(conn, user.id, session, SESSIONS_READ)
+                .await?
+                .into_iter()
+                .map(|(ua, ip)| Device::of(ua.as_deref(), ip.as_deref()).fingerprint(kek, user.id))
+                .collect();
+            if earlier.is_empty() {
+                return Ok(None);
+            }
+            store::known_devices::remember_all(conn, user.id, &earlier, now).await?;
+            if earlier.contains(&self.fingerprint) {
+                return Ok(None);
+            }
+        }
+        let mail = if !self.policy.mail {
+            "off"
+        } else if !user.email_verified {
+            "unverified_address"
+        } else {
+            let facts = SignInFacts {
+                at: now,
+                address: client.ip_address.as_deref(),
+                network: &self.device.network,
+                user_agent: client.user_agent.as_deref(),
+                family: &self.device.family,
+                sessions_url: self.policy.sessions_url.as_deref(),
+            };
+            let message = Message::new_device(&user.email, &facts);
+            match mail::enqueue(
+                conn,
+                &self.policy.key_encryption_key,
+                mail::NEW_DEVICE,
+                &message,
+                1,
+                now,
+            )
+            .await?
+            {
+                Enqueued::Written => "written",
+                Enqueued::Throttled => "throttled",
+            }
+        };
+        let event = Event::success("login.new_device")
+            .user(user.id)
+            .client(client)
+            .detail("family", self.device.family.clone())
+            .detail("network", self.device.network.clone())
+            .detail("mail", mail)
+            .detail("session_id", session.to_string());
+        Ok(Some(NewDevice {
+            event,
+            mailed: mail == "written",
+        }))
+    }
+
+    /// After the session's transaction committed.
+    pub fn committed(&self, mailed: bool) {
+        if mailed {
+            self.policy.mail_ready.notify_one();
+        }
+    }
+}
 
 /// The device of a sign-in, for comparing with the account's earlier ones.
 #[derive(Clone, Debug, PartialEq, Eq)]

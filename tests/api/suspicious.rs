@@ -1,0 +1,354 @@
+//! Sign-ins from new devices (`login.new_device` and its mail) and the `suspicious.*` flags of
+//! the audit trail, over real SMTP with client addresses named by a trusted proxy.
+
+use crate::helpers::*;
+use crate::smtp::{SmtpServer, app_with_smtp, link_prefix};
+use authd::proto::*;
+use std::time::Duration;
+use tonic::Code;
+
+const FIREFOX: &str = "Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0";
+const CHROME_MAC: &str = "Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36";
+const SESSIONS_URL: &str = "https://app.example.test/account/sessions";
+
+/// A login by `identifier` from `address` (named by the trusted proxy) with `user_agent`.
+async fn login_as(
+    app: &TestApp,
+    address: &str,
+    user_agent: &str,
+    identifier: &str,
+    password: &str,
+) -> Result<LoginResponse, tonic::Status> {
+    let mut request = from_address(
+        LoginRequest {
+            identifier: identifier.into(),
+            password: password.into(),
+            device_name: None,
+        },
+        address,
+    );
+    request.metadata_mut().insert("user-agent", user_agent.parse().unwrap());
+    app.auth().login(request).await.map(|r| r.into_inner())
+}
+
+/// How many events of `kind` the trail holds, and with `condition` on them (SQL) if given.
+async fn events(app: &TestApp, kind: &str, condition: &str) -> i64 {
+    let condition = if condition.is_empty() { "true" } else { condition };
+    app.count(&format!(
+        "SELECT count(*) FROM audit_events WHERE type = '{kind}' AND {condition}"
+    ))
+    .await
+}
+
+/// How many `login.new_device` events the trail holds (with `condition` if given).
+async fn new_devices(app: &TestApp, condition: &str) -> i64 {
+    events(app, "login.new_device", condition).await
+}
+
+/// A successful login with [`PASSWORD`] as [`login_as`].
+async fn sign_in(app: &TestApp, address: &str, user_agent: &str, identifier: &str) {
+    login_as(app, address, user_agent, identifier, PASSWORD)
+        .await
+        .expect("login");
+}
+
+/// Verifies `name@example.com` by the link mailed to it (mail number `n` to it).
+async fn verify_address(app: &TestApp, smtp: &SmtpServer, name: &str, n: usize) {
+    let address = format!("{name}@example.com");
+    app.auth()
+        .send_verification_email(SendVerificationEmailRequest { email: address.clone() })
+        .await
+        .unwrap();
+    let mail = smtp.wait_for(&address, n, Duration::from_secs(10)).await;
+    let token = mail.token(&link_prefix("/verify-email")).unwrap();
+    app.auth().verify_email(VerifyEmailRequest { token }).await.unwrap();
+}
+
+fn trusted_proxy() -> (&'static str, &'static str) {
+    ("AUTHD_TRUSTED_PROXIES", "127.0.0.1/32, ::1")
+}
+
+#[tokio::test]
+async fn a_sign_in_from_a_new_device_is_recorded_and_mailed_at_most_hourly() {
+    let smtp = SmtpServer::start().await;
+    let app = app_with_smtp(&smtp, &[trusted_proxy(), ("AUTHD_SESSIONS_URL", SESSIONS_URL)]).await;
+    app.register("nia").await;
+    verify_address(&app, &smtp, "nia", 1).await;
+    // The device that registered is known.
+    app.login("nia", PASSWORD).await;
+    assert_eq!(new_devices(&app, "").await, 0);
+
+    sign_in(&app, "203.0.113.7", FIREFOX, "nia").await;
+    assert_eq!(
+        new_devices(
+            &app,
+            "ip_address = '203.0.113.7' AND details::jsonb->>'family' = 'Firefox on Linux' \
+             AND details::jsonb->>'network' = '203.0.113.0/24' AND details::jsonb->>'mail' = 'written'"
+        )
+        .await,
+        1
+    );
+    let mail = smtp.wait_for("nia@example.com", 2, Duration::from_secs(10)).await;
+    let text = mail.decoded();
+    assert!(text.contains("Subject: New sign-in to your account"), "{text}");
+    for fact in [
+        "203.0.113.7",
+        "203.0.113.0/24",
+        "Firefox on Linux",
+        "Gecko/20100101",
+        SESSIONS_URL,
+    ] {
+        assert!(text.contains(fact), "{fact} in {text}");
+    }
+
+    // The same device (a newer version of the browser, another address of the network): nothing.
+    let newer = FIREFOX.replace("128.0", "129.0");
+    sign_in(&app, "203.0.113.99", &newer, "nia").await;
+    assert_eq!(new_devices(&app, "").await, 1);
+
+    // Another new device within the hour: recorded, not mailed.
+    sign_in(&app, "198.51.100.4", CHROME_MAC, "nia").await;
+    assert_eq!(
+        new_devices(
+            &app,
+            "details::jsonb->>'family' = 'Chrome on macOS' AND details::jsonb->>'mail' = 'throttled'"
+        )
+        .await,
+        1
+    );
+    // The same way from IPv6: a /48 of its own.
+    sign_in(&app, "2001:db8:7:1::5", CHROME_MAC, "nia").await;
+    assert_eq!(
+        new_devices(&app, "details::jsonb->>'network' = '2001:db8:7::/48'").await,
+        1
+    );
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(smtp.to("nia@example.com").len(), 2, "one mail an hour");
+
+    // An hour later the next new device is mailed again.
+    app.clock.advance(Duration::from_secs(61 * 60));
+    sign_in(&app, "192.0.2.1", "curl/8.5.0", "nia").await;
+    let mail = smtp.wait_for("nia@example.com", 3, Duration::from_secs(10)).await;
+    assert!(mail.decoded().contains("Device: curl"), "{}", mail.decoded());
+    assert_eq!(new_devices(&app, "").await, 4);
+    // The trail holds digests only: no table keeps the device in the clear.
+    assert_eq!(
+        app.count(
+            "SELECT count(*) FROM known_devices WHERE fingerprint LIKE '%Firefox%' OR fingerprint LIKE '%203.0%'"
+        )
+        .await,
+        0
+    );
+}
+
+#[tokio::test]
+async fn new_devices_are_not_mailed_when_configured_off_nor_to_an_unverified_address() {
+    let smtp = SmtpServer::start().await;
+    let app = app_with_smtp(&smtp, &[trusted_proxy(), ("AUTHD_NEW_DEVICE_MAIL", "false")]).await;
+    app.register("oto").await;
+    verify_address(&app, &smtp, "oto", 1).await;
+    sign_in(&app, "203.0.113.7", FIREFOX, "oto").await;
+    assert_eq!(new_devices(&app, "details::jsonb->>'mail' = 'off'").await, 1);
+
+    let app = app_with_smtp(&smtp, &[trusted_proxy()]).await;
+    app.register("pam").await;
+    sign_in(&app, "203.0.113.7", FIREFOX, "pam").await;
+    assert_eq!(
+        new_devices(&app, "details::jsonb->>'mail' = 'unverified_address'").await,
+        1
+    );
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(smtp.to("oto@example.com").len(), 1, "only the verification");
+    assert!(smtp.to("pam@example.com").is_empty());
+}
+
+#[tokio::test]
+async fn an_account_without_devices_on_record_takes_those_of_its_sessions() {
+    let app = spawn_app_with(&[trusted_proxy()]).await;
+    // Devices were not kept when these sessions opened.
+    app.register("raf").await;
+    sign_in(&app, "203.0.113.7", FIREFOX, "raf").await;
+    let mut db = app.db().await;
+    use diesel_async::RunQueryDsl;
+    diesel::sql_query("DELETE FROM known_devices")
+        .execute(&mut db)
+        .await
+        .unwrap();
+    diesel::sql_query("DELETE FROM audit_events WHERE type = 'login.new_device'")
+        .execute(&mut db)
+        .await
+        .unwrap();
+    // A device of a live session is known; one of none is new.
+    sign_in(&app, "203.0.113.8", FIREFOX, "raf").await;
+    assert_eq!(new_devices(&app, "").await, 0);
+    sign_in(&app, "198.51.100.4", CHROME_MAC, "raf").await;
+    assert_eq!(new_devices(&app, "").await, 1);
+    // With no device and no session at all, the first sign-in is the account's first device.
+    app.register("sol").await;
+    diesel::sql_query("DELETE FROM known_devices WHERE user_id = (SELECT id FROM users WHERE username = 'sol')")
+        .execute(&mut db)
+        .await
+        .unwrap();
+    sign_in(&app, "198.51.100.4", CHROME_MAC, "sol").await;
+    sign_in(&app, "198.51.100.5", CHROME_MAC, "sol").await;
+    assert_eq!(new_devices(&app, "").await, 1, "raf's only");
+}
+
+/// `authd.audit.suspicious` for `kind`, as scraped.
+fn suspicious_count(app: &TestApp, kind: &str) -> f64 {
+    let text = app.app.metrics.render().unwrap();
+    let prefix = format!("authd_audit_suspicious_total{{kind=\"{kind}\"");
+    text.lines()
+        .find(|line| line.starts_with(&prefix))
+        .and_then(|line| line.rsplit(' ').next())
+        .map_or(0.0, |value| value.parse().unwrap())
+}
+
+#[tokio::test]
+async fn failed_logins_from_many_addresses_are_flagged_once() {
+    let app = spawn_app_with(&[trusted_proxy(), ("AUTHD_LOCKOUT_THRESHOLD", "3")]).await;
+    app.register("tam").await;
+    let burst = "suspicious.failed_login_burst";
+    for i in 1..=4 {
+        let failed = login_from(&app, &format!("203.0.113.{i}"), "tam", "not the password").await;
+        assert_eq!(failed.unwrap_err().code(), Code::Unauthenticated);
+    }
+    // Four addresses, the last ones refused by the lockout: not yet a burst.
+    assert_eq!(events(&app, burst, "").await, 0);
+    login_from(&app, "198.51.100.9", "tam", "not the password")
+        .await
+        .unwrap_err();
+    let flagged = "details::jsonb->>'addresses' = '5' AND details::jsonb->>'failures' = '5' \
+                   AND user_id = (SELECT id FROM users WHERE username = 'tam') AND outcome = 'failure'";
+    assert_eq!(events(&app, burst, flagged).await, 1);
+    assert_eq!(suspicious_count(&app, burst), 1.0);
+    // More of the same burst: still one flag. Many failures from one address are no burst.
+    login_from(&app, "198.51.100.10", "tam", "not the password")
+        .await
+        .unwrap_err();
+    app.register("uma").await;
+    for _ in 0..8 {
+        login_from(&app, "203.0.113.50", "uma", "not the password")
+            .await
+            .unwrap_err();
+    }
+    assert_eq!(events(&app, burst, "").await, 1);
+    // An unknown identifier is flagged for no account.
+    for i in 1..=6 {
+        login_from(&app, &format!("192.0.2.{i}"), "nobody", "x")
+            .await
+            .unwrap_err();
+    }
+    assert_eq!(events(&app, burst, "").await, 1);
+    // A later window flags again.
+    app.clock.advance(Duration::from_secs(16 * 60));
+    for i in 1..=5 {
+        login_from(&app, &format!("192.0.2.{i}"), "tam", "not the password")
+            .await
+            .unwrap_err();
+    }
+    assert_eq!(events(&app, burst, "").await, 2);
+    assert_eq!(suspicious_count(&app, burst), 2.0);
+}
+
+#[tokio::test]
+async fn the_first_login_just_after_a_lockout_is_flagged() {
+    let app = spawn_app_with(&[("AUTHD_LOCKOUT_THRESHOLD", "3"), ("AUTHD_LOCKOUT_DURATION", "10m")]).await;
+    let flag = "suspicious.login_after_lockout";
+    app.register("val").await;
+    for _ in 0..3 {
+        assert!(
+            app.auth()
+                .login(LoginRequest {
+                    identifier: "val".into(),
+                    password: "not the password".into(),
+                    device_name: None,
+                })
+                .await
+                .is_err()
+        );
+    }
+    app.clock.advance(Duration::from_secs(10 * 60 + 30));
+    app.login("val", PASSWORD).await;
+    assert_eq!(
+        events(
+            &app,
+            flag,
+            "(details::jsonb->>'seconds_after')::int BETWEEN 30 AND 40 AND outcome = 'success'"
+        )
+        .await,
+        1
+    );
+    assert_eq!(suspicious_count(&app, flag), 1.0);
+    app.login("val", PASSWORD).await;
+    assert_eq!(events(&app, flag, "").await, 1, "only the first login after it");
+    // Long after a lockout ended, a login is the owner coming back.
+    app.register("wen").await;
+    for _ in 0..3 {
+        assert!(
+            app.auth()
+                .login(LoginRequest {
+                    identifier: "wen".into(),
+                    password: "not the password".into(),
+                    device_name: None,
+                })
+                .await
+                .is_err()
+        );
+    }
+    app.clock.advance(Duration::from_secs(10 * 60 + 16 * 60));
+    app.login("wen", PASSWORD).await;
+    assert_eq!(events(&app, flag, "").await, 1);
+}
+
+#[tokio::test]
+async fn an_address_change_soon_after_a_password_reset_is_flagged() {
+    let smtp = SmtpServer::start().await;
+    let app = app_with_smtp(&smtp, &[]).await;
+    let flag = "suspicious.email_change_after_reset";
+    app.register("xia").await;
+    app.auth()
+        .request_password_reset(RequestPasswordResetRequest {
+            email: "xia@example.com".into(),
+        })
+        .await
+        .unwrap();
+    let mail = smtp.wait_for("xia@example.com", 1, Duration::from_secs(10)).await;
+    let new_password = "a brand new password of xia";
+    app.auth()
+        .reset_password(ResetPasswordRequest {
+            token: mail.token(&link_prefix("/reset-password")).unwrap(),
+            new_password: new_password.into(),
+        })
+        .await
+        .unwrap();
+    let change = |email: &str| UpdateMeRequest {
+        username: None,
+        email: Some(email.into()),
+        current_password: Some(new_password.into()),
+    };
+    app.clock.advance(Duration::from_secs(20 * 60));
+    let tokens = app.login("xia", new_password).await;
+    app.users()
+        .update_me(bearer(change("xia.elsewhere@example.com"), &tokens.access_token))
+        .await
+        .unwrap();
+    assert_eq!(
+        events(
+            &app,
+            flag,
+            "(details::jsonb->>'seconds_after')::int BETWEEN 1200 AND 1210 AND outcome = 'success'"
+        )
+        .await,
+        1
+    );
+    assert_eq!(suspicious_count(&app, flag), 1.0);
+    // More than an hour after the reset: no flag.
+    app.clock.advance(Duration::from_secs(41 * 60));
+    let tokens = app.login("xia", new_password).await;
+    app.users()
+        .update_me(bearer(change("xia.again@example.com"), &tokens.access_token))
+        .await
+        .unwrap();
+    assert_eq!(events(&app, flag, "").await, 1);
+}
