@@ -15,8 +15,9 @@ use uuid::Uuid;
 
 /// Devices kept per account, the most recently seen; one beyond them is forgotten.
 const KEPT_PER_ACCOUNT: i64 = 100;
-/// The live sessions read for the devices of an account that has none on record.
-const SESSIONS_READ: i64 = 50;
+/// The live sessions, and the sign-ins in the audit trail, read (each) for the devices of an
+/// account that has none on record.
+const EARLIER_READ: i64 = 50;
 
 /// What sign-ins do about new devices, from configuration.
 #[derive(Clone)]
@@ -68,10 +69,12 @@ impl SignInDevice<'_> {
     }
 
     /// For a device `remember` found unknown: whether it is news to the owner, and then its event
-    /// and, unless configured off, the mail (at most one an hour; only to a verified address,
-    /// which is the owner's). An account with no device on record but this one (from before
-    /// devices were kept, or made by an administrator) takes those of its live sessions but
-    /// `session`; with none, this device is its first and no news.
+    /// and, unless configured off, the mail (at most one an hour, the hour's others told of in
+    /// one more when it is over; only to a verified address, which is the owner's). An account
+    /// with no device on record but this one (from before devices were kept, or made by an
+    /// administrator) takes those of its live sessions and of its sign-ins in the audit trail,
+    /// but `session`'s (so the sessions this sign-in ended count: their sign-ins are in the
+    /// trail); with none, this device is its first and no news.
     pub async fn consider(
         &self,
         conn: &mut Conn<'_>,
@@ -86,11 +89,14 @@ impl SignInDevice<'_> {
         }
         if !store::known_devices::has_other(conn, user.id, &self.fingerprint).await? {
             let kek = &self.policy.key_encryption_key;
-            let earlier: Vec<String> = store::known_devices::session_clients(conn, user.id, session, SESSIONS_READ)
-                .await?
+            let mut clients = store::known_devices::session_clients(conn, user.id, session, now, EARLIER_READ).await?;
+            clients.extend(store::audit::sign_in_clients(conn, user.id, session, EARLIER_READ).await?);
+            let mut earlier: Vec<String> = clients
                 .into_iter()
                 .map(|(ua, ip)| Device::of(ua.as_deref(), ip.as_deref()).fingerprint(kek, user.id))
                 .collect();
+            earlier.sort_unstable();
+            earlier.dedup();
             if earlier.is_empty() {
                 return Ok(None);
             }
@@ -108,23 +114,22 @@ impl SignInDevice<'_> {
                 at: now,
                 address: client.ip_address.as_deref(),
                 network: &self.device.network,
-                user_agent: client.user_agent.as_deref(),
                 family: &self.device.family,
                 sessions_url: self.policy.sessions_url.as_deref(),
             };
+            let kek = &self.policy.key_encryption_key;
             let message = Message::new_device(&user.email, &facts);
-            match mail::enqueue(
-                conn,
-                &self.policy.key_encryption_key,
-                mail::NEW_DEVICE,
-                &message,
-                1,
-                now,
-            )
-            .await?
-            {
+            match mail::enqueue(conn, kek, mail::NEW_DEVICE, &message, 1, now).await? {
                 Enqueued::Written => "written",
-                Enqueued::Throttled => "throttled",
+                // Not dropped: one notice of the hour's others goes out when the hour is over.
+                Enqueued::Throttled => {
+                    let later = Message::more_new_devices(&user.email, &facts);
+                    if mail::defer(conn, kek, mail::NEW_DEVICE, &later, now).await? {
+                        "deferred"
+                    } else {
+                        "throttled"
+                    }
+                }
             }
         };
         let event = Event::success("login.new_device")
@@ -208,16 +213,20 @@ pub fn user_agent_family(user_agent: &str) -> String {
     match (browser, system) {
         (Some(browser), Some(system)) => format!("{browser} on {system}"),
         (Some(browser), None) => browser.into(),
-        // A program: its first product token without the version ("curl/8.5.0" → "curl").
-        _ => ua
-            .split(['/', ' '])
-            .next()
-            .unwrap_or(ua)
-            .chars()
-            .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
-            .take(64)
-            .collect::<String>()
-            .to_ascii_lowercase(),
+        // A program: its first product token without the version ("curl/8.5.0" → "curl"), kept
+        // to letters, digits, '-' and '_' (no dots: nothing a mail reader would make a link of).
+        _ => {
+            let name: String = ua
+                .split(['/', ' '])
+                .next()
+                .unwrap_or(ua)
+                .chars()
+                .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_'))
+                .take(32)
+                .collect::<String>()
+                .to_ascii_lowercase();
+            if name.is_empty() { "unknown".into() } else { name }
+        }
     }
 }
 
@@ -256,6 +265,11 @@ mod tests {
         assert_eq!(user_agent_family("curl/8.5.0"), "curl");
         assert_eq!(user_agent_family("grpc-go/1.64.0"), "grpc-go");
         assert_eq!(user_agent_family(""), "unknown");
+        // What a mail reader would link is not a name.
+        assert_eq!(user_agent_family("https://evil.example/1"), "https");
+        assert_eq!(user_agent_family("secure-at.evil.example"), "secure-atevilexample");
+        assert_eq!(user_agent_family("...///"), "unknown");
+        assert_eq!(user_agent_family(&"a".repeat(100)).len(), 32);
         // A new version of the same browser is the same device.
         assert_eq!(
             user_agent_family(&firefox.replace("128.0", "129.0")),

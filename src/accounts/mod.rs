@@ -248,13 +248,11 @@ impl Accounts {
             self.audit_log
                 .record(failed("unknown_user").detail("identifier_digest", digest))
                 .await;
-            // The same statements as a known account's failure.
-            self.watch_failed_logins(Uuid::nil(), client, now).await?;
             return Err(Error::Unauthenticated);
         };
         if user.locked_until.is_some_and(|until| until > now) {
             self.audit_log.record(failed("locked").user(user.id)).await;
-            self.watch_failed_logins(user.id, client, now).await?;
+            self.watch_failed_logins(user.id, client, now);
             return Err(Error::Unauthenticated);
         }
         if !verified.ok {
@@ -267,7 +265,7 @@ impl Accounts {
             };
             self.count_failed_login(counted, now).await?;
             self.audit_log.record(failed("wrong_password").user(user.id)).await;
-            self.watch_failed_logins(user.id, client, now).await?;
+            self.watch_failed_logins(user.id, client, now);
             return Err(Error::Unauthenticated);
         }
         if !user.active {

@@ -4,8 +4,7 @@
 //! reset.
 
 use super::{Accounts, LOCKOUT};
-use crate::audit::Event;
-use crate::error::Result;
+use crate::audit::{AuditLog, Event};
 use crate::identity::ClientInfo;
 use crate::store::{self, StoreError, users::UserRow};
 use chrono::{DateTime, Duration, Utc};
@@ -18,6 +17,9 @@ pub(crate) const BURST_ADDRESSES: usize = 5;
 pub(crate) const BURST_WINDOW: Duration = Duration::minutes(15);
 /// The failures read for it, the account's latest.
 const BURST_READ: i64 = 100;
+/// The reasons of `login.failed` that count: a password tried (not, say, a right password on an
+/// unverified address).
+const PASSWORD_FAILURES: [&str; 2] = ["wrong_password", "locked"];
 /// A sign-in this soon after a lockout ended, the first since, is flagged.
 pub(crate) const AFTER_LOCKOUT: Duration = Duration::minutes(15);
 /// A change of address requested this soon after a password reset is flagged.
@@ -28,46 +30,31 @@ pub(crate) const LOGIN_AFTER_LOCKOUT: &str = "suspicious.login_after_lockout";
 pub(crate) const EMAIL_CHANGE_AFTER_RESET: &str = "suspicious.email_change_after_reset";
 
 impl Accounts {
-    /// After a failed login on `user_id` (recorded already): flags a burst of them from many
-    /// addresses, once per window. Read and written under the account's row lock, so concurrent
-    /// failures flag it once. Runs the same statements for an unknown account (`Uuid::nil()`),
-    /// whose answer must not come later than a known one's.
-    pub(crate) async fn watch_failed_logins(
-        &self,
-        user_id: Uuid,
-        client: &ClientInfo,
-        now: DateTime<Utc>,
-    ) -> Result<()> {
-        let since = now - BURST_WINDOW;
-        let mut conn = store::conn(&self.pool).await?;
-        let flagged = conn
-            .transaction::<_, StoreError, _>(async |conn| {
-                let account = store::users::lock(conn, user_id).await?;
-                let failures = store::audit::latest_of_type(conn, user_id, "login.failed", BURST_READ).await?;
-                let recent: Vec<_> = failures.iter().filter(|f| f.occurred_at > since).collect();
-                let addresses: HashSet<&str> = recent.iter().filter_map(|f| f.ip_address.as_deref()).collect();
-                if account.is_none() || addresses.len() < BURST_ADDRESSES {
-                    return Ok(false);
-                }
-                let flags = store::audit::latest_of_type(conn, user_id, FAILED_LOGIN_BURST, 1).await?;
-                if flags.first().is_some_and(|flag| flag.occurred_at > since) {
-                    return Ok(false);
-                }
-                let event = Event::failure(FAILED_LOGIN_BURST)
-                    .user(user_id)
-                    .client(client)
-                    .detail("failures", recent.len())
-                    .detail("addresses", addresses.len())
-                    .detail("window_seconds", BURST_WINDOW.num_seconds())
-                    .detail("first_at", recent.last().map(|f| f.occurred_at.to_rfc3339()));
-                store::audit::insert(conn, &self.audit_log.row(event)).await?;
-                Ok(true)
-            })
-            .await?;
-        if flagged {
-            self.audit_log.flagged(FAILED_LOGIN_BURST);
-        }
-        Ok(())
+    /// After a failed password on `user_id` (recorded already): looks for a burst of them from
+    /// many addresses, in the background, once the answer is on its way: the refusal costs the
+    /// same for every account (security rule 8), and a failing check fails nothing.
+    pub(crate) fn watch_failed_logins(&self, user_id: Uuid, client: &ClientInfo, now: DateTime<Utc>) {
+        let Ok(queued) = self.background_queue.clone().try_acquire_owned() else {
+            tracing::info!("many background checks waiting; a failed login is not examined for a burst");
+            return;
+        };
+        let (pool, audit_log, workers, client) = (
+            self.pool.clone(),
+            self.audit_log.clone(),
+            self.background_workers.clone(),
+            client.clone(),
+        );
+        tokio::spawn(async move {
+            let _queued = queued;
+            let Ok(_working) = workers.acquire_owned().await else {
+                return;
+            };
+            match flag_burst(&pool, &audit_log, user_id, &client, now).await {
+                Ok(true) => audit_log.flagged(FAILED_LOGIN_BURST),
+                Ok(false) => {}
+                Err(e) => tracing::warn!(error = %e, "could not look for a burst of failed logins"),
+            }
+        });
     }
 
     /// After a password login that opened `session`: flags it if it is the account's first since
@@ -127,4 +114,51 @@ impl Accounts {
             .detail("seconds_after", (now - reset.occurred_at).num_seconds());
         self.audit_log.flag(event).await;
     }
+}
+
+/// Flags a burst of failed passwords (wrong, or tried while locked) on `user_id` from
+/// [`BURST_ADDRESSES`] or more addresses (an IPv6 /64 counts once, as for rate limits) within
+/// [`BURST_WINDOW`], once per window: read and written under the account's row lock, so
+/// concurrent checks flag it once. Whether it flagged.
+async fn flag_burst(
+    pool: &store::Pool,
+    audit_log: &AuditLog,
+    user_id: Uuid,
+    client: &ClientInfo,
+    now: DateTime<Utc>,
+) -> std::result::Result<bool, StoreError> {
+    let since = now - BURST_WINDOW;
+    let mut conn = store::conn(pool).await?;
+    conn.transaction::<_, StoreError, _>(async |conn| {
+        if store::users::lock(conn, user_id).await?.is_none() {
+            return Ok(false);
+        }
+        let failures = store::audit::latest_failed_logins(conn, user_id, BURST_READ).await?;
+        let recent: Vec<_> = failures
+            .iter()
+            .filter(|f| f.occurred_at > since && PASSWORD_FAILURES.contains(&f.reason.as_deref().unwrap_or_default()))
+            .collect();
+        let addresses: HashSet<String> = recent
+            .iter()
+            .filter(|f| f.ip_address.is_some())
+            .map(|f| crate::net::address_bucket(f.ip_address.as_deref()))
+            .collect();
+        if addresses.len() < BURST_ADDRESSES {
+            return Ok(false);
+        }
+        let flags = store::audit::latest_of_type(conn, user_id, FAILED_LOGIN_BURST, 1).await?;
+        if flags.first().is_some_and(|flag| flag.occurred_at > since) {
+            return Ok(false);
+        }
+        let event = Event::failure(FAILED_LOGIN_BURST)
+            .user(user_id)
+            .client(client)
+            .detail("failures", recent.len())
+            .detail("addresses", addresses.len())
+            .detail("window_seconds", BURST_WINDOW.num_seconds())
+            .detail("first_at", recent.last().map(|f| f.occurred_at.to_rfc3339()));
+        store::audit::insert(conn, &audit_log.row(event)).await?;
+        Ok(true)
+    })
+    .await
 }

@@ -259,11 +259,13 @@ async fn archive_oldest_day(pool: &Pool, dir: &Path, last_day: NaiveDate) -> any
 }
 
 async fn archive_day(conn: &mut Conn<'_>, dir: &Path, last_day: NaiveDate) -> anyhow::Result<Option<u64>> {
-    let first = store::audit::oldest(conn, None, day_start(last_day), 0, i64::MAX, 1).await?;
-    let Some(first) = first.first() else {
+    let Some(oldest) = store::audit::oldest_time(conn).await? else {
         return Ok(None);
     };
-    let day = first.occurred_at.date_naive();
+    if oldest >= day_start(last_day) {
+        return Ok(None);
+    }
+    let day = oldest.date_naive();
     let next = day.succ_opt().context("the last day there is")?;
     let gzip = flate2::write::GzEncoder::new(Partial::create(dir)?, flate2::Compression::default());
     let (written, gzip) = write_range(conn, Some(day_start(day)), day_start(next), gzip).await?;

@@ -1,6 +1,7 @@
 //! The audit trail: who did what, from where, and how it went. Recording is best effort (a
-//! failure is logged, the call goes on), except for a sign-in's `login.succeeded`, written in
-//! the transaction that opens its session; nothing secret is ever recorded.
+//! failure is logged, the call goes on), except for a sign-in's `login.succeeded` and
+//! `login.new_device`, written in the transaction that opens its session, and a burst of failed
+//! logins, written in the transaction that decides it; nothing secret is ever recorded.
 
 pub mod export;
 mod refusals;
@@ -87,8 +88,9 @@ impl AuditLog {
     /// Records a `suspicious.*` event (best effort) and counts it.
     pub async fn flag(&self, event: Event) {
         let kind = event.kind;
-        self.record(event).await;
-        self.flagged(kind);
+        if self.record(event).await {
+            self.flagged(kind);
+        }
     }
 
     /// Counts a `suspicious.*` event written by a caller's transaction, once it committed; the
@@ -104,8 +106,8 @@ impl AuditLog {
         self.refusals.note(limit, subject, user_id, client, self.clock.now());
     }
 
-    /// Records one event; a failure is logged and the call goes on.
-    pub async fn record(&self, event: Event) {
+    /// Records one event; a failure is logged and the call goes on. Whether it was written.
+    pub async fn record(&self, event: Event) -> bool {
         let kind = event.kind;
         let row = self.row(event);
         let result = async {
@@ -113,9 +115,10 @@ impl AuditLog {
             store::audit::insert(&conn, &row).await
         }
         .await;
-        if let Err(e) = result {
+        if let Err(e) = &result {
             tracing::warn!(kind, error = %e, "could not record an audit event");
         }
+        result.is_ok()
     }
 
     /// The row an event is recorded as, for a caller that writes it in a transaction of its

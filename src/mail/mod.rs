@@ -176,8 +176,7 @@ pub struct SignInFacts<'a> {
     pub at: DateTime<Utc>,
     pub address: Option<&'a str>,
     pub network: &'a str,
-    pub user_agent: Option<&'a str>,
-    /// The user agent's family, e.g. "Firefox on Linux".
+    /// The user agent's family, e.g. "Firefox on Linux" (the whole user agent is not shown).
     pub family: &'a str,
     /// `AUTHD_SESSIONS_URL`: the product's page listing the account's sessions.
     pub sessions_url: Option<&'a str>,
@@ -187,20 +186,33 @@ impl Message {
     /// The notice of a sign-in from a device (user-agent family and network) the account had not
     /// used: when, from where, and what to do if it was not the owner.
     pub fn new_device(to: &str, facts: &SignInFacts<'_>) -> Self {
-        let subject = "New sign-in to your account";
-        let intro = "Your account was just signed in to from a device or network it had not used before.";
-        // The user agent is the client's to choose: shown quoted, shortened, never as a link.
-        let user_agent: String = facts
-            .user_agent
-            .unwrap_or("none given")
-            .chars()
-            .filter(|c| !c.is_control())
-            .take(200)
-            .collect();
+        Self::sign_in_notice(
+            to,
+            facts,
+            "New sign-in to your account",
+            "Your account was just signed in to from a device or network it had not used before.",
+        )
+    }
+
+    /// The notice of more such sign-ins within the hour after one was mailed, sent when the hour
+    /// is over: the first of them, and the same advice.
+    pub fn more_new_devices(to: &str, facts: &SignInFacts<'_>) -> Self {
+        Self::sign_in_notice(
+            to,
+            facts,
+            "More new sign-ins to your account",
+            "Within an hour of our last notice, your account was signed in to again from a device or \
+             network it had not used before. The first of these sign-ins (your sessions list them all):",
+        )
+    }
+
+    fn sign_in_notice(to: &str, facts: &SignInFacts<'_>, subject: &str, intro: &str) -> Self {
+        // The raw user agent is the client's to choose, and mail readers turn what looks like an
+        // address into a link: only its family (a browser and system, or a program's bare name:
+        // letters, digits, '-' and '_') is shown; the audit trail and the sessions keep it whole.
         let facts_lines = [
             ("When", facts.at.format("%Y-%m-%d %H:%M:%S UTC").to_string()),
             ("Device", facts.family.to_string()),
-            ("User agent", format!("\"{user_agent}\"")),
             (
                 "Address",
                 format!("{} (network {})", facts.address.unwrap_or("unknown"), facts.network),
@@ -275,6 +287,40 @@ pub async fn enqueue(
     Ok(Enqueued::Written)
 }
 
+/// After [`enqueue`] throttled a mail of `kind`: writes `message` to go out an hour after the
+/// latest one of its kind to the same address (so still no more than one an hour), unless one
+/// waits already. Whether it wrote it.
+pub async fn defer(
+    conn: &mut Conn<'_>,
+    kek: &Secret<[u8; 32]>,
+    kind: &str,
+    message: &Message,
+    now: DateTime<Utc>,
+) -> StoreResult<bool> {
+    let recipient = message.to.trim().to_ascii_lowercase();
+    if store::mail::has_deferred(conn, &recipient, kind, now).await? {
+        return Ok(false);
+    }
+    let latest = store::mail::latest_written(conn, &recipient, kind)
+        .await?
+        .unwrap_or(now);
+    let at = (latest + chrono::Duration::hours(1)).max(now);
+    let sealed = crypto::seal(kek, OUTBOX_CONTEXT, &serde_json::to_vec(message).expect("serialisable"));
+    store::mail::insert(
+        conn,
+        &store::mail::NewOutboxRow {
+            kind,
+            recipient: &recipient,
+            sealed_message: Some(&sealed),
+            // Written for the hour it goes out in: the next hour's limit counts it.
+            created_at: at,
+            next_attempt_at: at,
+        },
+    )
+    .await?;
+    Ok(true)
+}
+
 /// Associated data of sealed outbox messages.
 const OUTBOX_CONTEXT: &[u8] = b"mail_outbox";
 
@@ -314,22 +360,21 @@ mod tests {
     }
 
     #[test]
-    fn a_new_device_notice_says_when_and_from_where_and_escapes_the_user_agent() {
+    fn a_new_device_notice_says_when_and_from_where_and_escapes_what_it_shows() {
         let at = DateTime::parse_from_rfc3339("2026-12-02T10:20:30Z").unwrap().to_utc();
         let facts = SignInFacts {
             at,
             address: Some("203.0.113.7"),
             network: "203.0.113.0/24",
-            user_agent: Some("<b>evil</b>\r\nBcc: x@example.com"),
-            family: "unknown",
+            family: "<b>Firefox</b> on Linux",
             sessions_url: Some("https://app.example.com/account/sessions"),
         };
         let message = Message::new_device("a@example.com", &facts);
         assert!(message.text.contains("When: 2026-12-02 10:20:30 UTC"));
         assert!(message.text.contains("Address: 203.0.113.7 (network 203.0.113.0/24)"));
-        assert!(message.text.contains("\"<b>evil</b>Bcc: x@example.com\""));
+        assert!(message.text.contains("Device: <b>Firefox</b> on Linux"));
         assert!(message.text.contains("https://app.example.com/account/sessions"));
-        assert!(message.html.contains("&lt;b&gt;evil&lt;/b&gt;"));
+        assert!(message.html.contains("&lt;b&gt;Firefox&lt;/b&gt;"));
         assert!(!message.html.contains("<b>"));
         let without = Message::new_device(
             "a@example.com",

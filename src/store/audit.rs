@@ -45,6 +45,53 @@ pub async fn latest_of_type(
 }
 
 /// Inserts many rows, a thousand per statement.
+/// The user agent and address of the account's latest `limit` sign-ins (`login.succeeded`) but
+/// the one that opened `except`, newest first.
+pub async fn sign_in_clients(
+    conn: &mut Conn<'_>,
+    user_id: Uuid,
+    except: Uuid,
+    limit: i64,
+) -> StoreResult<Vec<(Option<String>, Option<String>)>> {
+    use diesel::dsl::sql;
+    use diesel::sql_types::{Bool, Text};
+    Ok(audit_events::table
+        .filter(audit_events::user_id.eq(user_id))
+        .filter(audit_events::event_type.eq("login.succeeded"))
+        .filter(sql::<Bool>("(details::jsonb ->> 'session_id') IS DISTINCT FROM ").bind::<Text, _>(except.to_string()))
+        .order(audit_events::id.desc())
+        .limit(limit)
+        .select((audit_events::user_agent, audit_events::ip_address))
+        .load(conn)
+        .await?)
+}
+
+/// What the burst check reads of a failed login.
+#[derive(Queryable)]
+pub struct FailedLogin {
+    pub occurred_at: DateTime<Utc>,
+    pub ip_address: Option<String>,
+    pub reason: Option<String>,
+}
+
+/// The account's latest `limit` failed logins, newest first (no more than `limit` are read).
+pub async fn latest_failed_logins(conn: &mut Conn<'_>, user_id: Uuid, limit: i64) -> StoreResult<Vec<FailedLogin>> {
+    use diesel::dsl::sql;
+    use diesel::sql_types::{Nullable, Text};
+    Ok(audit_events::table
+        .filter(audit_events::user_id.eq(user_id))
+        .filter(audit_events::event_type.eq("login.failed"))
+        .order(audit_events::id.desc())
+        .limit(limit)
+        .select((
+            audit_events::occurred_at,
+            audit_events::ip_address,
+            sql::<Nullable<Text>>("details::jsonb ->> 'reason'"),
+        ))
+        .load(conn)
+        .await?)
+}
+
 pub async fn insert_many(conn: &mut Conn<'_>, rows: &[AuditRow]) -> StoreResult<()> {
     for chunk in rows.chunks(1000) {
         diesel::insert_into(audit_events::table)
@@ -100,7 +147,10 @@ pub async fn list(conn: &mut Conn<'_>, filter: &AuditFilter<'_>, limit: i64) -> 
         .await?)
 }
 
-/// The highest id of the events that occurred in `[from, before)`.
+/// The highest id of the events that occurred in `[from, before)`. Aggregated over those rows
+/// (found by time): `max(id)` alone would walk the primary key down from the newest event past
+/// every later one (1.8 s for a day at the start of 10 million events; `id + 0` keeps the
+/// planner off that path), so the cost follows the rows in range, not the table.
 pub async fn last_id_before(
     conn: &mut Conn<'_>,
     from: Option<DateTime<Utc>>,
@@ -108,12 +158,20 @@ pub async fn last_id_before(
 ) -> StoreResult<Option<i64>> {
     let mut query = audit_events::table
         .filter(audit_events::occurred_at.lt(before))
-        .select(diesel::dsl::max(audit_events::id))
+        .select(diesel::dsl::max(audit_events::id + 0_i64))
         .into_boxed();
     if let Some(from) = from {
         query = query.filter(audit_events::occurred_at.ge(from));
     }
     Ok(query.get_result(conn).await?)
+}
+
+/// When the oldest event occurred (from the time index, however large the table).
+pub async fn oldest_time(conn: &mut Conn<'_>) -> StoreResult<Option<DateTime<Utc>>> {
+    Ok(audit_events::table
+        .select(diesel::dsl::min(audit_events::occurred_at))
+        .get_result(conn)
+        .await?)
 }
 
 /// Events that occurred in `[from, before)` with ids in `(after_id, last_id]`, oldest id first.

@@ -10,9 +10,11 @@ use diesel::upsert::excluded;
 use diesel_async::RunQueryDsl;
 use uuid::Uuid;
 
-/// Notes a sign-in from `fingerprint`: whether the account had not used it before.
+/// Notes a sign-in from `fingerprint`: whether the account had not used it before. A known
+/// device's `last_seen` is moved at most once a day (not a new row version at every login).
 pub async fn remember(mut conn: Shared<'_>, user_id: Uuid, fingerprint: &str, now: DateTime<Utc>) -> StoreResult<bool> {
-    Ok(Cached(
+    use diesel::query_dsl::methods::FilterDsl;
+    let inserted: Option<bool> = Cached(
         diesel::insert_into(known_devices::table)
             .values((
                 known_devices::user_id.eq(user_id),
@@ -23,11 +25,15 @@ pub async fn remember(mut conn: Shared<'_>, user_id: Uuid, fingerprint: &str, no
             .on_conflict((known_devices::user_id, known_devices::fingerprint))
             .do_update()
             .set(known_devices::last_seen.eq(excluded(known_devices::last_seen)))
-            // A row this statement inserted has no deleting transaction yet.
+            .filter(known_devices::last_seen.lt(now - chrono::Duration::days(1)))
+            // A row this statement inserted has no deleting transaction yet; a known device seen
+            // within the day gives no row.
             .returning(sql::<Bool>("xmax = 0")),
     )
     .get_result(&mut conn)
-    .await?)
+    .await
+    .optional()?;
+    Ok(inserted == Some(true))
 }
 
 /// Notes devices from before the account's devices were kept (first and last seen `now`).
@@ -72,12 +78,14 @@ pub async fn session_clients(
     conn: &mut Conn<'_>,
     user_id: Uuid,
     except: Uuid,
+    now: DateTime<Utc>,
     limit: i64,
 ) -> StoreResult<Vec<(Option<String>, Option<String>)>> {
     Ok(sessions::table
         .filter(sessions::user_id.eq(user_id))
         .filter(sessions::id.ne(except))
         .filter(sessions::revoked_at.is_null())
+        .filter(sessions::expires_at.gt(now))
         .order(sessions::created_at.desc())
         .limit(limit)
         .select((sessions::user_agent, sessions::ip_address))

@@ -43,6 +43,30 @@ pub async fn count_recent(conn: &mut Conn<'_>, recipient: &str, kind: &str, sinc
         .await?)
 }
 
+/// When the latest mail of a kind for an address was written (or is to go out, if deferred).
+pub async fn latest_written(conn: &mut Conn<'_>, recipient: &str, kind: &str) -> StoreResult<Option<DateTime<Utc>>> {
+    Ok(mail_outbox::table
+        .filter(mail_outbox::recipient.eq(recipient))
+        .filter(mail_outbox::kind.eq(kind))
+        .select(diesel::dsl::max(mail_outbox::created_at))
+        .get_result(conn)
+        .await?)
+}
+
+/// Whether a mail of a kind for an address waits to go out after `now` (deferred).
+pub async fn has_deferred(conn: &mut Conn<'_>, recipient: &str, kind: &str, now: DateTime<Utc>) -> StoreResult<bool> {
+    Ok(diesel::select(diesel::dsl::exists(
+        mail_outbox::table
+            .filter(mail_outbox::recipient.eq(recipient))
+            .filter(mail_outbox::kind.eq(kind))
+            .filter(mail_outbox::created_at.gt(now))
+            .filter(mail_outbox::sent_at.is_null())
+            .filter(mail_outbox::failed_at.is_null()),
+    ))
+    .get_result(conn)
+    .await?)
+}
+
 /// Mail neither delivered nor abandoned.
 pub async fn pending(conn: &mut Conn<'_>) -> StoreResult<i64> {
     Ok(mail_outbox::table
