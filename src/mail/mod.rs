@@ -271,20 +271,28 @@ pub async fn enqueue(
     if sent >= i64::from(per_hour) {
         return Ok(Enqueued::Throttled);
     }
-    let plaintext = serde_json::to_vec(message).expect("serialisable");
-    let sealed = crypto::seal(kek, OUTBOX_CONTEXT, &plaintext);
-    store::mail::insert(
-        conn,
-        &store::mail::NewOutboxRow {
-            kind,
-            recipient: &recipient,
-            sealed_message: Some(&sealed),
-            created_at: now,
-            next_attempt_at: now,
-        },
-    )
-    .await?;
+    write(conn, kek, kind, &recipient, message, now).await?;
     Ok(Enqueued::Written)
+}
+
+/// Seals `message` into the outbox, to go out at `at` (and counted in that hour's limit).
+async fn write(
+    conn: &mut Conn<'_>,
+    kek: &Secret<[u8; 32]>,
+    kind: &str,
+    recipient: &str,
+    message: &Message,
+    at: DateTime<Utc>,
+) -> StoreResult<()> {
+    let sealed = crypto::seal(kek, OUTBOX_CONTEXT, &serde_json::to_vec(message).expect("serialisable"));
+    let row = store::mail::NewOutboxRow {
+        kind,
+        recipient,
+        sealed_message: Some(&sealed),
+        created_at: at,
+        next_attempt_at: at,
+    };
+    store::mail::insert(conn, &row).await
 }
 
 /// After [`enqueue`] throttled a mail of `kind`: writes `message` to go out an hour after the
@@ -304,20 +312,9 @@ pub async fn defer(
     let latest = store::mail::latest_written(conn, &recipient, kind)
         .await?
         .unwrap_or(now);
+    // Written for the hour it goes out in: that hour's limit counts it.
     let at = (latest + chrono::Duration::hours(1)).max(now);
-    let sealed = crypto::seal(kek, OUTBOX_CONTEXT, &serde_json::to_vec(message).expect("serialisable"));
-    store::mail::insert(
-        conn,
-        &store::mail::NewOutboxRow {
-            kind,
-            recipient: &recipient,
-            sealed_message: Some(&sealed),
-            // Written for the hour it goes out in: the next hour's limit counts it.
-            created_at: at,
-            next_attempt_at: at,
-        },
-    )
-    .await?;
+    write(conn, kek, kind, &recipient, message, at).await?;
     Ok(true)
 }
 

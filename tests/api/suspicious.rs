@@ -4,6 +4,7 @@
 use crate::helpers::*;
 use crate::smtp::{SmtpServer, app_with_smtp, link_prefix};
 use authd::proto::*;
+use diesel_async::RunQueryDsl;
 use std::time::Duration;
 use tonic::Code;
 
@@ -192,22 +193,24 @@ async fn new_devices_are_not_mailed_when_configured_off_nor_to_an_unverified_add
     assert!(smtp.to("pam@example.com").is_empty());
 }
 
+/// As if no device had been kept: none on record, and no notice in the trail.
+async fn forget_devices(app: &TestApp) {
+    let mut db = app.db().await;
+    for statement in [
+        "DELETE FROM known_devices",
+        "DELETE FROM audit_events WHERE type = 'login.new_device'",
+    ] {
+        diesel::sql_query(statement).execute(&mut db).await.unwrap();
+    }
+}
+
 #[tokio::test]
 async fn an_account_without_devices_on_record_takes_those_of_its_sessions_and_sign_ins() {
     let app = spawn_app_with(&[trusted_proxy()]).await;
     // Devices were not kept when these sessions opened.
     app.register("raf").await;
     sign_in(&app, "203.0.113.7", FIREFOX, "raf").await;
-    let mut db = app.db().await;
-    use diesel_async::RunQueryDsl;
-    diesel::sql_query("DELETE FROM known_devices")
-        .execute(&mut db)
-        .await
-        .unwrap();
-    diesel::sql_query("DELETE FROM audit_events WHERE type = 'login.new_device'")
-        .execute(&mut db)
-        .await
-        .unwrap();
+    forget_devices(&app).await;
     // A device of a live session is known; one of none is new.
     sign_in(&app, "203.0.113.8", FIREFOX, "raf").await;
     assert_eq!(new_devices(&app, "").await, 0);
@@ -215,6 +218,7 @@ async fn an_account_without_devices_on_record_takes_those_of_its_sessions_and_si
     assert_eq!(new_devices(&app, "").await, 1);
     // With no device and no session at all, the first sign-in is the account's first device.
     app.register("sol").await;
+    let mut db = app.db().await;
     diesel::sql_query("DELETE FROM known_devices WHERE user_id = (SELECT id FROM users WHERE username = 'sol')")
         .execute(&mut db)
         .await
@@ -230,15 +234,7 @@ async fn an_account_without_devices_on_record_takes_those_of_its_sessions_and_si
     let app = spawn_app_with(&[trusted_proxy(), ("AUTHD_SINGLE_SESSION", "true")]).await;
     app.register("tao").await;
     sign_in(&app, "203.0.113.7", FIREFOX, "tao").await;
-    let mut db = app.db().await;
-    diesel::sql_query("DELETE FROM known_devices")
-        .execute(&mut db)
-        .await
-        .unwrap();
-    diesel::sql_query("DELETE FROM audit_events WHERE type = 'login.new_device'")
-        .execute(&mut db)
-        .await
-        .unwrap();
+    forget_devices(&app).await;
     sign_in(&app, "198.51.100.4", CHROME_MAC, "tao").await;
     assert_eq!(
         new_devices(&app, "details::jsonb->>'family' = 'Chrome on macOS'").await,
