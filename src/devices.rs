@@ -83,27 +83,13 @@ impl SignInDevice<'_> {
         client: &ClientInfo,
         now: DateTime<Utc>,
     ) -> StoreResult<Option<NewDevice>> {
-        store::known_devices::forget_beyond(conn, user.id, KEPT_PER_ACCOUNT).await?;
         if self.first {
             return Ok(None);
         }
-        if !store::known_devices::has_other(conn, user.id, &self.fingerprint).await? {
-            let kek = &self.policy.key_encryption_key;
-            let mut clients = store::known_devices::session_clients(conn, user.id, session, now, EARLIER_READ).await?;
-            clients.extend(store::audit::sign_in_clients(conn, user.id, session, EARLIER_READ).await?);
-            let mut earlier: Vec<String> = clients
-                .into_iter()
-                .map(|(ua, ip)| Device::of(ua.as_deref(), ip.as_deref()).fingerprint(kek, user.id))
-                .collect();
-            earlier.sort_unstable();
-            earlier.dedup();
-            if earlier.is_empty() {
-                return Ok(None);
-            }
-            store::known_devices::remember_all(conn, user.id, &earlier, now).await?;
-            if earlier.contains(&self.fingerprint) {
-                return Ok(None);
-            }
+        let news = self.news(conn, user.id, session, now).await?;
+        store::known_devices::forget_beyond(conn, user.id, KEPT_PER_ACCOUNT).await?;
+        if !news {
+            return Ok(None);
         }
         let mail = if !self.policy.mail {
             "off"
@@ -143,6 +129,30 @@ impl SignInDevice<'_> {
             event,
             mailed: mail == "written",
         }))
+    }
+
+    /// Whether this unknown device is news: not when the account has no other on record and
+    /// this one was among those of its sessions and sign-ins (then noted), or there were none.
+    async fn news(&self, conn: &mut Conn<'_>, user: Uuid, session: Uuid, now: DateTime<Utc>) -> StoreResult<bool> {
+        if store::known_devices::has_other(conn, user, &self.fingerprint).await? {
+            return Ok(true);
+        }
+        let kek = &self.policy.key_encryption_key;
+        let mut clients = store::known_devices::session_clients(conn, user, session, now, EARLIER_READ).await?;
+        clients.extend(store::audit::sign_in_clients(conn, user, session, EARLIER_READ).await?);
+        let mut earlier: Vec<String> = clients
+            .into_iter()
+            .map(|(ua, ip)| Device::of(ua.as_deref(), ip.as_deref()).fingerprint(kek, user))
+            .collect();
+        earlier.sort_unstable();
+        earlier.dedup();
+        // Room for this one too, so the trim after keeps it.
+        earlier.truncate(KEPT_PER_ACCOUNT as usize - 1);
+        if earlier.is_empty() {
+            return Ok(false);
+        }
+        store::known_devices::remember_all(conn, user, &earlier, now).await?;
+        Ok(!earlier.contains(&self.fingerprint))
     }
 
     /// After the session's transaction committed.

@@ -417,3 +417,31 @@ async fn an_address_change_soon_after_a_password_reset_is_flagged() {
         .unwrap();
     assert_eq!(events(&app, flag, "").await, 1);
 }
+
+#[tokio::test]
+async fn an_account_keeps_the_hundred_devices_it_saw_last() {
+    let app = spawn_app_with(&[trusted_proxy()]).await;
+    app.register("ivy").await;
+    // 150 devices seen long ago, beside the one that registered.
+    let mut db = app.db().await;
+    diesel::sql_query(
+        "INSERT INTO known_devices (user_id, fingerprint, first_seen, last_seen) \
+         SELECT (SELECT id FROM users WHERE username = 'ivy'), md5(g::text), \
+                now() - interval '30 days', now() - interval '30 days' + g * interval '1 minute' \
+         FROM generate_series(1, 150) AS g",
+    )
+    .execute(&mut db)
+    .await
+    .unwrap();
+    sign_in(&app, "203.0.113.7", FIREFOX, "ivy").await;
+    assert_eq!(new_devices(&app, "").await, 1);
+    assert_eq!(app.count("SELECT count(*) FROM known_devices").await, 100);
+    // The oldest went; the new one and the one that registered stayed.
+    assert_eq!(
+        app.count("SELECT count(*) FROM known_devices WHERE fingerprint = md5('50')").await,
+        0
+    );
+    sign_in(&app, "203.0.113.8", FIREFOX, "ivy").await;
+    app.login("ivy", PASSWORD).await;
+    assert_eq!(new_devices(&app, "").await, 1);
+}
