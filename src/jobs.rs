@@ -191,7 +191,7 @@ async fn deliver_mail(app: Arc<App>) {
             }
         }
         if let Ok(mut conn) = store::conn(&app.pool).await
-            && let Ok(pending) = store::mail::pending(&mut conn).await
+            && let Ok(pending) = store::mail::pending(&mut conn, app.clock.now()).await
         {
             app.metrics.mail.outbox_depth.record(pending.max(0) as u64, &[]);
         }

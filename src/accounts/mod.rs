@@ -251,6 +251,8 @@ impl Accounts {
             return Err(Error::Unauthenticated);
         };
         if user.locked_until.is_some_and(|until| until > now) {
+            // The round trips of a counted failure (a locked account counts no more).
+            self.count_failed_login(Uuid::nil(), now).await?;
             self.audit_log.record(failed("locked").user(user.id)).await;
             self.watch_failed_logins(user.id, client, now);
             return Err(Error::Unauthenticated);

@@ -67,9 +67,11 @@ pub async fn has_deferred(conn: &mut Conn<'_>, recipient: &str, kind: &str, now:
     .await?)
 }
 
-/// Mail neither delivered nor abandoned.
-pub async fn pending(conn: &mut Conn<'_>) -> StoreResult<i64> {
+/// Mail neither delivered nor abandoned, but for mail deferred past `now` (a notice waiting for
+/// its hour is no backlog).
+pub async fn pending(conn: &mut Conn<'_>, now: DateTime<Utc>) -> StoreResult<i64> {
     Ok(mail_outbox::table
+        .filter(mail_outbox::created_at.le(now))
         .filter(mail_outbox::sent_at.is_null())
         .filter(mail_outbox::failed_at.is_null())
         .count()
