@@ -15,6 +15,13 @@
 #                                                memory, and the per-call figures; results in
 #                                                .data/bench-scale.jsonl, charts by
 #                                                scripts/bench/charts.py
+#   ./scripts/bench.sh --audit-export [MILLIONS]   the audit export at scale: seeds MILLIONS (default
+#                                                10) of audit events over 180 days
+#                                                (scripts/bench/seed-audit.sql), explains the
+#                                                export's and the archive's queries
+#                                                (scripts/bench/audit-export.sql), then times
+#                                                `authd audit export --before 90d --purge`; all in
+#                                                .data/bench-audit-export.txt
 #
 # The server runs with AUTHD_RATE_LIMITS=false (every bench login comes from 127.0.0.1) and its
 # own Redis namespace; any other AUTHD_* variable already set is passed on. Its log goes to
@@ -34,7 +41,7 @@ fi
 cd "$ROOT"
 
 MODE=plain
-if [[ ${1:-} == --telemetry || ${1:-} == --scale ]]; then
+if [[ ${1:-} == --telemetry || ${1:-} == --scale || ${1:-} == --audit-export ]]; then
     MODE=${1#--}
     shift
 fi
@@ -97,6 +104,27 @@ start_server() {
     sleep 3
 }
 
+if [[ $MODE == audit-export ]]; then
+    millions=${1:-10}
+    [[ $millions =~ ^[1-9][0-9]*$ ]] || { echo "bench.sh: --audit-export takes a whole number of millions, not $millions" >&2; exit 2; }
+    OUT="$LOCAL_DATA/bench-audit-export.txt"
+    psql=("$AUTHD_PG_BIN/psql" -X -q -v ON_ERROR_STOP=1 "$AUTHD_DATABASE_URL")
+    "$AUTHD" migrate >/dev/null
+    {
+        echo "# authd audit export, $millions million events over 180 days ($(date -u +%FT%TZ), $(nproc) cores)"
+        seeded=$(date +%s)
+        "${psql[@]}" -v millions="$millions" -f "$ROOT/scripts/bench/seed-audit.sql"
+        echo "seeded in $(($(date +%s) - seeded)) s; table $("${psql[@]}" -tA -c "select pg_size_pretty(pg_total_relation_size('audit_events'))") with its indexes"
+        "${psql[@]}" -f "$ROOT/scripts/bench/audit-export.sql"
+        echo "## authd audit export --before 90d --out FILE --purge"
+        started=$(date +%s.%N)
+        "$AUTHD" audit export --before 90d --out "$LOCAL_DATA/bench-audit-export.jsonl" --purge 2>&1
+        awk -v a="$started" -v b="$(date +%s.%N)" 'BEGIN { printf "took %.1f s\n", b - a }'
+        echo "file: $(wc -l <"$LOCAL_DATA/bench-audit-export.jsonl") lines, $(du -h "$LOCAL_DATA/bench-audit-export.jsonl" | cut -f1); left in the table: $("${psql[@]}" -tA -c "select count(*) from audit_events")"
+        rm -f "$LOCAL_DATA/bench-audit-export.jsonl"
+    } 2>&1 | tee "$OUT"
+    exit "${PIPESTATUS[0]}"
+fi
 if [[ $MODE == plain ]]; then
     start_server
     "$BENCH" --target "$AUTHD_GRPC_ADDR" --server-pid "$SERVER" "$@"

@@ -17,8 +17,9 @@ fn authd(database_url: &str) -> Command {
     command
 }
 
-/// `n` events 100 days old, a second apart, and 10 of today.
-async fn fill(database_url: &str, n: u32) {
+/// `n` events 100 days old, a second apart, 10 of today, and `late` more 100 days old written
+/// after those (ids follow time but for such late writes).
+async fn fill(database_url: &str, n: u32, late: u32) {
     let mut db = AsyncPgConnection::establish(database_url).await.unwrap();
     db.batch_execute(&format!(
         "INSERT INTO audit_events (type, user_id, occurred_at, ip_address, user_agent, outcome, details)
@@ -26,7 +27,10 @@ async fn fill(database_url: &str, n: u32) {
                 '203.0.113.7', 'curl/8', 'failure', '{{\"n\": ' || g || '}}'
          FROM generate_series(1, {n}) g;
          INSERT INTO audit_events (type, user_id, occurred_at, ip_address, user_agent, outcome, details)
-         SELECT 'login.failed', NULL, now(), NULL, NULL, 'failure', '{{}}' FROM generate_series(1, 10);"
+         SELECT 'login.failed', NULL, now(), NULL, NULL, 'failure', '{{}}' FROM generate_series(1, 10);
+         INSERT INTO audit_events (type, user_id, occurred_at, ip_address, user_agent, outcome, details)
+         SELECT 'login.failed', NULL, now() - interval '100 days', NULL, NULL, 'failure', '{{\"late\": true}}'
+         FROM generate_series(1, {late});"
     ))
     .await
     .unwrap();
@@ -94,7 +98,7 @@ fn read_lines(reader: impl BufRead) -> Vec<(i64, serde_json::Value)> {
 #[tokio::test]
 async fn export_then_purge_deletes_exactly_the_events_written() {
     let (_, url) = fresh_database().await;
-    fill(&url, 100_000).await;
+    fill(&url, 100_000, 5).await;
     let before = ids_left(&url).await;
     let dir = TempDir::new();
     let file = dir.path().join("old.jsonl");
@@ -105,10 +109,11 @@ async fn export_then_purge_deletes_exactly_the_events_written() {
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
-    assert!(stderr.contains("100000 events"), "{stderr}");
+    assert!(stderr.contains("100005 events"), "{stderr}");
 
     let events = read_lines(std::io::BufReader::new(std::fs::File::open(&file).unwrap()));
-    assert_eq!(events.len(), 100_000);
+    assert_eq!(events.len(), 100_005);
+    assert_eq!(events.iter().filter(|(_, e)| e["details"]["late"] == true).count(), 5);
     let (_, first) = &events[0];
     assert_eq!(first["type"], "login.failed");
     assert_eq!(first["ip_address"], "203.0.113.7");
@@ -142,7 +147,7 @@ async fn export_then_purge_deletes_exactly_the_events_written() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("exists"), "{out:?}");
     assert_eq!(
         read_lines(std::io::BufReader::new(std::fs::File::open(&file).unwrap())).len(),
-        100_000
+        100_005
     );
     assert_eq!(ids_left(&url).await.len(), 10);
 
@@ -177,7 +182,7 @@ async fn export_then_purge_deletes_exactly_the_events_written() {
 async fn an_export_killed_before_its_purge_deletes_nothing() {
     use diesel_async::RunQueryDsl;
     let (_, url) = fresh_database().await;
-    fill(&url, 100_000).await;
+    fill(&url, 100_000, 0).await;
     // Hold the table against deletes (not reads) so that the purge waits, then kill the export.
     let mut holder = AsyncPgConnection::establish(&url).await.unwrap();
     holder

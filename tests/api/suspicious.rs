@@ -438,7 +438,8 @@ async fn an_account_keeps_the_hundred_devices_it_saw_last() {
     assert_eq!(app.count("SELECT count(*) FROM known_devices").await, 100);
     // The oldest went; the new one and the one that registered stayed.
     assert_eq!(
-        app.count("SELECT count(*) FROM known_devices WHERE fingerprint = md5('50')").await,
+        app.count("SELECT count(*) FROM known_devices WHERE fingerprint = md5('50')")
+            .await,
         0
     );
     sign_in(&app, "203.0.113.8", FIREFOX, "ivy").await;
