@@ -197,29 +197,29 @@ pub fn user_agent_family(user_agent: &str) -> String {
     if ua.is_empty() {
         return "unknown".into();
     }
-    let browser = [
-        ("Edg/", "Edge"),
-        ("OPR/", "Opera"),
-        ("Firefox/", "Firefox"),
-        ("Chrome/", "Chrome"),
-        ("CriOS/", "Chrome"),
-        ("Safari/", "Safari"),
-    ]
-    .into_iter()
-    .find(|(marker, _)| ua.contains(marker))
-    .map(|(_, name)| name);
-    let system = [
-        ("Android", "Android"),
-        ("iPhone", "iOS"),
-        ("iPad", "iOS"),
-        ("Windows", "Windows"),
-        ("Mac OS X", "macOS"),
-        ("CrOS", "ChromeOS"),
-        ("Linux", "Linux"),
-    ]
-    .into_iter()
-    .find(|(marker, _)| ua.contains(marker))
-    .map(|(_, name)| name);
+    let browser = first_named(
+        ua,
+        &[
+            ("Edg/", "Edge"),
+            ("OPR/", "Opera"),
+            ("Firefox/", "Firefox"),
+            ("Chrome/", "Chrome"),
+            ("CriOS/", "Chrome"),
+            ("Safari/", "Safari"),
+        ],
+    );
+    let system = first_named(
+        ua,
+        &[
+            ("Android", "Android"),
+            ("iPhone", "iOS"),
+            ("iPad", "iOS"),
+            ("Windows", "Windows"),
+            ("Mac OS X", "macOS"),
+            ("CrOS", "ChromeOS"),
+            ("Linux", "Linux"),
+        ],
+    );
     match (browser, system) {
         (Some(browser), Some(system)) => format!("{browser} on {system}"),
         (Some(browser), None) => browser.into(),
@@ -238,6 +238,14 @@ pub fn user_agent_family(user_agent: &str) -> String {
             if name.is_empty() { "unknown".into() } else { name }
         }
     }
+}
+
+/// The name of the first marker in `table` that `ua` holds.
+fn first_named(ua: &str, table: &[(&str, &'static str)]) -> Option<&'static str> {
+    table
+        .iter()
+        .find(|(marker, _)| ua.contains(marker))
+        .map(|&(_, name)| name)
 }
 
 /// The client's network: its /24 (IPv4) or /48 (IPv6).

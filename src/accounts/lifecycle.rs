@@ -135,23 +135,18 @@ impl Accounts {
             let mut conn = store::conn(&self.pool).await?;
             store::mail_requests::insert(&mut conn, kind.as_str(), email.normalized(), self.clock.now()).await?
         };
-        let Ok(queued) = self.background_queue.clone().try_acquire_owned() else {
-            tracing::info!(
-                kind = kind.as_str(),
-                "many mail requests waiting; leaving one for the next round"
-            );
-            return Ok(());
-        };
         let app = self.clone();
-        tokio::spawn(async move {
-            let _queued = queued;
-            let Ok(_working) = app.background_workers.clone().acquire_owned().await else {
-                return;
-            };
+        let queued = self.in_background(async move {
             if let Err(e) = app.handle_mail_request(id).await {
                 tracing::warn!(kind = kind.as_str(), error = %e.detail(), "could not handle a mail request; it is retried");
             }
         });
+        if !queued {
+            tracing::info!(
+                kind = kind.as_str(),
+                "many mail requests waiting; leaving one for the next round"
+            );
+        }
         Ok(())
     }
 

@@ -119,6 +119,25 @@ impl Accounts {
     }
 }
 
+impl Accounts {
+    /// Runs `work` after the answer, in a task of its own: at most `background_queue` wait and
+    /// `background_workers` run at once. Whether it was queued (not when too many wait).
+    fn in_background(&self, work: impl std::future::Future<Output = ()> + Send + 'static) -> bool {
+        let Ok(queued) = self.background_queue.clone().try_acquire_owned() else {
+            return false;
+        };
+        let workers = self.background_workers.clone();
+        tokio::spawn(async move {
+            let _queued = queued;
+            let Ok(_working) = workers.acquire_owned().await else {
+                return;
+            };
+            work.await;
+        });
+        true
+    }
+}
+
 /// A successful login.
 pub struct LoggedIn {
     pub user: UserRow,

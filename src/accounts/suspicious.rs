@@ -34,27 +34,17 @@ impl Accounts {
     /// many addresses, in the background, once the answer is on its way: the refusal costs the
     /// same for every account (security rule 8), and a failing check fails nothing.
     pub(crate) fn watch_failed_logins(&self, user_id: Uuid, client: &ClientInfo, now: DateTime<Utc>) {
-        let Ok(queued) = self.background_queue.clone().try_acquire_owned() else {
-            tracing::info!("many background checks waiting; a failed login is not examined for a burst");
-            return;
-        };
-        let (pool, audit_log, workers, client) = (
-            self.pool.clone(),
-            self.audit_log.clone(),
-            self.background_workers.clone(),
-            client.clone(),
-        );
-        tokio::spawn(async move {
-            let _queued = queued;
-            let Ok(_working) = workers.acquire_owned().await else {
-                return;
-            };
+        let (pool, audit_log, client) = (self.pool.clone(), self.audit_log.clone(), client.clone());
+        let queued = self.in_background(async move {
             match flag_burst(&pool, &audit_log, user_id, &client, now).await {
                 Ok(true) => audit_log.flagged(FAILED_LOGIN_BURST),
                 Ok(false) => {}
                 Err(e) => tracing::warn!(error = %e, "could not look for a burst of failed logins"),
             }
         });
+        if !queued {
+            tracing::info!("many background checks waiting; a failed login is not examined for a burst");
+        }
     }
 
     /// After a password login that opened `session`: flags it if it is the account's first since

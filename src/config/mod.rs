@@ -701,9 +701,13 @@ mod parse {
         Ok(Some(text.trim()).filter(|t| !t.is_empty()).map(PathBuf::from))
     }
 
+    fn is_http(value: &str) -> bool {
+        value.starts_with("http://") || value.starts_with("https://")
+    }
+
     pub fn http_url<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
         let value = text(d)?.trim_end_matches('/').to_string();
-        if value.starts_with("http://") || value.starts_with("https://") {
+        if is_http(&value) {
             Ok(value)
         } else {
             Err(D::Error::custom("must be an http:// or https:// URL"))
@@ -712,15 +716,12 @@ mod parse {
 
     /// An http(s) URL, or nothing when empty.
     pub fn optional_http_url<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
-        let text = text(d)?;
-        if text.trim().is_empty() {
+        let value = text(d)?;
+        if value.is_empty() {
             return Ok(None);
         }
-        let value = text.trim();
-        let well_formed = (value.starts_with("http://") || value.starts_with("https://"))
-            && !value.chars().any(|c| c.is_whitespace() || c.is_control());
-        if well_formed {
-            Ok(Some(value.to_string()))
+        if is_http(&value) && !value.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            Ok(Some(value))
         } else {
             Err(D::Error::custom("must be an http:// or https:// URL"))
         }

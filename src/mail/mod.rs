@@ -133,6 +133,11 @@ impl Message {
         Self::with_bodies(to, subject, text, html)
     }
 
+    /// The address as the outbox keeps it (and counts its mail by).
+    fn recipient(&self) -> String {
+        self.to.trim().to_ascii_lowercase()
+    }
+
     fn with_bodies(to: &str, subject: &str, text: String, html: String) -> Self {
         Self {
             to: to.to_string(),
@@ -266,7 +271,7 @@ pub async fn enqueue(
     per_hour: u32,
     now: DateTime<Utc>,
 ) -> StoreResult<Enqueued> {
-    let recipient = message.to.trim().to_ascii_lowercase();
+    let recipient = message.recipient();
     let sent = store::mail::count_recent(conn, &recipient, kind, now - chrono::Duration::hours(1)).await?;
     if sent >= i64::from(per_hour) {
         return Ok(Enqueued::Throttled);
@@ -305,7 +310,7 @@ pub async fn defer(
     message: &Message,
     now: DateTime<Utc>,
 ) -> StoreResult<bool> {
-    let recipient = message.to.trim().to_ascii_lowercase();
+    let recipient = message.recipient();
     if store::mail::has_deferred(conn, &recipient, kind, now).await? {
         return Ok(false);
     }

@@ -123,7 +123,7 @@ impl Sessions {
         let event = self.audit_log.row(event.detail("session_id", session.id.to_string()));
         let mut conn = store::conn(&self.pool).await?;
         let session_for_tx = session.clone();
-        let ended = conn
+        let (revocations, mailed) = conn
             .transaction::<_, store::StoreError, _>(async |conn| {
                 // Serialised with other logins and revocations of this user (the statement takes
                 // the account's row lock); and a user locked out, deactivated or given a new
@@ -150,24 +150,18 @@ impl Sessions {
                     store::sessions::insert_refresh_token(conn, &token),
                     self.revoker.record_sessions_ended(conn, &ended, user.id, now),
                 )?;
-                let new_device = match unknown_device {
-                    true => device.consider(conn, user, session_for_tx.id, client, now).await?,
-                    false => None,
-                };
-                let mailed = match new_device {
-                    Some(new) => {
-                        store::audit::insert(conn, &self.audit_log.row(new.event)).await?;
-                        new.mailed
-                    }
-                    None => false,
-                };
+                let mut mailed = false;
+                if unknown_device && let Some(new) = device.consider(conn, user, session_for_tx.id, client, now).await?
+                {
+                    store::audit::insert(conn, &self.audit_log.row(new.event)).await?;
+                    mailed = new.mailed;
+                }
                 Ok(Some((revocations, mailed)))
             })
             .await?
             .ok_or(Error::Unauthenticated)?;
-        let (ended, mailed) = ended;
         device.committed(mailed);
-        self.revoker.apply(&ended);
+        self.revoker.apply(&revocations);
         self.issue_tokens(user, &session, refresh_token, now)
     }
 

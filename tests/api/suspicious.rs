@@ -316,23 +316,27 @@ async fn failed_logins_from_many_addresses_are_flagged_once() {
     assert_eq!(suspicious_count(&app, burst), 2.0);
 }
 
+/// Three wrong passwords for `name` (the lockout threshold of these tests).
+async fn lock_out(app: &TestApp, name: &str) {
+    for _ in 0..3 {
+        let refused = app
+            .auth()
+            .login(LoginRequest {
+                identifier: name.into(),
+                password: "not the password".into(),
+                device_name: None,
+            })
+            .await;
+        assert!(refused.is_err());
+    }
+}
+
 #[tokio::test]
 async fn the_first_login_just_after_a_lockout_is_flagged() {
     let app = spawn_app_with(&[("AUTHD_LOCKOUT_THRESHOLD", "3"), ("AUTHD_LOCKOUT_DURATION", "10m")]).await;
     let flag = "suspicious.login_after_lockout";
     app.register("val").await;
-    for _ in 0..3 {
-        assert!(
-            app.auth()
-                .login(LoginRequest {
-                    identifier: "val".into(),
-                    password: "not the password".into(),
-                    device_name: None,
-                })
-                .await
-                .is_err()
-        );
-    }
+    lock_out(&app, "val").await;
     app.clock.advance(Duration::from_secs(10 * 60 + 30));
     app.login("val", PASSWORD).await;
     assert_eq!(
@@ -349,18 +353,7 @@ async fn the_first_login_just_after_a_lockout_is_flagged() {
     assert_eq!(events(&app, flag, "").await, 1, "only the first login after it");
     // Long after a lockout ended, a login is the owner coming back.
     app.register("wen").await;
-    for _ in 0..3 {
-        assert!(
-            app.auth()
-                .login(LoginRequest {
-                    identifier: "wen".into(),
-                    password: "not the password".into(),
-                    device_name: None,
-                })
-                .await
-                .is_err()
-        );
-    }
+    lock_out(&app, "wen").await;
     app.clock.advance(Duration::from_secs(10 * 60 + 16 * 60));
     app.login("wen", PASSWORD).await;
     assert_eq!(events(&app, flag, "").await, 1);
