@@ -139,11 +139,18 @@ async fn rotate_when_due(app: &App) {
 /// How often rate-limit refusals are summarised into the audit trail.
 const REFUSAL_SUMMARY_INTERVAL: Duration = Duration::from_secs(60);
 
-/// Mails claimed per round, how long one send may take, and how long a claim holds (longer than
-/// a whole batch of sends).
-const MAIL_BATCH: i64 = 5;
+/// How long one send may take, how long recording its outcome is retried (through a database
+/// failover), and how long a claim on one mail holds: longer than both together, so no other
+/// replica sends a mail that is being sent, and short, so a replica that dies mid-send leaves its
+/// mail to the others within the minute.
 const MAIL_SEND_TIMEOUT: Duration = Duration::from_secs(30);
-const MAIL_LEASE: chrono::Duration = chrono::Duration::minutes(5);
+const MAIL_RECORD_RETRIES: [Duration; 4] = [
+    Duration::from_millis(500),
+    Duration::from_secs(1),
+    Duration::from_secs(2),
+    Duration::from_secs(4),
+];
+const MAIL_LEASE: chrono::Duration = chrono::Duration::seconds(45);
 /// Retries back off up to this, so a mail server that comes back is used within it.
 const MAIL_MAX_BACKOFF_SECS: i64 = 30;
 /// Mail still undelivered after this long is given up on (and its link dropped): no link in it
@@ -179,11 +186,11 @@ async fn deliver_mail(app: Arc<App>) {
             () = app.mail_ready.notified() => {}
             () = stopped(&mut stop) => return,
         }
-        // Drain what is due, batch by batch.
-        loop {
-            match deliver_batch(&app).await {
-                Ok(n) if n as i64 == MAIL_BATCH => continue,
-                Ok(_) => break,
+        // Drain what is due, one mail at a time; a replica shutting down claims no more.
+        while !*stop.borrow() {
+            match deliver_next(&app).await {
+                Ok(true) => continue,
+                Ok(false) => break,
                 Err(e) => {
                     tracing::warn!(error = %e.detail(), "mail delivery round failed");
                     break;
@@ -198,45 +205,60 @@ async fn deliver_mail(app: Arc<App>) {
     }
 }
 
-async fn deliver_batch(app: &App) -> crate::error::Result<usize> {
-    let now = app.clock.now();
+/// Claims, sends and records the oldest due mail; false when none is due.
+async fn deliver_next(app: &App) -> crate::error::Result<bool> {
     let claimed = {
         let mut conn = store::conn(&app.pool).await?;
-        store::mail::claim_due(&mut conn, now, MAIL_LEASE, MAIL_BATCH).await?
+        store::mail::claim_next(&mut conn, app.clock.now(), MAIL_LEASE).await?
     };
-    for mail in &claimed {
-        let kind = crate::mail::kind_label(&mail.kind);
-        // A root span per delivery: the call that wrote the mail has long been answered.
-        let span = tracing::info_span!("mail", otel.name = "mail.deliver", otel.kind = "client");
-        span.set_attribute("mail.kind", kind);
-        let outcome = match mail
-            .sealed_message
-            .as_deref()
-            .and_then(|sealed| crate::mail::unseal(&app.settings.tokens.key_encryption_key, sealed))
-        {
-            Some(message) => tokio::time::timeout(
-                MAIL_SEND_TIMEOUT,
-                app.mailer.send(&app.settings.mail.from, &message, mail.id, &mail.kind),
-            )
-            .instrument(span.clone())
-            .await
-            .unwrap_or_else(|_| Err(SendError::transient("timed out"))),
-            // Perhaps sealed by a replica with another key (a rolling change): keep it for one that can.
-            None => Err(SendError::transient(
-                "the stored message cannot be opened here (another AUTHD_KEY_ENCRYPTION_KEY?)",
-            )),
-        };
-        if let Err(e) = record_outcome(app, mail, outcome).instrument(span).await {
-            tracing::warn!(id = mail.id, error = %e.detail(), "could not record a mail's delivery");
+    let Some(mail) = claimed else {
+        return Ok(false);
+    };
+    let kind = crate::mail::kind_label(&mail.kind);
+    // A root span per delivery: the call that wrote the mail has long been answered.
+    let span = tracing::info_span!("mail", otel.name = "mail.deliver", otel.kind = "client");
+    span.set_attribute("mail.kind", kind);
+    let outcome = match mail
+        .sealed_message
+        .as_deref()
+        .and_then(|sealed| crate::mail::unseal(&app.settings.tokens.key_encryption_key, sealed))
+    {
+        Some(message) => tokio::time::timeout(
+            MAIL_SEND_TIMEOUT,
+            app.mailer.send(&app.settings.mail.from, &message, mail.id, &mail.kind),
+        )
+        .instrument(span.clone())
+        .await
+        .unwrap_or_else(|_| Err(SendError::transient("timed out"))),
+        // Perhaps sealed by a replica with another key (a rolling change): keep it for one that can.
+        None => Err(SendError::transient(
+            "the stored message cannot be opened here (another AUTHD_KEY_ENCRYPTION_KEY?)",
+        )),
+    };
+    // Recorded within the claim, through a failover of a few seconds: unrecorded, a mail that
+    // went out goes out again once the claim ends.
+    let mut retries = MAIL_RECORD_RETRIES.iter();
+    loop {
+        match record_outcome(app, &mail, &outcome).instrument(span.clone()).await {
+            Ok(()) => break,
+            Err(e) => match retries.next() {
+                Some(&pause) => tokio::time::sleep(pause).await,
+                None => {
+                    tracing::warn!(id = mail.id, error = %e.detail(), "could not record a mail's delivery");
+                    break;
+                }
+            },
         }
     }
-    Ok(claimed.len())
+    Ok(true)
 }
 
+/// Writes what became of a send; its metrics and log line follow the write, so a retried write
+/// counts once.
 async fn record_outcome(
     app: &App,
     mail: &store::mail::OutboxRow,
-    outcome: Result<(), SendError>,
+    outcome: &Result<(), SendError>,
 ) -> crate::error::Result<()> {
     let now = app.clock.now();
     let kind = KeyValue::new("kind", crate::mail::kind_label(&mail.kind));
@@ -257,16 +279,16 @@ async fn record_outcome(
             tracing::info!(id = mail.id, kind = %mail.kind, "mail delivered");
         }
         Err(error) if error.permanent || now - mail.created_at > MAIL_GIVE_UP => {
+            store::mail::mark_abandoned(&mut conn, mail.id, &error.message, now).await?;
             failed("abandoned");
             tracing::error!(id = mail.id, kind = %mail.kind, error = %error.message, "giving up on a mail");
-            store::mail::mark_abandoned(&mut conn, mail.id, &error.message, now).await?;
         }
         Err(error) => {
-            failed("retry");
             let backoff = 1i64 << mail.attempts.clamp(0, 5);
             let next = now + chrono::Duration::seconds(backoff.min(MAIL_MAX_BACKOFF_SECS));
-            tracing::warn!(id = mail.id, kind = %mail.kind, attempt = mail.attempts + 1, error = %error.message, "mail not delivered; will retry");
             store::mail::mark_retry(&mut conn, mail.id, &error.message, next).await?;
+            failed("retry");
+            tracing::warn!(id = mail.id, kind = %mail.kind, attempt = mail.attempts + 1, error = %error.message, "mail not delivered; will retry");
         }
     }
     Ok(())

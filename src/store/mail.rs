@@ -79,34 +79,37 @@ pub async fn pending(conn: &mut Conn<'_>, now: DateTime<Utc>) -> StoreResult<i64
         .await?)
 }
 
-/// Claims up to `limit` due mails for `lease`, skipping rows another worker holds: safe with any
-/// number of replicas delivering at once.
-pub async fn claim_due(
+/// Claims the oldest due mail for `lease`, skipping rows another worker holds: safe with any
+/// number of replicas delivering at once. One at a time, so a replica that dies holds one mail.
+pub async fn claim_next(
     conn: &mut Conn<'_>,
     now: DateTime<Utc>,
     lease: chrono::Duration,
-    limit: i64,
-) -> StoreResult<Vec<OutboxRow>> {
+) -> StoreResult<Option<OutboxRow>> {
     use diesel_async::AsyncConnection;
     Ok(conn
         .transaction::<_, diesel::result::Error, _>(async |conn| {
-            let due: Vec<i64> = mail_outbox::table
+            let Some(due): Option<i64> = mail_outbox::table
                 .filter(mail_outbox::sent_at.is_null())
                 .filter(mail_outbox::failed_at.is_null())
                 .filter(mail_outbox::next_attempt_at.le(now))
                 .filter(mail_outbox::lease_until.is_null().or(mail_outbox::lease_until.lt(now)))
                 .order(mail_outbox::id.asc())
-                .limit(limit)
                 .select(mail_outbox::id)
                 .for_update()
                 .skip_locked()
-                .load(conn)
-                .await?;
-            diesel::update(mail_outbox::table.filter(mail_outbox::id.eq_any(due)))
+                .first(conn)
+                .await
+                .optional()?
+            else {
+                return Ok(None);
+            };
+            diesel::update(mail_outbox::table.find(due))
                 .set(mail_outbox::lease_until.eq(now + lease))
                 .returning(OutboxRow::as_returning())
-                .get_results(conn)
+                .get_result(conn)
                 .await
+                .optional()
         })
         .await?)
 }

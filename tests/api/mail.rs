@@ -1,7 +1,7 @@
 //! The account lifecycle by mail, over real SMTP, following the links in the mails.
 
 use crate::helpers::*;
-use crate::smtp::{PUBLIC_URL, SmtpServer, app_with_smtp, link_prefix};
+use crate::smtp::{PUBLIC_URL, SilentSmtp, SmtpServer, app_with_smtp, link_prefix};
 use authd::proto::*;
 use std::time::Duration;
 use tonic::Code;
@@ -274,6 +274,60 @@ async fn a_request_left_by_a_replica_that_stopped_is_mailed_by_another() {
         .await
         .unwrap();
     assert_eq!(left.n, 1);
+}
+
+#[tokio::test]
+async fn a_mail_a_replica_stopped_while_sending_goes_out_from_another_within_a_minute() {
+    // Replica A's mail server never answers, so A is in the middle of sending when it stops, and
+    // its claim on the mail stays behind as a killed replica's would.
+    let silent = SilentSmtp::start().await;
+    let silent_url = silent.url();
+    let a = spawn_app_with(&[
+        ("AUTHD_SMTP_URL", silent_url.as_str()),
+        ("AUTHD_PUBLIC_URL", PUBLIC_URL),
+        ("AUTHD_MAIL_POLL_INTERVAL", "1s"),
+    ])
+    .await;
+    a.register("ida").await;
+    a.auth()
+        .request_password_reset(RequestPasswordResetRequest {
+            email: "ida@example.com".into(),
+        })
+        .await
+        .unwrap();
+    silent.wait_for_a_sender(Duration::from_secs(15)).await;
+    let database_url = a.database_url.clone();
+    a.stop().await.unwrap();
+
+    let smtp = SmtpServer::start().await;
+    let smtp_url = smtp.url();
+    let b = authd::startup::Server::build(
+        settings(
+            &database_url,
+            &[
+                ("AUTHD_SMTP_URL", smtp_url.as_str()),
+                ("AUTHD_PUBLIC_URL", PUBLIC_URL),
+                ("AUTHD_MAIL_POLL_INTERVAL", "1s"),
+            ],
+        ),
+        authd::clock::Clock::system(),
+        true,
+    )
+    .await
+    .unwrap();
+    let b = spawn_on(b).await;
+    // B leaves it while A's claim may still be sending it...
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(
+        smtp.to("ida@example.com").is_empty(),
+        "sent while another replica held it"
+    );
+    // ...and sends it once the claim has run out, under a minute after A took it.
+    b.clock.advance(Duration::from_secs(50));
+    let mail = smtp.wait_for("ida@example.com", 1, Duration::from_secs(15)).await;
+    assert!(mail.token(&link_prefix("/reset-password")).is_some());
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(smtp.to("ida@example.com").len(), 1);
 }
 
 #[tokio::test]

@@ -124,6 +124,49 @@ impl SmtpServer {
     }
 }
 
+/// A mail server that takes connections and never says a word: a send to it hangs until the
+/// sender gives up, as on a server that stalls or a replica stopped mid-send.
+pub struct SilentSmtp {
+    pub port: u16,
+    connections: Arc<std::sync::atomic::AtomicUsize>,
+    _tasks: JoinSet<()>,
+}
+
+impl SilentSmtp {
+    pub async fn start() -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind an SMTP port");
+        let port = listener.local_addr().unwrap().port();
+        let connections: Arc<std::sync::atomic::AtomicUsize> = Arc::default();
+        let counted = connections.clone();
+        let mut tasks = JoinSet::new();
+        tasks.spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((stream, _)) = listener.accept().await {
+                counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                held.push(stream);
+            }
+        });
+        Self {
+            port,
+            connections,
+            _tasks: tasks,
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("smtp://127.0.0.1:{}", self.port)
+    }
+
+    /// Waits until some sender has connected.
+    pub async fn wait_for_a_sender(&self, within: Duration) {
+        let deadline = Instant::now() + within;
+        while self.connections.load(std::sync::atomic::Ordering::SeqCst) == 0 {
+            assert!(Instant::now() < deadline, "nobody connected within {within:?}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
 async fn serve(stream: TcpStream, mails: Arc<Mutex<Vec<Received>>>) {
     let (read, mut write) = stream.into_split();
     let mut lines = BufReader::new(read).lines();
