@@ -139,18 +139,16 @@ async fn rotate_when_due(app: &App) {
 /// How often rate-limit refusals are summarised into the audit trail.
 const REFUSAL_SUMMARY_INTERVAL: Duration = Duration::from_secs(60);
 
-/// How long one send may take, how long recording its outcome is retried (through a database
-/// failover), and how long a claim on one mail holds: longer than both together, so no other
-/// replica sends a mail that is being sent, and short, so a replica that dies mid-send leaves its
-/// mail to the others within the minute.
-const MAIL_SEND_TIMEOUT: Duration = Duration::from_secs(30);
-const MAIL_RECORD_RETRIES: [Duration; 4] = [
-    Duration::from_millis(500),
-    Duration::from_secs(1),
-    Duration::from_secs(2),
-    Duration::from_secs(4),
-];
-const MAIL_LEASE: chrono::Duration = chrono::Duration::seconds(45);
+/// How long a claim on one mail holds: short, so a replica that dies mid-send leaves its mail to
+/// the others within the minute. Its send may take the first 25 s of it (from before the claim),
+/// recording the outcome (retried, through a database failover) the time up to 5 s before its
+/// end, and the writes of a claim that ran out anyway land nowhere (`store::mail`'s fence), so
+/// no two replicas send a mail at once while their clocks agree within those 5 s.
+const MAIL_LEASE_SECS: u64 = 45;
+const MAIL_LEASE: chrono::Duration = chrono::Duration::seconds(MAIL_LEASE_SECS as i64);
+const MAIL_SEND_TIMEOUT: Duration = Duration::from_secs(25);
+const MAIL_LEASE_MARGIN: Duration = Duration::from_secs(5);
+const _: () = assert!(MAIL_SEND_TIMEOUT.as_secs() + 10 + MAIL_LEASE_MARGIN.as_secs() <= MAIL_LEASE_SECS);
 /// Retries back off up to this, so a mail server that comes back is used within it.
 const MAIL_MAX_BACKOFF_SECS: i64 = 30;
 /// Mail still undelivered after this long is given up on (and its link dropped): no link in it
@@ -207,6 +205,8 @@ async fn deliver_mail(app: Arc<App>) {
 
 /// Claims, sends and records the oldest due mail; false when none is due.
 async fn deliver_next(app: &App) -> crate::error::Result<bool> {
+    // The claim's time is read before its statements run, and so is this.
+    let claimed_at = tokio::time::Instant::now();
     let claimed = {
         let mut conn = store::conn(&app.pool).await?;
         store::mail::claim_next(&mut conn, app.clock.now(), MAIL_LEASE).await?
@@ -214,6 +214,7 @@ async fn deliver_next(app: &App) -> crate::error::Result<bool> {
     let Some(mail) = claimed else {
         return Ok(false);
     };
+    let done_by = claimed_at + Duration::from_secs(MAIL_LEASE_SECS) - MAIL_LEASE_MARGIN;
     let kind = crate::mail::kind_label(&mail.kind);
     // A root span per delivery: the call that wrote the mail has long been answered.
     let span = tracing::info_span!("mail", otel.name = "mail.deliver", otel.kind = "client");
@@ -223,8 +224,8 @@ async fn deliver_next(app: &App) -> crate::error::Result<bool> {
         .as_deref()
         .and_then(|sealed| crate::mail::unseal(&app.settings.tokens.key_encryption_key, sealed))
     {
-        Some(message) => tokio::time::timeout(
-            MAIL_SEND_TIMEOUT,
+        Some(message) => tokio::time::timeout_at(
+            claimed_at + MAIL_SEND_TIMEOUT,
             app.mailer.send(&app.settings.mail.from, &message, mail.id, &mail.kind),
         )
         .instrument(span.clone())
@@ -235,25 +236,30 @@ async fn deliver_next(app: &App) -> crate::error::Result<bool> {
             "the stored message cannot be opened here (another AUTHD_KEY_ENCRYPTION_KEY?)",
         )),
     };
-    // Recorded within the claim, through a failover of a few seconds: unrecorded, a mail that
-    // went out goes out again once the claim ends.
-    let mut retries = MAIL_RECORD_RETRIES.iter();
+    // Recorded while the claim holds, through a failover of a few seconds: unrecorded, a mail
+    // that went out goes out again once the claim runs out.
+    let mut pause = Duration::from_millis(500);
     loop {
-        match record_outcome(app, &mail, &outcome).instrument(span.clone()).await {
-            Ok(()) => break,
-            Err(e) => match retries.next() {
-                Some(&pause) => tokio::time::sleep(pause).await,
-                None => {
-                    tracing::warn!(id = mail.id, error = %e.detail(), "could not record a mail's delivery");
-                    break;
-                }
-            },
+        let error = match tokio::time::timeout_at(done_by, record_outcome(app, &mail, &outcome))
+            .instrument(span.clone())
+            .await
+        {
+            Ok(Ok(())) => break,
+            Ok(Err(e)) => e.detail(),
+            Err(_) => "timed out".to_string(),
+        };
+        if tokio::time::Instant::now() + pause >= done_by {
+            tracing::warn!(id = mail.id, error = %error, "could not record a mail's delivery; it is tried again when its claim runs out");
+            break;
         }
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_secs(4));
     }
     Ok(true)
 }
 
-/// Writes what became of a send; its metrics and log line follow the write, so a retried write
+/// Writes what became of a send, unless the claim on it ran out (then another replica has the
+/// mail, and this writes nothing); its metrics and log line follow the write, so a retried write
 /// counts once.
 async fn record_outcome(
     app: &App,
@@ -272,24 +278,36 @@ async fn record_outcome(
             .add(1, &[kind.clone(), KeyValue::new("outcome", outcome)]);
     };
     let mut conn = store::conn(&app.pool).await?;
-    match outcome {
+    let held = match outcome {
         Ok(()) => {
-            store::mail::mark_sent(&mut conn, mail.id, now).await?;
-            app.metrics.mail.delivered.add(1, std::slice::from_ref(&kind));
-            tracing::info!(id = mail.id, kind = %mail.kind, "mail delivered");
+            let held = store::mail::mark_sent(&mut conn, mail, now).await?;
+            if held {
+                app.metrics.mail.delivered.add(1, std::slice::from_ref(&kind));
+                tracing::info!(id = mail.id, kind = %mail.kind, "mail delivered");
+            }
+            held
         }
         Err(error) if error.permanent || now - mail.created_at > MAIL_GIVE_UP => {
-            store::mail::mark_abandoned(&mut conn, mail.id, &error.message, now).await?;
-            failed("abandoned");
-            tracing::error!(id = mail.id, kind = %mail.kind, error = %error.message, "giving up on a mail");
+            let held = store::mail::mark_abandoned(&mut conn, mail, &error.message, now).await?;
+            if held {
+                failed("abandoned");
+                tracing::error!(id = mail.id, kind = %mail.kind, error = %error.message, "giving up on a mail");
+            }
+            held
         }
         Err(error) => {
             let backoff = 1i64 << mail.attempts.clamp(0, 5);
             let next = now + chrono::Duration::seconds(backoff.min(MAIL_MAX_BACKOFF_SECS));
-            store::mail::mark_retry(&mut conn, mail.id, &error.message, next).await?;
-            failed("retry");
-            tracing::warn!(id = mail.id, kind = %mail.kind, attempt = mail.attempts + 1, error = %error.message, "mail not delivered; will retry");
+            let held = store::mail::mark_retry(&mut conn, mail, &error.message, next).await?;
+            if held {
+                failed("retry");
+                tracing::warn!(id = mail.id, kind = %mail.kind, attempt = mail.attempts + 1, error = %error.message, "mail not delivered; will retry");
+            }
+            held
         }
+    };
+    if !held {
+        tracing::warn!(id = mail.id, kind = %mail.kind, delivered = outcome.is_ok(), "a mail's outcome not written: its claim ran out (another replica has the mail) or an earlier try of the write landed");
     }
     Ok(())
 }

@@ -40,6 +40,8 @@ impl Mailer {
     pub fn from_settings(settings: &crate::config::Settings) -> anyhow::Result<Self> {
         match &settings.mail.smtp_url {
             Some(url) => {
+                // A connection per mail (lettre's pool is off): a send cut off by its timeout
+                // takes its connection along, so no later send reads the replies it left.
                 let transport = AsyncSmtpTransport::<Tokio1Executor>::from_url(url.expose())
                     .map_err(|e| anyhow::anyhow!("configuration error: AUTHD_SMTP_URL: {e}"))?
                     .timeout(Some(Duration::from_secs(10)))

@@ -12,6 +12,8 @@ pub struct OutboxRow {
     pub sealed_message: Option<Vec<u8>>,
     pub attempts: i32,
     pub created_at: DateTime<Utc>,
+    /// The claim this row was read under: the writes below land only while it is still held.
+    pub lease_until: Option<DateTime<Utc>>,
 }
 
 #[derive(Insertable)]
@@ -114,9 +116,20 @@ pub async fn claim_next(
         .await?)
 }
 
-/// Delivered: the sealed message is dropped at once.
-pub async fn mark_sent(conn: &mut Conn<'_>, id: i64, now: DateTime<Utc>) -> StoreResult<()> {
-    diesel::update(mail_outbox::table.find(id))
+/// The row of `mail` while its claim holds: unsent, and not claimed again since.
+macro_rules! claimed {
+    ($mail:expr) => {
+        mail_outbox::table
+            .find($mail.id)
+            .filter(mail_outbox::sent_at.is_null())
+            .filter(mail_outbox::lease_until.is_not_distinct_from($mail.lease_until))
+    };
+}
+
+/// Delivered: the sealed message is dropped at once. False when the claim was lost (it ran out
+/// and another worker holds the mail): nothing is written.
+pub async fn mark_sent(conn: &mut Conn<'_>, mail: &OutboxRow, now: DateTime<Utc>) -> StoreResult<bool> {
+    let updated = diesel::update(claimed!(mail))
         .set((
             mail_outbox::sent_at.eq(now),
             mail_outbox::sealed_message.eq(None::<Vec<u8>>),
@@ -125,12 +138,12 @@ pub async fn mark_sent(conn: &mut Conn<'_>, id: i64, now: DateTime<Utc>) -> Stor
         ))
         .execute(conn)
         .await?;
-    Ok(())
+    Ok(updated == 1)
 }
 
-/// Not delivered this time: try again at `next`.
-pub async fn mark_retry(conn: &mut Conn<'_>, id: i64, error: &str, next: DateTime<Utc>) -> StoreResult<()> {
-    diesel::update(mail_outbox::table.find(id))
+/// Not delivered this time: try again at `next`. False when the claim was lost.
+pub async fn mark_retry(conn: &mut Conn<'_>, mail: &OutboxRow, error: &str, next: DateTime<Utc>) -> StoreResult<bool> {
+    let updated = diesel::update(claimed!(mail))
         .set((
             mail_outbox::attempts.eq(mail_outbox::attempts + 1),
             mail_outbox::next_attempt_at.eq(next),
@@ -139,12 +152,17 @@ pub async fn mark_retry(conn: &mut Conn<'_>, id: i64, error: &str, next: DateTim
         ))
         .execute(conn)
         .await?;
-    Ok(())
+    Ok(updated == 1)
 }
 
-/// Given up on: the message (and the link in it) is dropped.
-pub async fn mark_abandoned(conn: &mut Conn<'_>, id: i64, error: &str, now: DateTime<Utc>) -> StoreResult<()> {
-    diesel::update(mail_outbox::table.find(id))
+/// Given up on: the message (and the link in it) is dropped. False when the claim was lost.
+pub async fn mark_abandoned(
+    conn: &mut Conn<'_>,
+    mail: &OutboxRow,
+    error: &str,
+    now: DateTime<Utc>,
+) -> StoreResult<bool> {
+    let updated = diesel::update(claimed!(mail))
         .set((
             mail_outbox::attempts.eq(mail_outbox::attempts + 1),
             mail_outbox::failed_at.eq(now),
@@ -154,7 +172,7 @@ pub async fn mark_abandoned(conn: &mut Conn<'_>, id: i64, error: &str, now: Date
         ))
         .execute(conn)
         .await?;
-    Ok(())
+    Ok(updated == 1)
 }
 
 /// Deletes delivered or abandoned mail older than `before`.

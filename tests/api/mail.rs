@@ -289,13 +289,16 @@ async fn a_mail_a_replica_stopped_while_sending_goes_out_from_another_within_a_m
     ])
     .await;
     a.register("ida").await;
-    a.auth()
-        .request_password_reset(RequestPasswordResetRequest {
-            email: "ida@example.com".into(),
-        })
-        .await
-        .unwrap();
+    a.register("joe").await;
+    let reset = |email: &str| {
+        let request = RequestPasswordResetRequest { email: email.into() };
+        let mut auth = a.auth();
+        async move { auth.request_password_reset(request).await.unwrap() }
+    };
+    reset("ida@example.com").await;
     silent.wait_for_a_sender(Duration::from_secs(15)).await;
+    // Written while A is busy with ida's: A holds no claim on joe's.
+    reset("joe@example.com").await;
     let database_url = a.database_url.clone();
     a.stop().await.unwrap();
 
@@ -316,8 +319,9 @@ async fn a_mail_a_replica_stopped_while_sending_goes_out_from_another_within_a_m
     .await
     .unwrap();
     let b = spawn_on(b).await;
-    // B leaves it while A's claim may still be sending it...
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // B sends joe's at once, and leaves ida's while A's claim may still be sending it...
+    smtp.wait_for("joe@example.com", 1, Duration::from_secs(15)).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
     assert!(
         smtp.to("ida@example.com").is_empty(),
         "sent while another replica held it"
@@ -328,6 +332,61 @@ async fn a_mail_a_replica_stopped_while_sending_goes_out_from_another_within_a_m
     assert!(mail.token(&link_prefix("/reset-password")).is_some());
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(smtp.to("ida@example.com").len(), 1);
+    assert_eq!(smtp.to("joe@example.com").len(), 1);
+}
+
+#[tokio::test]
+async fn the_writes_of_a_claim_that_ran_out_land_nowhere() {
+    use authd::store::mail;
+    use diesel_async::RunQueryDsl;
+    let (_, url) = fresh_database().await;
+    let pool = authd::store::connect(&url, 1).await.unwrap();
+    let mut conn = authd::store::conn(&pool).await.unwrap();
+    diesel::sql_query(
+        "INSERT INTO mail_outbox (kind, recipient, sealed_message, created_at, next_attempt_at) \
+         VALUES ('reset_password', 'kim@example.com', '\\x00', now(), now())",
+    )
+    .execute(&mut *conn)
+    .await
+    .unwrap();
+    let (now, lease) = (chrono::Utc::now(), chrono::Duration::seconds(45));
+    let first = mail::claim_next(&mut conn, now, lease).await.unwrap().expect("due");
+    assert!(mail::claim_next(&mut conn, now, lease).await.unwrap().is_none(), "held");
+    let later = now + chrono::Duration::seconds(46);
+    let second = mail::claim_next(&mut conn, later, lease)
+        .await
+        .unwrap()
+        .expect("the claim ran out");
+    assert_eq!(second.id, first.id);
+    // The first claimer, late, writes nothing over the second's claim...
+    assert!(!mail::mark_sent(&mut conn, &first, later).await.unwrap());
+    assert!(!mail::mark_retry(&mut conn, &first, "late", later).await.unwrap());
+    assert!(!mail::mark_abandoned(&mut conn, &first, "late", later).await.unwrap());
+    assert!(
+        mail::claim_next(&mut conn, later, lease).await.unwrap().is_none(),
+        "still held"
+    );
+    // ...and the second's outcome is written, once.
+    assert!(mail::mark_sent(&mut conn, &second, later).await.unwrap());
+    assert!(!mail::mark_retry(&mut conn, &second, "late", later).await.unwrap());
+    let much_later = later + chrono::Duration::hours(1);
+    assert!(
+        mail::claim_next(&mut conn, much_later, lease).await.unwrap().is_none(),
+        "sent"
+    );
+    #[derive(diesel::QueryableByName)]
+    struct Count {
+        #[diesel(sql_type = diesel::sql_types::BigInt)]
+        n: i64,
+    }
+    let sent_once: Count = diesel::sql_query(
+        "SELECT COUNT(*) AS n FROM mail_outbox WHERE sent_at IS NOT NULL AND attempts = 0 \
+         AND failed_at IS NULL AND last_error IS NULL AND sealed_message IS NULL",
+    )
+    .get_result(&mut *conn)
+    .await
+    .unwrap();
+    assert_eq!(sent_once.n, 1);
 }
 
 #[tokio::test]
